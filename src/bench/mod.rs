@@ -1,0 +1,300 @@
+//! `logmesh bench`: load generators that drive a running node over HTTP and report
+//! throughput and acknowledgement latency. Speed is measured here, never in tests.
+
+use crate::config::parse_duration;
+use clap::{Args, Subcommand, ValueEnum};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Ingest load: NDJSON batches to /api/v1/logs or single events to /event.
+    Ingest(IngestBenchArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IngestMode {
+    /// POST /api/v1/logs with NDJSON bodies of --batch-events events.
+    Ndjson,
+    /// POST /event with one raw-text event per request.
+    Single,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct IngestBenchArgs {
+    /// Node to drive.
+    #[arg(long, default_value = "http://127.0.0.1:5555")]
+    pub url: String,
+    /// Bearer token, if the node requires one.
+    #[arg(long, env = "LOGMESH_API_TOKEN")]
+    pub api_token: Option<String>,
+    #[arg(long, value_enum, default_value = "ndjson")]
+    pub mode: IngestMode,
+    /// How long to send for, e.g. 10s.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Concurrent connections [default: 8 for ndjson, 64 for single].
+    #[arg(long)]
+    pub connections: Option<usize>,
+    /// Events per NDJSON request.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub batch_events: u32,
+    /// Approximate size of one event's JSON, in bytes.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(64..=65_536))]
+    pub event_bytes: u32,
+    /// Print the report as JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What a benchmark run measured.
+#[derive(Debug, Serialize)]
+pub struct IngestReport {
+    pub mode: IngestMode,
+    pub connections: usize,
+    pub seconds: f64,
+    pub requests_acknowledged: u64,
+    pub events_acknowledged: u64,
+    pub requests_shed_503: u64,
+    pub requests_failed: u64,
+    pub events_per_second: f64,
+    pub requests_per_second: f64,
+    pub ack_latency_ms_p50: f64,
+    pub ack_latency_ms_p99: f64,
+    pub ack_latency_ms_max: f64,
+}
+
+pub async fn run(command: BenchCommand) -> ExitCode {
+    match command {
+        BenchCommand::Ingest(args) => match ingest(&args).await {
+            Ok(report) => {
+                if args.json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&report).expect("report serialises")
+                    );
+                } else {
+                    print_report(&report);
+                }
+                if report.requests_acknowledged == 0 {
+                    eprintln!("logmesh bench: no request was acknowledged");
+                    return ExitCode::FAILURE;
+                }
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("logmesh bench: {error}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn print_report(report: &IngestReport) {
+    println!(
+        "mode {:?}, {} connections, {:.1} s",
+        report.mode, report.connections, report.seconds
+    );
+    println!(
+        "acknowledged: {} requests, {} events ({} shed with 503, {} failed)",
+        report.requests_acknowledged,
+        report.events_acknowledged,
+        report.requests_shed_503,
+        report.requests_failed
+    );
+    println!(
+        "throughput:   {:.0} events/s, {:.0} requests/s",
+        report.events_per_second, report.requests_per_second
+    );
+    println!(
+        "ack latency:  p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        report.ack_latency_ms_p50, report.ack_latency_ms_p99, report.ack_latency_ms_max
+    );
+}
+
+#[derive(Default)]
+struct Counters {
+    requests: AtomicU64,
+    events: AtomicU64,
+    shed: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// Builds request bodies: a few distinct ones, reused round-robin.
+fn bodies(args: &IngestBenchArgs) -> Vec<bytes::Bytes> {
+    const SERVICES: [&str; 4] = ["api", "billing", "auth", "search"];
+    const SEVERITIES: [&str; 4] = ["info", "warn", "error", "debug"];
+    // The JSON envelope around the message is about 60 bytes.
+    let message_len = (args.event_bytes as usize).saturating_sub(60).max(8);
+    (0..16)
+        .map(|variant| {
+            let filler: String = (0..message_len)
+                .map(|i| (b'a' + ((i * 7 + variant * 13) % 26) as u8) as char)
+                .collect();
+            match args.mode {
+                IngestMode::Single => bytes::Bytes::from(filler),
+                IngestMode::Ndjson => {
+                    let mut body = String::new();
+                    for i in 0..args.batch_events as usize {
+                        let line = serde_json::json!({
+                            "service": SERVICES[(i + variant) % SERVICES.len()],
+                            "severity": SEVERITIES[i % SEVERITIES.len()],
+                            "message": filler,
+                        });
+                        body.push_str(&line.to_string());
+                        body.push('\n');
+                    }
+                    bytes::Bytes::from(body)
+                }
+            }
+        })
+        .collect()
+}
+
+pub async fn ingest(args: &IngestBenchArgs) -> Result<IngestReport, String> {
+    let connections = args.connections.unwrap_or(match args.mode {
+        IngestMode::Ndjson => 8,
+        IngestMode::Single => 64,
+    });
+    let (endpoint, content_type, events_per_request) = match args.mode {
+        IngestMode::Ndjson => (
+            format!("{}/api/v1/logs", args.url.trim_end_matches('/')),
+            "application/x-ndjson",
+            u64::from(args.batch_events),
+        ),
+        IngestMode::Single => (
+            format!(
+                "{}/event?service=bench&severity=info",
+                args.url.trim_end_matches('/')
+            ),
+            "text/plain",
+            1,
+        ),
+    };
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(connections)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+    let bodies = Arc::new(bodies(args));
+    let counters = Arc::new(Counters::default());
+    let started = Instant::now();
+    let deadline = started + args.duration;
+    let progress = tokio::spawn(report_progress(counters.clone(), started, deadline));
+    let mut workers = Vec::with_capacity(connections);
+    for worker in 0..connections {
+        let client = client.clone();
+        let endpoint = endpoint.clone();
+        let bodies = bodies.clone();
+        let counters = counters.clone();
+        let token = args.api_token.clone();
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
+                .expect("valid histogram bounds");
+            let mut turn = worker;
+            while Instant::now() < deadline {
+                let body = bodies[turn % bodies.len()].clone();
+                turn += 1;
+                let mut request = client
+                    .post(&endpoint)
+                    .header("content-type", content_type)
+                    .body(body);
+                if let Some(token) = &token {
+                    request = request.bearer_auth(token);
+                }
+                let sent = Instant::now();
+                match request.send().await {
+                    Ok(response) if response.status() == reqwest::StatusCode::ACCEPTED => {
+                        let _ = response.bytes().await;
+                        let micros = sent.elapsed().as_micros() as u64;
+                        let _ = latencies.record(micros.max(1));
+                        counters.requests.fetch_add(1, Ordering::Relaxed);
+                        counters
+                            .events
+                            .fetch_add(events_per_request, Ordering::Relaxed);
+                    }
+                    Ok(response)
+                        if response.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE =>
+                    {
+                        counters.shed.fetch_add(1, Ordering::Relaxed);
+                        let _ = response.bytes().await;
+                        // Honour the node's back-pressure instead of hammering it.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    Ok(response) => {
+                        counters.failed.fetch_add(1, Ordering::Relaxed);
+                        let status = response.status();
+                        let text = response.text().await.unwrap_or_default();
+                        return Err(format!("{endpoint} answered {status}: {text}"));
+                    }
+                    Err(error) => {
+                        counters.failed.fetch_add(1, Ordering::Relaxed);
+                        return Err(format!("{endpoint}: {error}"));
+                    }
+                }
+            }
+            Ok(latencies)
+        }));
+    }
+    let mut latencies =
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds");
+    let mut first_error = None;
+    for worker in workers {
+        match worker.await {
+            Ok(Ok(histogram)) => latencies.add(&histogram).expect("same bounds"),
+            Ok(Err(error)) => {
+                first_error.get_or_insert(error);
+            }
+            Err(error) => {
+                first_error.get_or_insert(error.to_string());
+            }
+        }
+    }
+    progress.abort();
+    let seconds = started.elapsed().as_secs_f64();
+    if let Some(error) = first_error
+        && counters.requests.load(Ordering::Relaxed) == 0
+    {
+        return Err(error);
+    }
+    let requests = counters.requests.load(Ordering::Relaxed);
+    let events = counters.events.load(Ordering::Relaxed);
+    let ms = |micros: u64| micros as f64 / 1000.0;
+    Ok(IngestReport {
+        mode: args.mode,
+        connections,
+        seconds,
+        requests_acknowledged: requests,
+        events_acknowledged: events,
+        requests_shed_503: counters.shed.load(Ordering::Relaxed),
+        requests_failed: counters.failed.load(Ordering::Relaxed),
+        events_per_second: events as f64 / seconds,
+        requests_per_second: requests as f64 / seconds,
+        ack_latency_ms_p50: ms(latencies.value_at_quantile(0.50)),
+        ack_latency_ms_p99: ms(latencies.value_at_quantile(0.99)),
+        ack_latency_ms_max: ms(latencies.max()),
+    })
+}
+
+async fn report_progress(counters: Arc<Counters>, started: Instant, deadline: Instant) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.tick().await;
+    let mut last_events = 0;
+    while Instant::now() < deadline {
+        ticker.tick().await;
+        let events = counters.events.load(Ordering::Relaxed);
+        eprintln!(
+            "[{:>4.0}s] {:>9} events acknowledged ({:>7} in the last second), {} shed",
+            started.elapsed().as_secs_f64(),
+            events,
+            events - last_events,
+            counters.shed.load(Ordering::Relaxed)
+        );
+        last_events = events;
+    }
+}

@@ -1,0 +1,85 @@
+//! The command line: one binary, one subcommand per job. Exit codes scripts can rely on:
+//! 0 success, 1 a failure while running, 2 bad usage or configuration.
+
+use crate::bench::BenchCommand;
+use crate::config::{self, ServeArgs};
+use crate::node::Node;
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "logmesh",
+    version,
+    about = "One binary that turns any number of machines into a log platform."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a node: ingest over HTTP, durable queue, batched store, event log file.
+    Serve(Box<ServeArgs>),
+    /// Measure a running node.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+/// Exit code for bad usage or configuration (clap uses the same).
+pub const EXIT_USAGE: u8 = 2;
+
+pub async fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Serve(args) => serve(*args).await,
+        Command::Bench(command) => crate::bench::run(command).await,
+    }
+}
+
+async fn serve(args: ServeArgs) -> ExitCode {
+    let config = match config::resolve(&args, &|name| std::env::var(name).ok()) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("logmesh serve: {error}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    crate::telemetry::init(config.log_format);
+    let node = match Node::start(config).await {
+        Ok(node) => node,
+        Err(error) => {
+            tracing::error!(error = %error, "The node could not start.");
+            eprintln!("logmesh serve: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    wait_for_signal().await;
+    tracing::info!("Shutting down on signal.");
+    node.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+/// Waits for SIGINT (Ctrl-C) or SIGTERM.
+async fn wait_for_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

@@ -1,0 +1,660 @@
+//! `serve` configuration: flags, then `LOGMESH_*` environment variables (plus the log
+//! monitoring seed's `BATCHSIZE` and `FLUSHINTERVAL`), then an optional TOML file, then
+//! defaults. The first source that sets a value wins; every value is checked here, so a bad
+//! one is a start-up error that names its source, never a panic later.
+
+use crate::event::parse::check_name;
+use crate::eventlog::Rotation;
+use crate::node::{LogFormat, NodeConfig};
+use crate::queue::QueueLimits;
+use crate::store::DatabaseUrl;
+use clap::Args;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:5555";
+pub const DEFAULT_DATA_DIR: &str = "./logmesh-data";
+pub const DEFAULT_BATCH_SIZE: usize = 5_000;
+pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+pub const DEFAULT_MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
+pub const DEFAULT_QUEUE_MAX_EVENTS: usize = 250_000;
+pub const DEFAULT_QUEUE_MAX_BYTES: usize = 128 * 1024 * 1024;
+pub const DEFAULT_EVENT_LOG_MAX_BYTES: u64 = 100 * 1024 * 1024;
+pub const DEFAULT_EVENT_LOG_KEEP: u32 = 5;
+
+/// Flags of `logmesh serve`. Each is optional here so that the environment, the file and the
+/// defaults can fill in what the command line leaves out.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// Address to listen on [env: LOGMESH_LISTEN] [default: 127.0.0.1:5555]
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<String>,
+    /// Directory for the queue, the SQLite database and the event log [env: LOGMESH_DATA_DIR]
+    /// [default: ./logmesh-data]
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<String>,
+    /// This node's name in the cluster [env: LOGMESH_NODE_NAME] [default: the host name]
+    #[arg(long, value_name = "NAME")]
+    pub node_name: Option<String>,
+    /// Where events are stored: sqlite://PATH [env: LOGMESH_DATABASE]
+    /// [default: sqlite://<data-dir>/logmesh.db]
+    #[arg(long, value_name = "URL")]
+    pub database: Option<String>,
+    /// Require `Authorization: Bearer TOKEN` on every request [env: LOGMESH_API_TOKEN]
+    #[arg(long, value_name = "TOKEN")]
+    pub api_token: Option<String>,
+    /// Allow listening on a non-loopback address without an API token [env: LOGMESH_INSECURE]
+    #[arg(long)]
+    pub insecure: bool,
+    /// Events per store batch [env: LOGMESH_BATCH_SIZE or BATCHSIZE] [default: 5000]
+    #[arg(long, value_name = "N")]
+    pub batch_size: Option<String>,
+    /// Longest wait before a partial batch is stored, e.g. 500ms, 20s, 1m; a bare number is
+    /// seconds [env: LOGMESH_FLUSH_INTERVAL or FLUSHINTERVAL] [default: 1s]
+    #[arg(long, value_name = "DURATION")]
+    pub flush_interval: Option<String>,
+    /// Largest request body, e.g. 10MiB [env: LOGMESH_MAX_BODY_BYTES] [default: 10MiB]
+    #[arg(long, value_name = "SIZE")]
+    pub max_body_bytes: Option<String>,
+    /// Events the ingest queue holds before answering 503 [env: LOGMESH_QUEUE_MAX_EVENTS]
+    /// [default: 250000]
+    #[arg(long, value_name = "N")]
+    pub queue_max_events: Option<String>,
+    /// Bytes the ingest queue holds before answering 503 [env: LOGMESH_QUEUE_MAX_BYTES]
+    /// [default: 128MiB]
+    #[arg(long, value_name = "SIZE")]
+    pub queue_max_bytes: Option<String>,
+    /// Size at which the event log file rotates [env: LOGMESH_EVENT_LOG_MAX_BYTES]
+    /// [default: 100MiB]
+    #[arg(long, value_name = "SIZE")]
+    pub event_log_max_bytes: Option<String>,
+    /// Rotated event log files kept [env: LOGMESH_EVENT_LOG_KEEP] [default: 5]
+    #[arg(long, value_name = "N")]
+    pub event_log_keep: Option<String>,
+    /// Format of logmesh's own logs: human or json [env: LOGMESH_LOG_FORMAT] [default: human]
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<String>,
+    /// TOML file with any of these settings, keys spelled like the flags (batch-size = 5000)
+    /// [env: LOGMESH_CONFIG]
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// Where a setting's value came from, for error messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Flag(&'static str),
+    Env(&'static str),
+    File(PathBuf, &'static str),
+    Default,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Flag(name) => write!(f, "--{name}"),
+            Source::Env(name) => write!(f, "environment variable {name}"),
+            Source::File(path, key) => write!(f, "`{key}` in {}", path.display()),
+            Source::Default => f.write_str("the default"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("invalid value {value:?} for {origin}: {reason}")]
+    Invalid {
+        value: String,
+        origin: Source,
+        reason: String,
+    },
+    #[error("cannot read the config file {path}: {reason}")]
+    File { path: PathBuf, reason: String },
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// Every setting: its flag/file key and the environment variables that may set it.
+const SETTINGS: &[(&str, &[&str])] = &[
+    ("listen", &["LOGMESH_LISTEN"]),
+    ("data-dir", &["LOGMESH_DATA_DIR"]),
+    ("node-name", &["LOGMESH_NODE_NAME"]),
+    ("database", &["LOGMESH_DATABASE"]),
+    ("api-token", &["LOGMESH_API_TOKEN"]),
+    ("insecure", &["LOGMESH_INSECURE"]),
+    ("batch-size", &["LOGMESH_BATCH_SIZE", "BATCHSIZE"]),
+    (
+        "flush-interval",
+        &["LOGMESH_FLUSH_INTERVAL", "FLUSHINTERVAL"],
+    ),
+    ("max-body-bytes", &["LOGMESH_MAX_BODY_BYTES"]),
+    ("queue-max-events", &["LOGMESH_QUEUE_MAX_EVENTS"]),
+    ("queue-max-bytes", &["LOGMESH_QUEUE_MAX_BYTES"]),
+    ("event-log-max-bytes", &["LOGMESH_EVENT_LOG_MAX_BYTES"]),
+    ("event-log-keep", &["LOGMESH_EVENT_LOG_KEEP"]),
+    ("log-format", &["LOGMESH_LOG_FORMAT"]),
+];
+
+struct Resolver<'a> {
+    flags: BTreeMap<&'static str, String>,
+    env: &'a dyn Fn(&str) -> Option<String>,
+    file: Option<(PathBuf, BTreeMap<String, String>)>,
+}
+
+impl Resolver<'_> {
+    /// The raw value of `key` from the first source that sets it.
+    fn raw(&self, key: &'static str) -> Option<(String, Source)> {
+        if let Some(value) = self.flags.get(key) {
+            return Some((value.clone(), Source::Flag(key)));
+        }
+        let (_, envs) = SETTINGS
+            .iter()
+            .find(|(name, _)| *name == key)
+            .expect("every key is in SETTINGS");
+        for name in *envs {
+            if let Some(value) = (self.env)(name).filter(|v| !v.is_empty()) {
+                return Some((value, Source::Env(name)));
+            }
+        }
+        let (path, table) = self.file.as_ref()?;
+        table
+            .get(key)
+            .map(|value| (value.clone(), Source::File(path.clone(), key)))
+    }
+
+    /// Parses `key` with `parse`, or returns `default` when no source sets it.
+    fn get<T>(
+        &self,
+        key: &'static str,
+        default: T,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<T, ConfigError> {
+        match self.raw(key) {
+            None => Ok(default),
+            Some((value, origin)) => parse(&value).map_err(|reason| ConfigError::Invalid {
+                value,
+                origin,
+                reason,
+            }),
+        }
+    }
+}
+
+/// Resolves the node configuration. `env` reads an environment variable (injected so tests do
+/// not touch the process environment).
+pub fn resolve(
+    args: &ServeArgs,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<NodeConfig, ConfigError> {
+    let mut flags = BTreeMap::new();
+    let mut set = |key: &'static str, value: &Option<String>| {
+        if let Some(value) = value {
+            flags.insert(key, value.clone());
+        }
+    };
+    set("listen", &args.listen);
+    set("data-dir", &args.data_dir);
+    set("node-name", &args.node_name);
+    set("database", &args.database);
+    set("api-token", &args.api_token);
+    set("batch-size", &args.batch_size);
+    set("flush-interval", &args.flush_interval);
+    set("max-body-bytes", &args.max_body_bytes);
+    set("queue-max-events", &args.queue_max_events);
+    set("queue-max-bytes", &args.queue_max_bytes);
+    set("event-log-max-bytes", &args.event_log_max_bytes);
+    set("event-log-keep", &args.event_log_keep);
+    set("log-format", &args.log_format);
+    if args.insecure {
+        flags.insert("insecure", "true".to_owned());
+    }
+    let config_path = args.config.clone().or_else(|| {
+        env("LOGMESH_CONFIG")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    });
+    let file = match config_path {
+        Some(path) => {
+            let table = read_file(&path)?;
+            Some((path, table))
+        }
+        None => None,
+    };
+    let resolver = Resolver { flags, env, file };
+
+    let listen = resolver.get("listen", DEFAULT_LISTEN.to_owned(), parse_listen)?;
+    let data_dir = resolver.get("data-dir", PathBuf::from(DEFAULT_DATA_DIR), |v| {
+        Ok(PathBuf::from(v))
+    })?;
+    let node_name = match resolver.raw("node-name") {
+        Some(_) => resolver.get("node-name", String::new(), |v| {
+            check_name(v).map(str::to_owned)
+        })?,
+        None => default_node_name(),
+    };
+    let default_database = DatabaseUrl::Sqlite(data_dir.join("logmesh.db"));
+    let database = resolver.get("database", default_database, DatabaseUrl::parse)?;
+    let api_token = resolver.get("api-token", None, |v| {
+        if v.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            Err("tokens cannot contain whitespace or control characters".into())
+        } else {
+            Ok(Some(v.to_owned()))
+        }
+    })?;
+    let insecure = resolver.get("insecure", false, parse_bool)?;
+    let batch_size = resolver.get("batch-size", DEFAULT_BATCH_SIZE, |v| {
+        parse_count(v, 1, 1_000_000)
+    })?;
+    let flush_interval = resolver.get("flush-interval", DEFAULT_FLUSH_INTERVAL, parse_duration)?;
+    let max_body_bytes = resolver.get("max-body-bytes", DEFAULT_MAX_BODY_BYTES, |v| {
+        parse_size(v, 1024, 1 << 30).map(|n| n as usize)
+    })?;
+    let max_events = resolver.get("queue-max-events", DEFAULT_QUEUE_MAX_EVENTS, |v| {
+        parse_count(v, 1, 100_000_000)
+    })?;
+    let max_bytes = resolver.get("queue-max-bytes", DEFAULT_QUEUE_MAX_BYTES, |v| {
+        parse_size(v, 1024, 64 << 30).map(|n| n as usize)
+    })?;
+    let event_log_max_bytes =
+        resolver.get("event-log-max-bytes", DEFAULT_EVENT_LOG_MAX_BYTES, |v| {
+            parse_size(v, 1024, u64::MAX)
+        })?;
+    let event_log_keep = resolver.get("event-log-keep", DEFAULT_EVENT_LOG_KEEP, |v| {
+        parse_count(v, 0, 1000).map(|n| n as u32)
+    })?;
+    let log_format = resolver.get("log-format", LogFormat::Human, |v| match v {
+        "human" => Ok(LogFormat::Human),
+        "json" => Ok(LogFormat::Json),
+        _ => Err("expected human or json".into()),
+    })?;
+    if max_bytes < max_body_bytes {
+        return Err(ConfigError::Conflict(format!(
+            "queue-max-bytes ({max_bytes}) is smaller than max-body-bytes ({max_body_bytes}): \
+             a request of the largest allowed size could never be queued"
+        )));
+    }
+    Ok(NodeConfig {
+        listen,
+        data_dir,
+        node_name,
+        database,
+        api_token,
+        insecure,
+        batch_size,
+        flush_interval,
+        max_body_bytes,
+        queue_limits: QueueLimits {
+            max_events,
+            max_bytes,
+        },
+        event_log: Rotation {
+            max_bytes: event_log_max_bytes,
+            keep: event_log_keep,
+        },
+        log_format,
+    })
+}
+
+fn default_node_name() -> String {
+    hostname::get()
+        .ok()
+        .and_then(|name| name.into_string().ok())
+        .filter(|name| check_name(name).is_ok())
+        .unwrap_or_else(|| "logmesh".to_owned())
+}
+
+/// Reads a TOML file into key → raw value, rejecting unknown keys and nested tables.
+fn read_file(path: &Path) -> Result<BTreeMap<String, String>, ConfigError> {
+    let file_error = |reason: String| ConfigError::File {
+        path: path.to_owned(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| file_error(e.to_string().trim_end().replace('\n', " ")))?;
+    let mut values = BTreeMap::new();
+    for (key, value) in table {
+        if !SETTINGS.iter().any(|(name, _)| *name == key) {
+            let known: Vec<&str> = SETTINGS.iter().map(|(name, _)| *name).collect();
+            return Err(file_error(format!(
+                "unknown key `{key}` (known keys: {})",
+                known.join(", ")
+            )));
+        }
+        let raw = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            other => {
+                return Err(file_error(format!(
+                    "`{key}` must be a string, an integer or a boolean, not {}",
+                    other.type_str()
+                )));
+            }
+        };
+        values.insert(key, raw);
+    }
+    Ok(values)
+}
+
+fn parse_listen(value: &str) -> Result<String, String> {
+    let (host, port) = value
+        .rsplit_once(':')
+        .ok_or("expected ADDR:PORT, e.g. 127.0.0.1:5555")?;
+    if host.is_empty() {
+        return Err("the address is missing (use 0.0.0.0:PORT for every interface)".into());
+    }
+    port.parse::<u16>()
+        .map_err(|_| format!("`{port}` is not a port number (0-65535)"))?;
+    Ok(value.to_owned())
+}
+
+fn parse_bool(value: &str) -> Result<bool, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err("expected true or false".into()),
+    }
+}
+
+fn parse_count(value: &str, min: usize, max: usize) -> Result<usize, String> {
+    let n: usize = value
+        .trim()
+        .replace('_', "")
+        .parse()
+        .map_err(|_| "expected a whole number".to_string())?;
+    if n < min || n > max {
+        return Err(format!("must be between {min} and {max}"));
+    }
+    Ok(n)
+}
+
+/// A duration such as `500ms`, `20s`, `1m` or `1m30s`; a bare number is seconds (as the log
+/// monitoring seed's FLUSHINTERVAL was).
+pub fn parse_duration(value: &str) -> Result<Duration, String> {
+    let value = value.trim();
+    let duration = if value.chars().all(|c| c.is_ascii_digit()) && !value.is_empty() {
+        Duration::from_secs(value.parse().map_err(|_| "number too large".to_string())?)
+    } else {
+        humantime::parse_duration(value)
+            .map_err(|e| format!("{e}; expected e.g. 500ms, 20s or 1m"))?
+    };
+    if duration.is_zero() {
+        return Err("must be longer than zero".into());
+    }
+    if duration > Duration::from_secs(3600) {
+        return Err("must be at most 1h".into());
+    }
+    Ok(duration)
+}
+
+/// A size in bytes: a number with an optional unit (B, KiB, MiB, GiB, KB, MB, GB).
+pub fn parse_size(value: &str, min: u64, max: u64) -> Result<u64, String> {
+    let value = value.trim().replace('_', "");
+    let split = value
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(value.len());
+    let (number, unit) = value.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| "expected a size such as 1048576, 512KiB or 10MiB".to_string())?;
+    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kib" | "k" => 1 << 10,
+        "mib" | "m" => 1 << 20,
+        "gib" | "g" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        other => {
+            return Err(format!(
+                "unknown unit `{other}` (use B, KiB, MiB, GiB, KB, MB or GB)"
+            ));
+        }
+    };
+    let bytes = number
+        .checked_mul(multiplier)
+        .ok_or_else(|| "too large".to_string())?;
+    if bytes < min || bytes > max {
+        return Err(format!("must be between {min} and {max} bytes"));
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    fn no_env() -> impl Fn(&str) -> Option<String> {
+        env_of(&[])
+    }
+
+    #[test]
+    fn defaults_apply_when_nothing_is_set() {
+        let config = resolve(&ServeArgs::default(), &no_env()).unwrap();
+        assert_eq!(config.listen, "127.0.0.1:5555");
+        assert_eq!(config.data_dir, PathBuf::from("./logmesh-data"));
+        assert_eq!(
+            config.database,
+            DatabaseUrl::Sqlite(PathBuf::from("./logmesh-data/logmesh.db"))
+        );
+        assert_eq!(config.batch_size, 5000);
+        assert_eq!(config.flush_interval, Duration::from_secs(1));
+        assert_eq!(config.max_body_bytes, 10 << 20);
+        assert!(!config.node_name.is_empty());
+        assert_eq!(config.api_token, None);
+        assert!(!config.insecure);
+    }
+
+    #[test]
+    fn flags_beat_environment_beats_file_beats_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("logmesh.toml");
+        std::fs::write(
+            &file,
+            "batch-size = 10\nflush-interval = \"20s\"\nnode-name = \"from-file\"\nqueue-max-events = 77\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(file.clone()),
+            batch_size: Some("30".into()),
+            ..ServeArgs::default()
+        };
+        let env = env_of(&[
+            ("LOGMESH_BATCH_SIZE", "20"),
+            ("LOGMESH_FLUSH_INTERVAL", "500ms"),
+        ]);
+        let config = resolve(&args, &env).unwrap();
+        assert_eq!(config.batch_size, 30, "flag wins over env and file");
+        assert_eq!(
+            config.flush_interval,
+            Duration::from_millis(500),
+            "env wins over file"
+        );
+        assert_eq!(config.node_name, "from-file", "file wins over default");
+        assert_eq!(config.queue_limits.max_events, 77);
+        assert_eq!(
+            config.queue_limits.max_bytes, DEFAULT_QUEUE_MAX_BYTES,
+            "default last"
+        );
+    }
+
+    #[test]
+    fn seed_variables_batchsize_and_flushinterval_are_honoured() {
+        let env = env_of(&[("BATCHSIZE", "10"), ("FLUSHINTERVAL", "20")]);
+        let config = resolve(&ServeArgs::default(), &env).unwrap();
+        assert_eq!(config.batch_size, 10);
+        assert_eq!(config.flush_interval, Duration::from_secs(20));
+        let both = env_of(&[("BATCHSIZE", "10"), ("LOGMESH_BATCH_SIZE", "11")]);
+        assert_eq!(
+            resolve(&ServeArgs::default(), &both).unwrap().batch_size,
+            11
+        );
+    }
+
+    #[test]
+    fn the_config_file_may_come_from_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "insecure = true\nlisten = \"0.0.0.0:9000\"\n").unwrap();
+        let env = env_of(&[("LOGMESH_CONFIG", file.to_str().unwrap())]);
+        let config = resolve(&ServeArgs::default(), &env).unwrap();
+        assert!(config.insecure);
+        assert_eq!(config.listen, "0.0.0.0:9000");
+    }
+
+    #[test]
+    fn durations_and_sizes_parse() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("20s"), Ok(Duration::from_secs(20)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("2h").is_err());
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("").is_err());
+        assert_eq!(parse_size("10MiB", 1, u64::MAX), Ok(10 << 20));
+        assert_eq!(parse_size("512 KiB", 1, u64::MAX), Ok(512 << 10));
+        assert_eq!(parse_size("1_000", 1, u64::MAX), Ok(1000));
+        assert_eq!(parse_size("2MB", 1, u64::MAX), Ok(2_000_000));
+        assert!(parse_size("10 parsecs", 1, u64::MAX).is_err());
+        assert!(parse_size("-1", 1, u64::MAX).is_err());
+        assert!(parse_size("99999999999999GiB", 1, u64::MAX).is_err());
+    }
+
+    #[test]
+    fn invalid_values_are_errors_that_name_their_source() {
+        type Case = (ServeArgs, Vec<(&'static str, &'static str)>, &'static str);
+        let cases: Vec<Case> = vec![
+            (
+                ServeArgs {
+                    batch_size: Some("many".into()),
+                    ..Default::default()
+                },
+                vec![],
+                "invalid value \"many\" for --batch-size: expected a whole number",
+            ),
+            (
+                ServeArgs::default(),
+                vec![("BATCHSIZE", "0")],
+                "invalid value \"0\" for environment variable BATCHSIZE: must be between 1 and 1000000",
+            ),
+            (
+                ServeArgs::default(),
+                vec![("FLUSHINTERVAL", "soon")],
+                "invalid value \"soon\" for environment variable FLUSHINTERVAL:",
+            ),
+            (
+                ServeArgs {
+                    listen: Some("5555".into()),
+                    ..Default::default()
+                },
+                vec![],
+                "invalid value \"5555\" for --listen: expected ADDR:PORT",
+            ),
+            (
+                ServeArgs {
+                    listen: Some("127.0.0.1:99999".into()),
+                    ..Default::default()
+                },
+                vec![],
+                "`99999` is not a port number",
+            ),
+            (
+                ServeArgs {
+                    database: Some("oracle://x".into()),
+                    ..Default::default()
+                },
+                vec![],
+                "invalid value \"oracle://x\" for --database: `oracle://x` is not a database URL",
+            ),
+            (
+                ServeArgs {
+                    node_name: Some("my node".into()),
+                    ..Default::default()
+                },
+                vec![],
+                "for --node-name: `my node` contains whitespace",
+            ),
+            (
+                ServeArgs::default(),
+                vec![("LOGMESH_INSECURE", "maybe")],
+                "for environment variable LOGMESH_INSECURE: expected true or false",
+            ),
+            (
+                ServeArgs {
+                    log_format: Some("xml".into()),
+                    ..Default::default()
+                },
+                vec![],
+                "expected human or json",
+            ),
+            (
+                ServeArgs {
+                    queue_max_bytes: Some("1MiB".into()),
+                    ..Default::default()
+                },
+                vec![],
+                "queue-max-bytes (1048576) is smaller than max-body-bytes",
+            ),
+        ];
+        for (args, env, expected) in cases {
+            let error = resolve(&args, &env_of(&env)).unwrap_err().to_string();
+            assert!(
+                error.contains(expected),
+                "got {error:?}, expected {expected:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_config_files_are_rejected_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [
+            (
+                "batch-size = 5000\nbatchsize = 3\n",
+                "unknown key `batchsize`",
+            ),
+            (
+                "batch-size = [1]\n",
+                "must be a string, an integer or a boolean, not array",
+            ),
+            ("batch-size = \n", "cannot read the config file"),
+            (
+                "batch-size = \"x\"\n",
+                "invalid value \"x\" for `batch-size` in",
+            ),
+        ];
+        for (text, expected) in cases {
+            let file = dir.path().join("bad.toml");
+            std::fs::write(&file, text).unwrap();
+            let args = ServeArgs {
+                config: Some(file),
+                ..Default::default()
+            };
+            let error = resolve(&args, &no_env()).unwrap_err().to_string();
+            assert!(
+                error.contains(expected),
+                "got {error:?}, expected {expected:?}"
+            );
+        }
+        let args = ServeArgs {
+            config: Some(dir.path().join("missing.toml")),
+            ..Default::default()
+        };
+        let error = resolve(&args, &no_env()).unwrap_err().to_string();
+        assert!(error.starts_with("cannot read the config file"), "{error}");
+    }
+}

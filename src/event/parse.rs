@@ -1,0 +1,649 @@
+//! Turns request bodies into [`Event`]s: raw text (`POST /event`) and JSON in its three forms
+//! (one object, an array, NDJSON; `POST /api/v1/logs`).
+//!
+//! A body is accepted whole or rejected whole: the first problem found is returned as an
+//! [`InputError`] that names the line (or array item) and the field, and no event is produced.
+
+use super::{Event, MAX_NAME_BYTES, Severity};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+use std::fmt;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// What the accepting node adds to every event it parses.
+#[derive(Debug, Clone, Copy)]
+pub struct IngestContext<'a> {
+    pub node: &'a str,
+    /// Receive time in epoch microseconds; also the default event timestamp.
+    pub now_us: i64,
+}
+
+/// Where in the input a problem was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    Body,
+    /// 1-based line of the body where the offending JSON object starts.
+    Line(usize),
+    /// 1-based position in a JSON array.
+    Item(usize),
+    /// A query-string parameter.
+    Query(&'static str),
+}
+
+/// Why a body was rejected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputError {
+    pub location: Location,
+    pub field: Option<&'static str>,
+    pub message: String,
+}
+
+impl InputError {
+    fn new(location: Location, field: Option<&'static str>, message: impl Into<String>) -> Self {
+        InputError {
+            location,
+            field,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for InputError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.location {
+            Location::Body => f.write_str("body")?,
+            Location::Line(line) => write!(f, "line {line}")?,
+            Location::Item(item) => write!(f, "array item {item}")?,
+            Location::Query(name) => write!(f, "query parameter `{name}`")?,
+        }
+        if let Some(field) = self.field {
+            write!(f, ", field `{field}`")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for InputError {}
+
+/// Fields a client may send; anything else is rejected so that typos do not vanish silently.
+const KNOWN_FIELDS: &str = "id, timestamp, service, severity, message, attributes";
+
+/// Parses a raw-text body as one event (`POST /event`). One trailing newline is dropped.
+pub fn parse_raw_body(
+    body: &[u8],
+    service: Option<&str>,
+    severity: Option<&str>,
+    ctx: IngestContext<'_>,
+) -> Result<Event, InputError> {
+    let text = std::str::from_utf8(body).map_err(|error| {
+        InputError::new(
+            Location::Body,
+            None,
+            format!(
+                "not valid UTF-8 (first bad byte at offset {})",
+                error.valid_up_to()
+            ),
+        )
+    })?;
+    let text = text
+        .strip_suffix("\r\n")
+        .or_else(|| text.strip_suffix('\n'))
+        .unwrap_or(text);
+    if text.is_empty() {
+        return Err(InputError::new(
+            Location::Body,
+            None,
+            "empty: send the log message as the request body",
+        ));
+    }
+    let service = match service {
+        Some(service) => check_name(service)
+            .map_err(|message| InputError::new(Location::Query("service"), None, message))?
+            .to_owned(),
+        None => "default".to_owned(),
+    };
+    let severity = match severity {
+        Some(text) => Severity::from_name(text).ok_or_else(|| {
+            InputError::new(Location::Query("severity"), None, unknown_severity(text))
+        })?,
+        None => Severity::Info,
+    };
+    Ok(Event {
+        id: new_id(),
+        ts_us: ctx.now_us,
+        service,
+        severity,
+        message: text.to_owned(),
+        attributes: None,
+        node: ctx.node.to_owned(),
+        received_us: ctx.now_us,
+    })
+}
+
+/// Parses a JSON body: one object, an array of objects, or NDJSON (objects separated by
+/// whitespace, normally one per line).
+pub fn parse_json_body(body: &[u8], ctx: IngestContext<'_>) -> Result<Vec<Event>, InputError> {
+    if let Err(error) = std::str::from_utf8(body) {
+        let offset = error.valid_up_to();
+        return Err(InputError::new(
+            Location::Line(line_of(body, offset)),
+            None,
+            format!("not valid UTF-8 (first bad byte at offset {offset})"),
+        ));
+    }
+    let first = body.iter().position(|b| !b.is_ascii_whitespace());
+    let events = match first.map(|at| body[at]) {
+        None => {
+            return Err(InputError::new(
+                Location::Body,
+                None,
+                "no events: body is empty",
+            ));
+        }
+        Some(b'[') => parse_array(body, ctx)?,
+        Some(_) => parse_stream(body, ctx)?,
+    };
+    if events.is_empty() {
+        return Err(InputError::new(
+            Location::Body,
+            None,
+            "no events: the array is empty",
+        ));
+    }
+    Ok(events)
+}
+
+fn parse_array(body: &[u8], ctx: IngestContext<'_>) -> Result<Vec<Event>, InputError> {
+    let items: Vec<Value> = serde_json::from_slice(body).map_err(|error| syntax_error(&error))?;
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(index, item)| {
+            let location = Location::Item(index + 1);
+            match item {
+                Value::Object(fields) => event_from_fields(fields, &location, ctx),
+                other => Err(InputError::new(
+                    location,
+                    None,
+                    format!("expected a JSON object, found {}", kind_of(&other)),
+                )),
+            }
+        })
+        .collect()
+}
+
+fn parse_stream(body: &[u8], ctx: IngestContext<'_>) -> Result<Vec<Event>, InputError> {
+    let mut stream = serde_json::Deserializer::from_slice(body).into_iter::<Value>();
+    let mut events = Vec::new();
+    let mut line = 1;
+    let mut counted_to = 0;
+    loop {
+        // The next value starts after the whitespace following the previous one.
+        let start = stream.byte_offset()
+            + body[stream.byte_offset()..]
+                .iter()
+                .take_while(|b| b.is_ascii_whitespace())
+                .count();
+        line += memchr_count(b'\n', &body[counted_to..start]);
+        counted_to = start;
+        let Some(next) = stream.next() else { break };
+        let value = next.map_err(|error| syntax_error(&error))?;
+        let location = Location::Line(line);
+        match value {
+            Value::Object(fields) => events.push(event_from_fields(fields, &location, ctx)?),
+            other => {
+                return Err(InputError::new(
+                    location,
+                    None,
+                    format!("expected a JSON object, found {}", kind_of(&other)),
+                ));
+            }
+        }
+    }
+    Ok(events)
+}
+
+fn memchr_count(needle: u8, haystack: &[u8]) -> usize {
+    haystack.iter().filter(|&&b| b == needle).count()
+}
+
+fn line_of(body: &[u8], offset: usize) -> usize {
+    1 + memchr_count(b'\n', &body[..offset.min(body.len())])
+}
+
+fn syntax_error(error: &serde_json::Error) -> InputError {
+    let message = error.to_string();
+    // serde_json appends " at line L column C"; we report the line ourselves.
+    let message = message
+        .rsplit_once(" at line ")
+        .map(|(head, _)| head.to_owned())
+        .unwrap_or(message);
+    let column = error.column();
+    InputError::new(
+        Location::Line(error.line().max(1)),
+        None,
+        format!("invalid JSON at column {column}: {message}"),
+    )
+}
+
+fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn event_from_fields(
+    mut fields: Map<String, Value>,
+    location: &Location,
+    ctx: IngestContext<'_>,
+) -> Result<Event, InputError> {
+    let error = |field: &'static str, message: String| {
+        InputError::new(location.clone(), Some(field), message)
+    };
+    let mut take = |name: &str| fields.remove(name).filter(|value| !value.is_null());
+
+    let id = match take("id") {
+        None => new_id(),
+        Some(Value::String(id)) => check_name(&id).map_err(|m| error("id", m))?.to_owned(),
+        Some(other) => return Err(error("id", expected("a string", &other))),
+    };
+    let ts_us = match take("timestamp") {
+        None => ctx.now_us,
+        Some(value) => parse_timestamp(&value).map_err(|m| error("timestamp", m))?,
+    };
+    let service = match take("service") {
+        None => {
+            return Err(error(
+                "service",
+                "missing (every JSON event names its service)".into(),
+            ));
+        }
+        Some(Value::String(service)) => {
+            check_name(&service).map_err(|m| error("service", m))?;
+            service
+        }
+        Some(other) => return Err(error("service", expected("a string", &other))),
+    };
+    let severity = match take("severity") {
+        None => Severity::Info,
+        Some(Value::String(text)) => {
+            Severity::from_name(&text).ok_or_else(|| error("severity", unknown_severity(&text)))?
+        }
+        Some(Value::Number(number)) => number
+            .as_u64()
+            .and_then(Severity::from_syslog)
+            .ok_or_else(|| error("severity", unknown_severity(&number.to_string())))?,
+        Some(other) => return Err(error("severity", expected("a string", &other))),
+    };
+    let message = match take("message") {
+        None => return Err(error("message", "missing".into())),
+        Some(Value::String(message)) => message,
+        Some(other) => return Err(error("message", expected("a string", &other))),
+    };
+    let attributes = match take("attributes") {
+        None => None,
+        Some(Value::Object(attributes)) => {
+            Some(check_attributes(attributes).map_err(|m| error("attributes", m))?)
+        }
+        Some(other) => return Err(error("attributes", expected("a flat JSON object", &other))),
+    };
+    if let Some(unknown) = fields.keys().next() {
+        let message = if unknown == "node" {
+            "is set by the node that accepts the event and cannot be sent".to_owned()
+        } else {
+            format!(
+                "unknown field (known fields: {KNOWN_FIELDS}; put custom fields in `attributes`)"
+            )
+        };
+        return Err(InputError::new(
+            location.clone(),
+            None,
+            format!("field `{unknown}` {message}"),
+        ));
+    }
+    Ok(Event {
+        id,
+        ts_us,
+        service,
+        severity,
+        message,
+        attributes,
+        node: ctx.node.to_owned(),
+        received_us: ctx.now_us,
+    })
+}
+
+fn expected(what: &str, found: &Value) -> String {
+    format!("expected {what}, found {}", kind_of(found))
+}
+
+fn unknown_severity(text: &str) -> String {
+    format!(
+        "unknown severity `{text}` (expected trace, debug, info, warn, error or fatal, \
+         an alias such as warning, err or critical, or a syslog number 0-7)"
+    )
+}
+
+/// Largest timestamp accepted: 9999-12-31T23:59:59.999Z in epoch milliseconds.
+const MAX_EPOCH_MS: i64 = 253_402_300_799_999;
+
+fn parse_timestamp(value: &Value) -> Result<i64, String> {
+    match value {
+        Value::String(text) => OffsetDateTime::parse(text, &Rfc3339)
+            .map(|t| (t.unix_timestamp_nanos() / 1_000) as i64)
+            .map_err(|_| {
+                format!(
+                    "`{text}` is not an RFC 3339 timestamp (e.g. 2026-11-23T10:15:00Z or \
+                     2026-11-23T11:15:00.5+01:00); epoch milliseconds go as a number"
+                )
+            })
+            .and_then(|us| {
+                if us < 0 {
+                    Err(format!("`{text}` is before 1970"))
+                } else {
+                    Ok(us)
+                }
+            }),
+        Value::Number(number) => match number.as_i64() {
+            Some(ms) if (0..=MAX_EPOCH_MS).contains(&ms) => Ok(ms * 1_000),
+            Some(ms) => Err(format!(
+                "epoch milliseconds {ms} are out of range (0 to {MAX_EPOCH_MS})"
+            )),
+            None => Err(format!(
+                "epoch milliseconds must be a whole number, found {number}"
+            )),
+        },
+        other => Err(expected("an RFC 3339 string or epoch milliseconds", other)),
+    }
+}
+
+/// Checks an id or service name: 1 to [`MAX_NAME_BYTES`] bytes, no whitespace or control
+/// characters (they would make the event log file and later labels ambiguous).
+pub fn check_name(name: &str) -> Result<&str, String> {
+    if name.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if name.len() > MAX_NAME_BYTES {
+        return Err(format!(
+            "is {} bytes long; at most {MAX_NAME_BYTES} are allowed",
+            name.len()
+        ));
+    }
+    if let Some(bad) = name.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "`{}` contains whitespace or a control character ({:?})",
+            name.escape_debug(),
+            bad
+        ));
+    }
+    Ok(name)
+}
+
+fn check_attributes(attributes: Map<String, Value>) -> Result<Box<RawValue>, String> {
+    for (key, value) in &attributes {
+        if key.is_empty() {
+            return Err("attribute names must not be empty".into());
+        }
+        if matches!(value, Value::Array(_) | Value::Object(_)) {
+            return Err(format!(
+                "attribute `{key}` holds {}; attributes are flat (strings, numbers, booleans, null)",
+                kind_of(value)
+            ));
+        }
+    }
+    let text = serde_json::to_string(&attributes).map_err(|e| e.to_string())?;
+    RawValue::from_string(text).map_err(|e| e.to_string())
+}
+
+/// A new event id: a UUIDv7, so generated ids sort by creation time.
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CTX: IngestContext<'static> = IngestContext {
+        node: "n1",
+        now_us: 1_700_000_000_000_000,
+    };
+
+    fn parse(body: &str) -> Result<Vec<Event>, InputError> {
+        parse_json_body(body.as_bytes(), CTX)
+    }
+
+    fn rejection(body: &str) -> String {
+        parse(body)
+            .expect_err("body should be rejected")
+            .to_string()
+    }
+
+    #[test]
+    fn one_object_becomes_one_event_with_defaults() {
+        let events = parse(r#"{"service":"api","message":"hello"}"#).unwrap();
+        assert_eq!(events.len(), 1);
+        let event = &events[0];
+        assert_eq!(event.service, "api");
+        assert_eq!(event.message, "hello");
+        assert_eq!(event.severity, Severity::Info);
+        assert_eq!(event.ts_us, CTX.now_us);
+        assert_eq!(event.node, "n1");
+        assert!(uuid::Uuid::parse_str(&event.id).is_ok());
+    }
+
+    #[test]
+    fn every_field_is_read() {
+        let events = parse(
+            r#"{"id":"abc-1","timestamp":"2026-11-23T11:15:00.5+01:00","service":"api",
+                "severity":"WARNING","message":"m","attributes":{"user":"ann","code":7,"ok":true,"x":null}}"#,
+        )
+        .unwrap();
+        let event = &events[0];
+        assert_eq!(event.id, "abc-1");
+        assert_eq!(event.ts_us, 1_795_428_900_500_000, "2026-11-23T10:15:00.5Z");
+        assert_eq!(event.severity, Severity::Warn);
+        assert_eq!(
+            event.attributes_json(),
+            Some(r#"{"code":7,"ok":true,"user":"ann","x":null}"#)
+        );
+    }
+
+    #[test]
+    fn epoch_milliseconds_and_syslog_numbers_are_accepted() {
+        let events =
+            parse(r#"{"service":"a","message":"m","timestamp":1700000000123,"severity":3}"#)
+                .unwrap();
+        assert_eq!(events[0].ts_us, 1_700_000_000_123_000);
+        assert_eq!(events[0].severity, Severity::Error);
+    }
+
+    #[test]
+    fn arrays_and_ndjson_keep_their_order() {
+        let array =
+            parse(r#"[{"service":"a","message":"1"},{"service":"b","message":"2"}]"#).unwrap();
+        assert_eq!(
+            array.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(),
+            ["1", "2"]
+        );
+        let ndjson = parse(
+            "{\"service\":\"a\",\"message\":\"1\"}\n\n{\"service\":\"b\",\"message\":\"2\"}\n",
+        )
+        .unwrap();
+        assert_eq!(ndjson.len(), 2);
+        assert_eq!(ndjson[1].service, "b");
+    }
+
+    #[test]
+    fn errors_name_the_line_and_the_field() {
+        let body = "{\"service\":\"a\",\"message\":\"1\"}\n{\"service\":\"a\",\"message\":\"2\"}\n\n{\"service\":\"a\",\"message\":\"3\",\"severity\":\"loud\"}\n";
+        let error = parse(body).unwrap_err();
+        assert_eq!(error.location, Location::Line(4));
+        assert_eq!(error.field, Some("severity"));
+        assert!(
+            error
+                .to_string()
+                .starts_with("line 4, field `severity`: unknown severity `loud`")
+        );
+    }
+
+    #[test]
+    fn array_errors_name_the_item() {
+        let error = parse(r#"[{"service":"a","message":"1"},{"message":"2"}]"#).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "array item 2, field `service`: missing (every JSON event names its service)"
+        );
+    }
+
+    #[test]
+    fn bad_inputs_are_rejected_with_their_reason() {
+        let cases = [
+            ("", "body: no events: body is empty"),
+            ("  \n ", "body: no events: body is empty"),
+            ("[]", "body: no events: the array is empty"),
+            (r#"{"service":"a"}"#, "line 1, field `message`: missing"),
+            (
+                r#"{"service":"a","message":5}"#,
+                "line 1, field `message`: expected a string, found a number",
+            ),
+            (
+                r#"{"service":"","message":"m"}"#,
+                "line 1, field `service`: must not be empty",
+            ),
+            (
+                r#"{"service":"a b","message":"m"}"#,
+                "line 1, field `service`: `a b` contains whitespace",
+            ),
+            (
+                r#"{"service":"a","message":"m","severity":9}"#,
+                "line 1, field `severity`: unknown severity `9`",
+            ),
+            (
+                r#"{"service":"a","message":"m","severity":true}"#,
+                "line 1, field `severity`: expected a string",
+            ),
+            (
+                r#"{"service":"a","message":"m","timestamp":"yesterday"}"#,
+                "line 1, field `timestamp`: `yesterday` is not an RFC 3339",
+            ),
+            (
+                r#"{"service":"a","message":"m","timestamp":1.5}"#,
+                "line 1, field `timestamp`: epoch milliseconds must be a whole number",
+            ),
+            (
+                r#"{"service":"a","message":"m","timestamp":-1}"#,
+                "line 1, field `timestamp`: epoch milliseconds -1 are out of range",
+            ),
+            (
+                r#"{"service":"a","message":"m","timestamp":"1969-12-31T23:59:59Z"}"#,
+                "line 1, field `timestamp`: `1969-12-31T23:59:59Z` is before 1970",
+            ),
+            (
+                r#"{"service":"a","message":"m","attributes":[1]}"#,
+                "line 1, field `attributes`: expected a flat JSON object",
+            ),
+            (
+                r#"{"service":"a","message":"m","attributes":{"k":{"n":1}}}"#,
+                "line 1, field `attributes`: attribute `k` holds an object",
+            ),
+            (
+                r#"{"service":"a","message":"m","id":""}"#,
+                "line 1, field `id`: must not be empty",
+            ),
+            (
+                r#"{"service":"a","message":"m","id":7}"#,
+                "line 1, field `id`: expected a string",
+            ),
+            (
+                r#"{"service":"a","message":"m","sevrity":"info"}"#,
+                "line 1: field `sevrity` unknown field",
+            ),
+            (
+                r#"{"service":"a","message":"m","node":"x"}"#,
+                "line 1: field `node` is set by the node",
+            ),
+            (
+                "{\"service\":\"a\",\"message\":\"m\"}\n{\"service\":",
+                "line 2: invalid JSON",
+            ),
+            (
+                "{\"service\":\"a\",\"message\":\"m\"}\n7\n",
+                "line 2: expected a JSON object, found a number",
+            ),
+            (
+                r#"[{"service":"a","message":"m"}, "x"]"#,
+                "array item 2: expected a JSON object, found a string",
+            ),
+        ];
+        for (body, expected) in cases {
+            let message = rejection(body);
+            assert!(
+                message.starts_with(expected),
+                "body {body:?}: got {message:?}, expected {expected:?}"
+            );
+        }
+        let long = "x".repeat(MAX_NAME_BYTES + 1);
+        let message = rejection(&format!(r#"{{"service":"{long}","message":"m"}}"#));
+        assert!(message.contains("at most 128"), "{message}");
+    }
+
+    #[test]
+    fn invalid_utf8_is_rejected_with_its_line() {
+        let mut body =
+            b"{\"service\":\"a\",\"message\":\"ok\"}\n{\"service\":\"a\",\"message\":\"".to_vec();
+        body.extend_from_slice(&[0xff, 0xfe]);
+        body.extend_from_slice(b"\"}\n");
+        let error = parse_json_body(&body, CTX).unwrap_err();
+        assert_eq!(error.location, Location::Line(2));
+        assert!(error.message.contains("not valid UTF-8"));
+    }
+
+    #[test]
+    fn raw_bodies_become_one_event() {
+        let event =
+            parse_raw_body(b"disk full\nsecond line\n", Some("db"), Some("crit"), CTX).unwrap();
+        assert_eq!(event.message, "disk full\nsecond line");
+        assert_eq!(event.service, "db");
+        assert_eq!(event.severity, Severity::Fatal);
+        let plain = parse_raw_body(b"hello", None, None, CTX).unwrap();
+        assert_eq!(
+            (plain.service.as_str(), plain.severity),
+            ("default", Severity::Info)
+        );
+    }
+
+    #[test]
+    fn bad_raw_bodies_are_rejected() {
+        assert_eq!(
+            parse_raw_body(b"", None, None, CTX)
+                .unwrap_err()
+                .to_string(),
+            "body: empty: send the log message as the request body"
+        );
+        assert!(
+            parse_raw_body(&[0x66, 0xff], None, None, CTX)
+                .unwrap_err()
+                .to_string()
+                .starts_with("body: not valid UTF-8")
+        );
+        assert!(
+            parse_raw_body(b"m", None, Some("loud"), CTX)
+                .unwrap_err()
+                .to_string()
+                .starts_with("query parameter `severity`: unknown severity `loud`")
+        );
+        assert!(
+            parse_raw_body(b"m", Some(""), None, CTX)
+                .unwrap_err()
+                .to_string()
+                .starts_with("query parameter `service`: must not be empty")
+        );
+    }
+}

@@ -1,0 +1,145 @@
+//! Ingest endpoints: `POST /event` (one raw-text event) and `POST /api/v1/logs` (JSON: one
+//! object, an array, or NDJSON). Both answer 202 only once the queue made every event durable.
+
+use super::AppState;
+use super::error::ApiError;
+use crate::event::{IngestContext, now_us, parse_json_body, parse_raw_body};
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::SemaphorePermit;
+
+/// Bodies larger than this are parsed on the blocking pool so that they do not stall the
+/// runtime thread other requests share.
+const INLINE_PARSE_MAX_BYTES: usize = 256 * 1024;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEventParams {
+    service: Option<String>,
+    severity: Option<String>,
+}
+
+pub async fn post_event(
+    State(state): State<AppState>,
+    params: Result<Query<RawEventParams>, QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<impl IntoResponse, ApiError> {
+    let Query(params) = params.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let (bytes, permit) = read_body(&state, &headers, body).await?;
+    let context = IngestContext {
+        node: &state.inner.node_name,
+        now_us: now_us(),
+    };
+    let event = parse_raw_body(
+        &bytes,
+        params.service.as_deref(),
+        params.severity.as_deref(),
+        context,
+    )?;
+    drop((bytes, permit));
+    let id = event.id.clone();
+    state.inner.queue.append(vec![event]).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"accepted": 1, "id": id}))))
+}
+
+pub async fn post_logs(
+    State(state): State<AppState>,
+    params: Result<Query<NoParams>, QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<impl IntoResponse, ApiError> {
+    params.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let (bytes, permit) = read_body(&state, &headers, body).await?;
+    let node = state.inner.node_name.clone();
+    let now = now_us();
+    let parse = move |bytes: Bytes| {
+        parse_json_body(
+            &bytes,
+            IngestContext {
+                node: &node,
+                now_us: now,
+            },
+        )
+    };
+    let events = if bytes.len() <= INLINE_PARSE_MAX_BYTES {
+        parse(bytes)?
+    } else {
+        tokio::task::spawn_blocking(move || parse(bytes))
+            .await
+            .map_err(|e| ApiError::bad_request(format!("parsing the body failed: {e}")))??
+    };
+    drop(permit);
+    let accepted = events.len();
+    state.inner.queue.append(events).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"accepted": accepted}))))
+}
+
+/// `POST /api/v1/logs` takes no query parameters; a stray one is most likely a mistake.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoParams {}
+
+/// Reads the whole body within the size limit and the node's in-flight body budget.
+async fn read_body<'a>(
+    state: &'a AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Bytes, SemaphorePermit<'a>), ApiError> {
+    if let Some(encoding) = headers.get(header::CONTENT_ENCODING)
+        && encoding.as_bytes() != b"identity"
+    {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_encoding",
+            format!(
+                "Content-Encoding {:?} is not supported; send the body uncompressed",
+                String::from_utf8_lossy(encoding.as_bytes())
+            ),
+        ));
+    }
+    let limit = state.inner.max_body_bytes;
+    let too_large = || {
+        ApiError::too_large(format!(
+            "the body is larger than the {limit}-byte limit; split it into several requests"
+        ))
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > limit) {
+        return Err(too_large());
+    }
+    let wanted = declared.unwrap_or(limit).clamp(1, u32::MAX as usize) as u32;
+    let permit = state
+        .inner
+        .body_budget
+        .try_acquire_many(wanted)
+        .map_err(|_| ApiError::overloaded("too many request bodies in flight; retry later"))?;
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|error| {
+        if is_length_limit(&error) {
+            too_large()
+        } else {
+            ApiError::bad_request(format!("could not read the request body: {error}"))
+        }
+    })?;
+    Ok((bytes, permit))
+}
+
+fn is_length_limit(error: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = source {
+        if error.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = error.source();
+    }
+    false
+}

@@ -1,0 +1,16 @@
+//! logmesh: one binary that turns any number of machines into a log platform.
+//!
+//! The library holds everything; `src/main.rs` only parses arguments and calls [`cli::run`].
+//! See ARCHITECTURE.md for the code map, the data flow and the invariants.
+
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub mod event;
+pub mod eventlog;
+pub mod http;
+pub mod node;
+pub mod pipeline;
+pub mod queue;
+pub mod store;
+pub mod telemetry;

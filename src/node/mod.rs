@@ -1,0 +1,265 @@
+//! A running node: [`Node::start`] opens the data directory, the queue, the store and the
+//! event log, starts the background writers and serves the API on a bound port;
+//! [`Node::shutdown`] stops it gracefully.
+//!
+//! Start-up order matters: the event log is read first (its last seq is the queue's floor),
+//! then the queue replays what a crash left, then the store migrates, and only then does the
+//! node accept requests. Shutdown runs the other way: stop accepting, let the writers drain
+//! the queue into the store and the event log, stop the queue.
+
+use crate::eventlog::{EventLogFile, Rotation};
+use crate::http::{self, AppState};
+use crate::pipeline::{EventLogSink, Pipeline, StoreSink};
+use crate::queue::local::LocalQueue;
+use crate::queue::{ConsumerRole, IngestQueue, QueueError, QueueLimits};
+use crate::store::{self, DatabaseUrl, StoreError};
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Format of logmesh's own logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+/// Everything a node needs to start; built by [`crate::config::resolve`] or by hand.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// `host:port`; port 0 picks a free one (see [`Node::local_addr`]).
+    pub listen: String,
+    pub data_dir: PathBuf,
+    pub node_name: String,
+    pub database: DatabaseUrl,
+    pub api_token: Option<String>,
+    pub insecure: bool,
+    pub batch_size: usize,
+    pub flush_interval: Duration,
+    pub max_body_bytes: usize,
+    pub queue_limits: QueueLimits,
+    pub event_log: Rotation,
+    pub log_format: LogFormat,
+}
+
+impl NodeConfig {
+    /// The defaults, with all data under `data_dir` and an ephemeral loopback port.
+    pub fn ephemeral(data_dir: &Path) -> NodeConfig {
+        use crate::config::*;
+        NodeConfig {
+            listen: "127.0.0.1:0".to_owned(),
+            data_dir: data_dir.to_owned(),
+            node_name: "test-node".to_owned(),
+            database: DatabaseUrl::Sqlite(data_dir.join("logmesh.db")),
+            api_token: None,
+            insecure: false,
+            batch_size: DEFAULT_BATCH_SIZE,
+            flush_interval: DEFAULT_FLUSH_INTERVAL,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            queue_limits: QueueLimits {
+                max_events: DEFAULT_QUEUE_MAX_EVENTS,
+                max_bytes: DEFAULT_QUEUE_MAX_BYTES,
+            },
+            event_log: Rotation {
+                max_bytes: DEFAULT_EVENT_LOG_MAX_BYTES,
+                keep: DEFAULT_EVENT_LOG_KEEP,
+            },
+            log_format: LogFormat::Human,
+        }
+    }
+
+    /// Where the node's event log file lives.
+    pub fn event_log_dir(&self) -> PathBuf {
+        self.data_dir.join("eventlog")
+    }
+
+    pub fn queue_dir(&self) -> PathBuf {
+        self.data_dir.join("queue")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("cannot listen on {listen}: {reason}")]
+    Listen { listen: String, reason: String },
+    #[error(
+        "refusing to listen on {addr}, which other machines can reach, without an API token: \
+         set --api-token (or LOGMESH_API_TOKEN), or --insecure to allow it anyway"
+    )]
+    Insecure { addr: SocketAddr },
+    #[error("cannot use the data directory {path}: {reason}")]
+    DataDir { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+pub struct Node {
+    addr: SocketAddr,
+    stop_http: watch::Sender<bool>,
+    server: JoinHandle<std::io::Result<()>>,
+    stop_writers: watch::Sender<bool>,
+    writers: Vec<JoinHandle<()>>,
+    queue: Arc<dyn IngestQueue>,
+    /// Held for the node's lifetime: a second node on the same data directory is refused.
+    _data_dir_lock: File,
+}
+
+impl Node {
+    pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
+        let lock = lock_data_dir(&config.data_dir)?;
+        let listener = bind(&config).await?;
+        let addr = listener.local_addr().map_err(|e| NodeError::Listen {
+            listen: config.listen.clone(),
+            reason: e.to_string(),
+        })?;
+
+        let event_log_dir = config.event_log_dir();
+        let rotation = config.event_log;
+        let event_log = tokio::task::spawn_blocking(move || {
+            EventLogFile::open(&event_log_dir, rotation).map_err(|e| (event_log_dir, e.to_string()))
+        })
+        .await
+        .expect("opening the event log does not panic")
+        .map_err(|(path, reason)| NodeError::DataDir { path, reason })?;
+
+        let queue_dir = config.queue_dir();
+        let limits = config.queue_limits;
+        let floor = event_log.last_seq();
+        let queue: Arc<dyn IngestQueue> = Arc::new(
+            tokio::task::spawn_blocking(move || LocalQueue::open(&queue_dir, limits, floor))
+                .await
+                .expect("opening the queue does not panic")?,
+        );
+        let store = store::open(&config.database).await?;
+
+        let (stop_writers, writers_stopped) = watch::channel(false);
+        let store_writer = Pipeline::new(
+            queue.consumer(ConsumerRole::Store).await?,
+            StoreSink {
+                store: store.clone(),
+            },
+            config.batch_size,
+            config.flush_interval,
+        );
+        let event_log_writer = Pipeline::new(
+            queue.consumer(ConsumerRole::EventLog).await?,
+            EventLogSink::new(event_log),
+            config.batch_size,
+            config.flush_interval,
+        );
+        let writers = vec![
+            tokio::spawn(store_writer.run(writers_stopped.clone())),
+            tokio::spawn(event_log_writer.run(writers_stopped)),
+        ];
+
+        let state = AppState::new(
+            config.node_name.clone(),
+            queue.clone(),
+            store,
+            config.max_body_bytes,
+            config.api_token.clone(),
+        );
+        let (stop_http, mut http_stopped) = watch::channel(false);
+        let server = tokio::spawn(async move {
+            axum::serve(listener, http::app(state))
+                .with_graceful_shutdown(async move {
+                    let _ = http_stopped.wait_for(|stop| *stop).await;
+                })
+                .await
+        });
+        tracing::info!(
+            node = %config.node_name,
+            %addr,
+            data_dir = %config.data_dir.display(),
+            "Node is serving."
+        );
+        Ok(Node {
+            addr,
+            stop_http,
+            server,
+            stop_writers,
+            writers,
+            queue,
+            _data_dir_lock: lock,
+        })
+    }
+
+    /// The address the node listens on (with the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://<local_addr>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops accepting requests, finishes those in flight, writes everything the queue holds
+    /// to the store and the event log, and stops.
+    pub async fn shutdown(self) {
+        let _ = self.stop_http.send(true);
+        match self.server.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(error = %error, "The HTTP server stopped with an error.")
+            }
+            Err(error) => tracing::warn!(error = %error, "The HTTP server task failed."),
+        }
+        tracing::info!(
+            events = self.queue.depth().events,
+            "Stopped accepting requests; flushing the ingest queue."
+        );
+        let _ = self.stop_writers.send(true);
+        for writer in self.writers {
+            let _ = writer.await;
+        }
+        self.queue.close().await;
+        tracing::info!("Node stopped.");
+    }
+}
+
+fn lock_data_dir(dir: &Path) -> Result<File, NodeError> {
+    let failed = |reason: String| NodeError::DataDir {
+        path: dir.to_owned(),
+        reason,
+    };
+    std::fs::create_dir_all(dir).map_err(|e| failed(e.to_string()))?;
+    let lock = File::create(dir.join("LOCK")).map_err(|e| failed(e.to_string()))?;
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(std::fs::TryLockError::WouldBlock) => Err(failed(
+            "another logmesh process is using it (its LOCK file is held)".into(),
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(failed(e.to_string())),
+    }
+}
+
+async fn bind(config: &NodeConfig) -> Result<TcpListener, NodeError> {
+    let failed = |reason: String| NodeError::Listen {
+        listen: config.listen.clone(),
+        reason,
+    };
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(&config.listen)
+        .await
+        .map_err(|e| failed(e.to_string()))?
+        .collect();
+    let addr = *addrs
+        .first()
+        .ok_or_else(|| failed("the name resolves to no address".into()))?;
+    if !addr.ip().is_loopback() && config.api_token.is_none() && !config.insecure {
+        return Err(NodeError::Insecure { addr });
+    }
+    if !addr.ip().is_loopback() && config.api_token.is_none() {
+        tracing::warn!(%addr, "Listening on a non-loopback address without an API token (--insecure).");
+    }
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| failed(e.to_string()))
+}

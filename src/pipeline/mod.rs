@@ -1,0 +1,271 @@
+//! The background writers: each takes batches from the ingest queue (up to the batch size, or
+//! whatever arrived within the flush interval) and hands them to a sink: the SQL store, or the
+//! node's event log file.
+//!
+//! Invariants:
+//! - A batch is acknowledged to the queue only after its sink reported success, so a crash at
+//!   any point leaves it to be delivered again; sinks de-duplicate.
+//! - A batch the sink refused is retried, with backoff, before anything newer is fetched:
+//!   order is kept and nothing is skipped.
+//! - Only fetching is ever cancelled (by shutdown); a write in progress always completes.
+
+use crate::eventlog::EventLogFile;
+use crate::queue::{Batch, QueueConsumer, QueueError};
+use crate::store::Store;
+use async_trait::async_trait;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// Where a pipeline delivers batches.
+#[async_trait]
+pub trait BatchSink: Send + 'static {
+    /// A short name for logs.
+    fn name(&self) -> &'static str;
+
+    /// Writes the batch; returns how many events were new (the rest were duplicates).
+    async fn write(&mut self, batch: &Batch) -> Result<usize, String>;
+}
+
+/// What one step of a pipeline did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing arrived within the wait.
+    Idle,
+    /// A batch was written and acknowledged.
+    Delivered { events: usize, new: usize },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error("the {sink} refused a batch of {events} events: {reason}")]
+    Sink {
+        sink: &'static str,
+        events: usize,
+        reason: String,
+    },
+}
+
+pub struct Pipeline<S> {
+    consumer: Box<dyn QueueConsumer>,
+    sink: S,
+    batch_size: usize,
+    flush_interval: Duration,
+    /// A fetched batch not yet written; retried before fetching anything else.
+    pending: Option<Batch>,
+}
+
+impl<S: BatchSink> Pipeline<S> {
+    pub fn new(
+        consumer: Box<dyn QueueConsumer>,
+        sink: S,
+        batch_size: usize,
+        flush_interval: Duration,
+    ) -> Self {
+        Pipeline {
+            consumer,
+            sink,
+            batch_size,
+            flush_interval,
+            pending: None,
+        }
+    }
+
+    /// Fetches (waiting at most `wait`) and delivers one batch.
+    pub async fn run_once(&mut self, wait: Duration) -> Result<Outcome, PipelineError> {
+        if self.pending.is_none() {
+            let batch = self.consumer.fetch(self.batch_size, wait).await?;
+            if batch.is_empty() {
+                return Ok(Outcome::Idle);
+            }
+            self.pending = Some(batch);
+        }
+        self.deliver_pending().await
+    }
+
+    async fn deliver_pending(&mut self) -> Result<Outcome, PipelineError> {
+        let Some(batch) = self.pending.take() else {
+            return Ok(Outcome::Idle);
+        };
+        let started = Instant::now();
+        match self.sink.write(&batch).await {
+            Ok(new) => {
+                self.consumer.ack(&batch).await?;
+                tracing::debug!(
+                    sink = self.sink.name(),
+                    events = batch.len(),
+                    new,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "Wrote a batch."
+                );
+                Ok(Outcome::Delivered {
+                    events: batch.len(),
+                    new,
+                })
+            }
+            Err(reason) => {
+                let error = PipelineError::Sink {
+                    sink: self.sink.name(),
+                    events: batch.len(),
+                    reason,
+                };
+                self.pending = Some(batch);
+                Err(error)
+            }
+        }
+    }
+
+    /// Runs until `shutdown` turns true (or its sender is dropped), then delivers everything
+    /// the queue still holds and returns. If the sink fails while draining, the rest stays
+    /// durable in the queue for the next start.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let mut backoff = Backoff::default();
+        let mut draining = false;
+        loop {
+            draining = draining || *shutdown.borrow_and_update();
+            let result = if self.pending.is_some() {
+                self.deliver_pending().await
+            } else {
+                let wait = if draining {
+                    Duration::ZERO
+                } else {
+                    self.flush_interval
+                };
+                tokio::select! {
+                    result = self.run_once(wait) => result,
+                    changed = shutdown.changed(), if !draining => {
+                        draining = changed.is_err() || *shutdown.borrow();
+                        continue;
+                    }
+                }
+            };
+            match result {
+                Ok(Outcome::Idle) if draining => return,
+                Ok(_) => backoff.reset(),
+                Err(error) if draining => {
+                    tracing::warn!(
+                        error = %error,
+                        "Stopping with events left in the ingest queue; they are delivered at the next start."
+                    );
+                    return;
+                }
+                Err(error) => {
+                    let delay = backoff.next_delay();
+                    tracing::warn!(error = %error, retry_in_ms = delay.as_millis() as u64, "Will retry the batch.");
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        changed = shutdown.changed() => {
+                            draining = changed.is_err() || *shutdown.borrow();
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Exponential backoff from 100 ms to 10 s.
+#[derive(Debug)]
+struct Backoff {
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            next: Backoff::FIRST,
+        }
+    }
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(100);
+    const MAX: Duration = Duration::from_secs(10);
+
+    fn next_delay(&mut self) -> Duration {
+        let delay = self.next;
+        self.next = (self.next * 2).min(Backoff::MAX);
+        delay
+    }
+
+    fn reset(&mut self) {
+        self.next = Backoff::FIRST;
+    }
+}
+
+/// Writes batches to the SQL store.
+pub struct StoreSink {
+    pub store: Arc<dyn Store>,
+}
+
+#[async_trait]
+impl BatchSink for StoreSink {
+    fn name(&self) -> &'static str {
+        "store"
+    }
+
+    async fn write(&mut self, batch: &Batch) -> Result<usize, String> {
+        let events = batch.events.iter().map(|e| e.event.clone()).collect();
+        let outcome = self
+            .store
+            .write_batch(events)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(outcome.inserted)
+    }
+}
+
+/// Appends batches to the node's event log file.
+pub struct EventLogSink {
+    /// `None` only while a write runs on the blocking pool.
+    file: Option<EventLogFile>,
+}
+
+impl EventLogSink {
+    pub fn new(file: EventLogFile) -> Self {
+        EventLogSink { file: Some(file) }
+    }
+}
+
+#[async_trait]
+impl BatchSink for EventLogSink {
+    fn name(&self) -> &'static str {
+        "event log"
+    }
+
+    async fn write(&mut self, batch: &Batch) -> Result<usize, String> {
+        let mut file = self
+            .file
+            .take()
+            .ok_or_else(|| "the event log file was lost by an earlier failure".to_string())?;
+        let events = batch.events.clone();
+        let (file, result) = tokio::task::spawn_blocking(move || {
+            let result = file.append(&events);
+            (file, result)
+        })
+        .await
+        .map_err(|e| format!("the event log task failed: {e}"))?;
+        let path = file.path();
+        self.file = Some(file);
+        result.map_err(|e| format!("{}: {e}", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_a_cap_and_resets() {
+        let mut backoff = Backoff::default();
+        let delays: Vec<_> = (0..10).map(|_| backoff.next_delay().as_millis()).collect();
+        assert_eq!(
+            delays,
+            [100, 200, 400, 800, 1600, 3200, 6400, 10_000, 10_000, 10_000]
+        );
+        backoff.reset();
+        assert_eq!(backoff.next_delay(), Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,105 @@
+//! The binary's command line: help, configuration errors and their exit codes.
+
+use std::process::{Command, Output};
+
+fn logmesh(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_logmesh"));
+    command
+        .args(args)
+        .current_dir(dir.path())
+        .env_remove("BATCHSIZE")
+        .env_remove("FLUSHINTERVAL");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.output().expect("run logmesh")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn help_lists_commands_and_environment_variables() {
+    let output = logmesh(&["--help"], &[]);
+    assert!(output.status.success());
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("serve") && text.contains("bench"), "{text}");
+    let output = logmesh(&["serve", "--help"], &[]);
+    let text = String::from_utf8_lossy(&output.stdout);
+    for expected in [
+        "--batch-size",
+        "BATCHSIZE",
+        "FLUSHINTERVAL",
+        "LOGMESH_LISTEN",
+        "--api-token",
+        "--insecure",
+        "--config",
+    ] {
+        assert!(text.contains(expected), "serve --help lacks {expected}");
+    }
+}
+
+#[test]
+fn invalid_configuration_is_a_clear_error_with_exit_code_2() {
+    type Case = (
+        Vec<&'static str>,
+        Vec<(&'static str, &'static str)>,
+        &'static str,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            vec!["serve", "--batch-size", "nope"],
+            vec![],
+            "invalid value \"nope\" for --batch-size",
+        ),
+        (
+            vec!["serve"],
+            vec![("BATCHSIZE", "0")],
+            "environment variable BATCHSIZE: must be between 1",
+        ),
+        (
+            vec!["serve"],
+            vec![("FLUSHINTERVAL", "soon")],
+            "environment variable FLUSHINTERVAL",
+        ),
+        (
+            vec!["serve", "--config", "/nonexistent/logmesh.toml"],
+            vec![],
+            "cannot read the config file /nonexistent/logmesh.toml",
+        ),
+        (
+            vec!["serve", "--database", "postgres://localhost/x"],
+            vec![],
+            "not supported by this build yet",
+        ),
+    ];
+    for (args, env, expected) in cases {
+        let output = logmesh(&args, &env);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        assert!(
+            stderr(&output).contains(expected),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+    }
+    let output = logmesh(&["serve", "--bogus"], &[]);
+    assert_eq!(output.status.code(), Some(2));
+}
+
+#[test]
+fn a_public_address_without_a_token_is_refused_at_start() {
+    let output = logmesh(&["serve", "--listen", "0.0.0.0:0", "--data-dir", "d"], &[]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("refusing to listen on 0.0.0.0:0"),
+        "{}",
+        stderr(&output)
+    );
+}
