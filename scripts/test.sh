@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, every test. Exits non-zero on any failure.
+# On a fresh Debian machine it first installs what the build needs (run as root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+have() { command -v "$1" >/dev/null 2>&1; }
+
+apt_updated=""
+apt_install() {
+  if ! have apt-get; then
+    echo "scripts/test.sh: $* missing and apt-get is not available; install it by hand" >&2
+    exit 1
+  fi
+  if [ -z "$apt_updated" ]; then
+    apt-get update -qq
+    apt_updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+# A C compiler builds the bundled SQLite.
+have cc || apt_install gcc libc6-dev
+
+if ! have cargo; then
+  echo "scripts/test.sh: cargo is missing; install Rust with rustup (https://rustup.rs), 1.89 or newer" >&2
+  exit 1
+fi
+if have rustup; then
+  for component in rustfmt clippy; do
+    rustup component list --installed 2>/dev/null | grep -q "^$component" || rustup component add "$component"
+  done
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy -D warnings"
+cargo clippy --locked --all-targets -- -D warnings
+echo "== cargo test"
+cargo test --locked
