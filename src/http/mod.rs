@@ -22,7 +22,7 @@ use error::ApiError;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 /// How many maximum-size bodies may be held in memory at once across all ingest requests.
 /// Past that, requests are shed with 503 instead of being buffered.
@@ -76,7 +76,11 @@ pub fn app(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
-        .layer(TraceLayer::new_for_http())
+        // Shedding load (503) is expected behaviour, not an error worth a log line per request.
+        .layer(
+            TraceLayer::new_for_http()
+                .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+        )
         .with_state(state)
 }
 
