@@ -103,3 +103,33 @@ fn a_public_address_without_a_token_is_refused_at_start() {
         stderr(&output)
     );
 }
+
+#[test]
+fn bench_rejects_bad_flags_and_fails_on_an_unreachable_node() {
+    for args in [
+        vec!["bench", "ingest", "--batch-events", "0"],
+        vec!["bench", "ingest", "--mode", "bulk"],
+        vec!["bench", "ingest", "--duration", "soon"],
+    ] {
+        let output = logmesh(&args, &[]);
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+    }
+    // Port 9 (discard) on loopback has no listener here.
+    let output = logmesh(
+        &[
+            "bench",
+            "ingest",
+            "--url",
+            "http://127.0.0.1:9",
+            "--duration",
+            "1s",
+        ],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("logmesh bench:"),
+        "{}",
+        stderr(&output)
+    );
+}

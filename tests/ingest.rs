@@ -497,3 +497,37 @@ async fn the_event_log_rotates_and_keeps_every_event_once() {
         assert!(size <= 4096, "a rotated file holds {size} bytes");
     }
 }
+
+#[tokio::test]
+async fn bodies_in_flight_are_bounded_and_the_excess_is_shed() {
+    let node = TestNode::start(|config| config.max_body_bytes = 1024).await;
+    let addr = node.node.as_ref().unwrap().local_addr();
+    // Each connection declares a full-size body and sends none of it, holding its share of
+    // the in-flight budget (16 maximum-size bodies).
+    let mut held = Vec::new();
+    for _ in 0..logmesh::http::BODY_BUDGET_IN_MAX_BODIES {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(
+            &mut stream,
+            b"POST /event HTTP/1.1\r\nHost: x\r\nContent-Length: 1024\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        held.push(stream);
+    }
+    common::eventually(
+        "a request shed for lack of body budget",
+        Duration::from_secs(10),
+        || async {
+            let response = node.post("/event").body("m").send().await.unwrap();
+            response.status() == StatusCode::SERVICE_UNAVAILABLE
+                && response.headers().get("retry-after").is_some()
+        },
+    )
+    .await;
+    drop(held);
+    common::eventually("the budget released", Duration::from_secs(10), || async {
+        node.post("/event").body("m").send().await.unwrap().status() == StatusCode::ACCEPTED
+    })
+    .await;
+}
