@@ -10,6 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+/// How long a load-generator connection pauses after a 503 before sending again.
+const SHED_BACKOFF: Duration = Duration::from_millis(50);
+
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// Ingest load: NDJSON batches to /api/v1/logs or single events to /event.
@@ -224,7 +227,7 @@ pub async fn ingest(args: &IngestBenchArgs) -> Result<IngestReport, String> {
                         counters.shed.fetch_add(1, Ordering::Relaxed);
                         let _ = response.bytes().await;
                         // Honour the node's back-pressure instead of hammering it.
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        tokio::time::sleep(SHED_BACKOFF).await;
                     }
                     Ok(response) => {
                         counters.failed.fetch_add(1, Ordering::Relaxed);

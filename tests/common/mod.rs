@@ -12,6 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
+/// How often [`eventually`] re-checks its condition.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
 /// Polls `check` until it returns true; panics naming `what` after `deadline`.
 pub async fn eventually<F, Fut>(what: &str, deadline: Duration, mut check: F)
 where
@@ -27,7 +30,7 @@ where
             Instant::now() < until,
             "timed out after {deadline:?} waiting for {what}"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(POLL_INTERVAL).await;
     }
 }
 
@@ -263,7 +266,7 @@ impl NodeProcess {
                 Instant::now() < until,
                 "the node did not exit after SIGTERM"
             );
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(POLL_INTERVAL);
         }
     }
 }
