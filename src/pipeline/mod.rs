@@ -256,6 +256,68 @@ impl BatchSink for EventLogSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::{IngestContext, parse_json_body};
+    use crate::queue::local::LocalQueue;
+    use crate::queue::{ConsumerRole, IngestQueue, QueueLimits};
+    use crate::store::sqlite::SqliteStore;
+
+    #[tokio::test]
+    async fn a_refused_batch_stays_queued_and_is_retried_before_anything_newer() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = QueueLimits {
+            max_events: 100,
+            max_bytes: 1 << 20,
+        };
+        let queue = LocalQueue::open(&dir.path().join("queue"), limits, 0).unwrap();
+        let db = dir.path().join("s.db");
+        let store = Arc::new(SqliteStore::open(db.clone()).await.unwrap());
+        let side = rusqlite::Connection::open(&db).unwrap();
+        side.execute_batch(
+            "CREATE TRIGGER refuse BEFORE INSERT ON service_logs WHEN NEW.id = 'poison'
+             BEGIN SELECT RAISE(ABORT, 'poisoned'); END;",
+        )
+        .unwrap();
+        let context = IngestContext {
+            node: "n",
+            now_us: 1,
+        };
+        let body = "{\"id\":\"ok\",\"service\":\"a\",\"message\":\"m\"}\n\
+                    {\"id\":\"poison\",\"service\":\"a\",\"message\":\"m\"}\n";
+        queue
+            .append(parse_json_body(body.as_bytes(), context).unwrap())
+            .await
+            .unwrap();
+        let mut pipeline = Pipeline::new(
+            queue.consumer(ConsumerRole::Store).await.unwrap(),
+            StoreSink {
+                store: store.clone(),
+            },
+            10,
+            Duration::ZERO,
+        );
+        let error = pipeline.run_once(Duration::ZERO).await.unwrap_err();
+        assert!(error.to_string().contains("poisoned"), "{error}");
+        assert!(
+            store.severity_counts().await.unwrap().is_empty(),
+            "all or nothing"
+        );
+
+        let later = "{\"id\":\"later\",\"service\":\"a\",\"message\":\"m\"}\n";
+        queue
+            .append(parse_json_body(later.as_bytes(), context).unwrap())
+            .await
+            .unwrap();
+        side.execute_batch("DROP TRIGGER refuse").unwrap();
+        let retried = pipeline.run_once(Duration::ZERO).await.unwrap();
+        assert_eq!(
+            retried,
+            Outcome::Delivered { events: 2, new: 2 },
+            "the same batch again"
+        );
+        let next = pipeline.run_once(Duration::ZERO).await.unwrap();
+        assert_eq!(next, Outcome::Delivered { events: 1, new: 1 });
+        assert_eq!(store.severity_counts().await.unwrap()[0].count, 3);
+    }
 
     #[test]
     fn backoff_doubles_up_to_a_cap_and_resets() {
