@@ -134,7 +134,6 @@ impl LocalQueue {
             active,
             active_path,
             active_len: 0,
-            active_first_seq: next_seq,
             closed: recovered.segments,
             next_seq,
             released_upto: front - 1,
@@ -389,7 +388,6 @@ struct Appender {
     active: File,
     active_path: PathBuf,
     active_len: u64,
-    active_first_seq: u64,
     /// Closed segments, oldest first, with the last seq each holds.
     closed: VecDeque<(PathBuf, u64)>,
     next_seq: u64,
@@ -498,7 +496,6 @@ impl Appender {
                 let old_path = std::mem::replace(&mut self.active_path, path);
                 self.active = file;
                 self.active_len = 0;
-                self.active_first_seq = self.next_seq;
                 self.closed.push_back((old_path, self.next_seq - 1));
                 self.release(self.released_upto);
             }
@@ -531,7 +528,6 @@ impl Appender {
             }
             self.closed.pop_front();
         }
-        debug_assert!(self.active_first_seq <= self.next_seq);
     }
 }
 
