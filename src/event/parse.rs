@@ -185,7 +185,7 @@ fn parse_stream(body: &[u8], ctx: IngestContext<'_>) -> Result<Vec<Event>, Input
                 .iter()
                 .take_while(|b| b.is_ascii_whitespace())
                 .count();
-        line += memchr_count(b'\n', &body[counted_to..start]);
+        line += count_newlines(&body[counted_to..start]);
         counted_to = start;
         let Some(next) = stream.next() else { break };
         let value = next.map_err(|error| syntax_error(&error))?;
@@ -204,12 +204,12 @@ fn parse_stream(body: &[u8], ctx: IngestContext<'_>) -> Result<Vec<Event>, Input
     Ok(events)
 }
 
-fn memchr_count(needle: u8, haystack: &[u8]) -> usize {
-    haystack.iter().filter(|&&b| b == needle).count()
+fn count_newlines(bytes: &[u8]) -> usize {
+    memchr::memchr_iter(b'\n', bytes).count()
 }
 
 fn line_of(body: &[u8], offset: usize) -> usize {
-    1 + memchr_count(b'\n', &body[..offset.min(body.len())])
+    1 + count_newlines(&body[..offset.min(body.len())])
 }
 
 fn syntax_error(error: &serde_json::Error) -> InputError {

@@ -136,7 +136,6 @@ impl EventLogFile {
             serde_json::to_writer(&mut buffer, &Line::new(&queued.event, queued.seq))
                 .map_err(io::Error::other)?;
             buffer.push(b'\n');
-            let line_len = (buffer.len() - start) as u64;
             if self.len + start as u64 > 0
                 && self.len + buffer.len() as u64 > self.rotation.max_bytes
             {
@@ -145,7 +144,6 @@ impl EventLogFile {
                 buffer.drain(..start);
                 self.rotate()?;
             }
-            debug_assert!(line_len > 0);
             self.last_seq = queued.seq;
             written += 1;
         }
