@@ -5,7 +5,7 @@
 
 use crate::event::parse::check_name;
 use crate::eventlog::Rotation;
-use crate::node::{LogFormat, NodeConfig};
+use crate::node::{ClusterConfig, LogFormat, NodeConfig};
 use crate::queue::QueueLimits;
 use crate::store::DatabaseUrl;
 use clap::Args;
@@ -23,6 +23,12 @@ pub const DEFAULT_QUEUE_MAX_EVENTS: usize = 250_000;
 pub const DEFAULT_QUEUE_MAX_BYTES: usize = 128 * 1024 * 1024;
 pub const DEFAULT_EVENT_LOG_MAX_BYTES: u64 = 100 * 1024 * 1024;
 pub const DEFAULT_EVENT_LOG_KEEP: u32 = 5;
+pub const DEFAULT_NATS_STREAM: &str = "LOGMESH_EVENTS";
+pub const DEFAULT_NATS_SUBJECT: &str = "logmesh.events";
+pub const DEFAULT_NATS_MAX_ACK_PENDING: usize = 20_000;
+pub const DEFAULT_NATS_ACK_WAIT: Duration = Duration::from_secs(30);
+pub const DEFAULT_REPLICA_MAX_OFFLINE: Duration = Duration::from_secs(24 * 3600);
+pub const DEFAULT_MEMBER_TTL: Duration = Duration::from_secs(15);
 
 /// Flags of `logmesh serve`. Each is optional here so that the environment, the file and the
 /// defaults can fill in what the command line leaves out.
@@ -73,6 +79,37 @@ pub struct ServeArgs {
     /// Rotated event log files kept [env: LOGMESH_EVENT_LOG_KEEP] [default: 5]
     #[arg(long, value_name = "N")]
     pub event_log_keep: Option<String>,
+    /// Run as a cluster node: NATS server with JetStream, e.g. nats://127.0.0.1:4222; needs a
+    /// postgres:// or mysql:// --database [env: LOGMESH_NATS]
+    #[arg(long, value_name = "URL")]
+    pub nats: Option<String>,
+    /// JetStream stream carrying events; also prefixes the membership bucket and consumers
+    /// [env: LOGMESH_NATS_STREAM] [default: LOGMESH_EVENTS]
+    #[arg(long, value_name = "NAME")]
+    pub nats_stream: Option<String>,
+    /// Subject events are published on [env: LOGMESH_NATS_SUBJECT] [default: logmesh.events]
+    #[arg(long, value_name = "SUBJECT")]
+    pub nats_subject: Option<String>,
+    /// Events fetched by store writers but not yet stored, cluster-wide
+    /// [env: LOGMESH_NATS_MAX_ACK_PENDING] [default: 20000]
+    #[arg(long, value_name = "N")]
+    pub nats_max_ack_pending: Option<String>,
+    /// How long a fetched batch may stay unstored before another node gets it
+    /// [env: LOGMESH_NATS_ACK_WAIT] [default: 30s]
+    #[arg(long, value_name = "DURATION")]
+    pub nats_ack_wait: Option<String>,
+    /// How long a node may be down and still catch up its event log when it returns
+    /// [env: LOGMESH_REPLICA_MAX_OFFLINE] [default: 24h]
+    #[arg(long, value_name = "DURATION")]
+    pub replica_max_offline: Option<String>,
+    /// A node that stops heart-beating leaves the membership after this long
+    /// [env: LOGMESH_MEMBER_TTL] [default: 15s]
+    #[arg(long, value_name = "DURATION")]
+    pub member_ttl: Option<String>,
+    /// The URL other nodes and clients reach this node's API at
+    /// [env: LOGMESH_ADVERTISE] [default: http://<listen address>]
+    #[arg(long, value_name = "URL")]
+    pub advertise: Option<String>,
     /// Format of logmesh's own logs: human or json [env: LOGMESH_LOG_FORMAT] [default: human]
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<String>,
@@ -135,6 +172,14 @@ const SETTINGS: &[(&str, &[&str])] = &[
     ("event-log-max-bytes", &["LOGMESH_EVENT_LOG_MAX_BYTES"]),
     ("event-log-keep", &["LOGMESH_EVENT_LOG_KEEP"]),
     ("log-format", &["LOGMESH_LOG_FORMAT"]),
+    ("nats", &["LOGMESH_NATS"]),
+    ("nats-stream", &["LOGMESH_NATS_STREAM"]),
+    ("nats-subject", &["LOGMESH_NATS_SUBJECT"]),
+    ("nats-max-ack-pending", &["LOGMESH_NATS_MAX_ACK_PENDING"]),
+    ("nats-ack-wait", &["LOGMESH_NATS_ACK_WAIT"]),
+    ("replica-max-offline", &["LOGMESH_REPLICA_MAX_OFFLINE"]),
+    ("member-ttl", &["LOGMESH_MEMBER_TTL"]),
+    ("advertise", &["LOGMESH_ADVERTISE"]),
 ];
 
 struct Resolver<'a> {
@@ -207,6 +252,14 @@ pub fn resolve(
     set("event-log-max-bytes", &args.event_log_max_bytes);
     set("event-log-keep", &args.event_log_keep);
     set("log-format", &args.log_format);
+    set("nats", &args.nats);
+    set("nats-stream", &args.nats_stream);
+    set("nats-subject", &args.nats_subject);
+    set("nats-max-ack-pending", &args.nats_max_ack_pending);
+    set("nats-ack-wait", &args.nats_ack_wait);
+    set("replica-max-offline", &args.replica_max_offline);
+    set("member-ttl", &args.member_ttl);
+    set("advertise", &args.advertise);
     if args.insecure {
         flags.insert("insecure", "true".to_owned());
     }
@@ -269,6 +322,8 @@ pub fn resolve(
         "json" => Ok(LogFormat::Json),
         _ => Err("expected human or json".into()),
     })?;
+    let cluster = resolve_cluster(&resolver, &database, batch_size)?;
+    let advertise = resolver.get("advertise", None, |v| parse_http_url(v).map(Some))?;
     if max_bytes < max_body_bytes {
         return Err(ConfigError::Conflict(format!(
             "queue-max-bytes ({max_bytes}) is smaller than max-body-bytes ({max_body_bytes}): \
@@ -294,7 +349,120 @@ pub fn resolve(
             keep: event_log_keep,
         },
         log_format,
+        cluster,
+        advertise,
     })
+}
+
+fn resolve_cluster(
+    resolver: &Resolver,
+    database: &DatabaseUrl,
+    batch_size: usize,
+) -> Result<Option<ClusterConfig>, ConfigError> {
+    let Some(nats_url) = resolver.get("nats", None, |v| parse_nats_url(v).map(Some))? else {
+        return Ok(None);
+    };
+    if matches!(database, DatabaseUrl::Sqlite(_)) {
+        return Err(ConfigError::Conflict(
+            "--nats needs a database every node shares: set --database to a postgres:// or \
+             mysql:// URL (each node's own SQLite file would hold only part of the events)"
+                .into(),
+        ));
+    }
+    let stream = resolver.get(
+        "nats-stream",
+        DEFAULT_NATS_STREAM.to_owned(),
+        parse_stream_name,
+    )?;
+    let subject = resolver.get(
+        "nats-subject",
+        DEFAULT_NATS_SUBJECT.to_owned(),
+        parse_subject,
+    )?;
+    let max_ack_pending =
+        resolver.get("nats-max-ack-pending", DEFAULT_NATS_MAX_ACK_PENDING, |v| {
+            parse_count(v, 1, 10_000_000)
+        })?;
+    if max_ack_pending < batch_size {
+        return Err(ConfigError::Conflict(format!(
+            "nats-max-ack-pending ({max_ack_pending}) is smaller than batch-size ({batch_size}): \
+             a store writer could never fetch a whole batch"
+        )));
+    }
+    let ack_wait = resolver.get("nats-ack-wait", DEFAULT_NATS_ACK_WAIT, |v| {
+        parse_duration_between(v, Duration::from_secs(1), Duration::from_secs(3600))
+    })?;
+    let replica_max_offline =
+        resolver.get("replica-max-offline", DEFAULT_REPLICA_MAX_OFFLINE, |v| {
+            parse_duration_between(
+                v,
+                Duration::from_secs(60),
+                Duration::from_secs(365 * 86_400),
+            )
+        })?;
+    let member_ttl = resolver.get("member-ttl", DEFAULT_MEMBER_TTL, |v| {
+        parse_duration_between(v, Duration::from_secs(1), Duration::from_secs(3600))
+    })?;
+    Ok(Some(ClusterConfig {
+        nats_url,
+        stream,
+        subject,
+        max_ack_pending,
+        ack_wait,
+        replica_max_offline,
+        member_ttl,
+    }))
+}
+
+fn parse_nats_url(value: &str) -> Result<String, String> {
+    let rest = ["nats://", "tls://"]
+        .iter()
+        .find_map(|scheme| value.strip_prefix(scheme))
+        .ok_or("expected nats://HOST:PORT (or tls://HOST:PORT)")?;
+    if rest.is_empty() || rest.contains(char::is_whitespace) {
+        return Err("expected nats://HOST:PORT (or tls://HOST:PORT)".into());
+    }
+    Ok(value.to_owned())
+}
+
+fn parse_http_url(value: &str) -> Result<String, String> {
+    let rest = ["http://", "https://"]
+        .iter()
+        .find_map(|scheme| value.strip_prefix(scheme))
+        .ok_or("expected http://HOST:PORT or https://HOST:PORT")?;
+    if rest.is_empty() || rest.contains(char::is_whitespace) {
+        return Err("expected http://HOST:PORT or https://HOST:PORT".into());
+    }
+    Ok(value.trim_end_matches('/').to_owned())
+}
+
+/// Stream names also name the membership bucket, whose names allow only these characters.
+fn parse_stream_name(value: &str) -> Result<String, String> {
+    let valid = !value.is_empty()
+        && value.len() <= 64
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if valid {
+        Ok(value.to_owned())
+    } else {
+        Err("expected 1-64 letters, digits, `_` or `-`".into())
+    }
+}
+
+fn parse_subject(value: &str) -> Result<String, String> {
+    let valid = !value.is_empty()
+        && value.split('.').all(|token| {
+            !token.is_empty()
+                && token != "*"
+                && token != ">"
+                && !token.contains(|c: char| c.is_whitespace() || c.is_control())
+        });
+    if valid {
+        Ok(value.to_owned())
+    } else {
+        Err("expected a NATS subject such as logmesh.events (dot-separated tokens, no wildcards or spaces)".into())
+    }
 }
 
 fn default_node_name() -> String {
@@ -375,6 +543,15 @@ fn parse_count(value: &str, min: usize, max: usize) -> Result<usize, String> {
 /// A duration such as `500ms`, `20s`, `1m` or `1m30s`; a bare number is seconds (as the log
 /// monitoring seed's FLUSHINTERVAL was).
 pub fn parse_duration(value: &str) -> Result<Duration, String> {
+    parse_duration_between(value, Duration::from_nanos(1), Duration::from_secs(3600))
+}
+
+/// A duration as [`parse_duration`] reads it, within `min..=max`.
+pub fn parse_duration_between(
+    value: &str,
+    min: Duration,
+    max: Duration,
+) -> Result<Duration, String> {
     let value = value.trim();
     let duration = if value.chars().all(|c| c.is_ascii_digit()) && !value.is_empty() {
         Duration::from_secs(value.parse().map_err(|_| "number too large".to_string())?)
@@ -385,8 +562,17 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
     if duration.is_zero() {
         return Err("must be longer than zero".into());
     }
-    if duration > Duration::from_secs(3600) {
-        return Err("must be at most 1h".into());
+    if duration < min {
+        return Err(format!(
+            "must be at least {}",
+            humantime::format_duration(min)
+        ));
+    }
+    if duration > max {
+        return Err(format!(
+            "must be at most {}",
+            humantime::format_duration(max)
+        ));
     }
     Ok(duration)
 }

@@ -1,6 +1,7 @@
 //! The one place errors become HTTP responses: `{"error": {"code": "...", "message": "..."}}`
 //! with a fitting status, and `Retry-After` when the node sheds load.
 
+use crate::cluster::ClusterError;
 use crate::event::InputError;
 use crate::queue::QueueError;
 use crate::store::StoreError;
@@ -75,12 +76,27 @@ impl From<QueueError> for ApiError {
                 "shutting_down",
                 error.to_string(),
             ),
-            QueueError::Io(_) => ApiError::new(
+            QueueError::Unavailable(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "bus_unavailable",
+                error.to_string(),
+            ),
+            QueueError::Io(_) | QueueError::Config(_) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "queue_unavailable",
                 error.to_string(),
             ),
         }
+    }
+}
+
+impl From<ClusterError> for ApiError {
+    fn from(error: ClusterError) -> Self {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "bus_unavailable",
+            error.to_string(),
+        )
     }
 }
 

@@ -10,6 +10,7 @@ pub mod error;
 mod ingest;
 mod ops;
 
+use crate::cluster::Membership;
 use crate::queue::IngestQueue;
 use crate::store::Store;
 use axum::Router;
@@ -41,6 +42,7 @@ struct AppInner {
     /// Bytes of request bodies that may be buffered at once (one permit per byte).
     body_budget: Semaphore,
     api_token: Option<String>,
+    membership: Arc<Membership>,
 }
 
 impl AppState {
@@ -50,6 +52,7 @@ impl AppState {
         store: Arc<dyn Store>,
         max_body_bytes: usize,
         api_token: Option<String>,
+        membership: Arc<Membership>,
     ) -> Self {
         let budget = max_body_bytes.saturating_mul(BODY_BUDGET_IN_MAX_BODIES);
         AppState {
@@ -60,6 +63,7 @@ impl AppState {
                 max_body_bytes,
                 body_budget: Semaphore::new(budget.min(Semaphore::MAX_PERMITS)),
                 api_token,
+                membership,
             }),
         }
     }
@@ -73,6 +77,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/logs/stats", get(ops::stats))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
+        .route("/api/v1/cluster", get(ops::cluster))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), require_token))

@@ -1,5 +1,5 @@
-//! Operational endpoints: liveness, readiness (the sum of the adapters' health checks) and the
-//! `service_severity` counts.
+//! Operational endpoints: liveness, readiness (the sum of the adapters' health checks), the
+//! `service_severity` counts and the cluster's members.
 
 use super::AppState;
 use super::error::ApiError;
@@ -38,4 +38,12 @@ pub async fn stats(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
     let rows = state.inner.store.severity_counts().await?;
     let total: i64 = rows.iter().map(|row| row.count).sum();
     Ok(Json(json!({"rows": rows, "total": total})))
+}
+
+/// The cluster's members, as they last described themselves.
+pub async fn cluster(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let members = state.inner.membership.members().await?;
+    Ok(Json(
+        json!({"node": state.inner.node_name, "members": members}),
+    ))
 }

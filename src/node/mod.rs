@@ -7,9 +7,11 @@
 //! node accept requests. Shutdown runs the other way: stop accepting, let the writers drain
 //! the queue into the store and the event log, stop the queue.
 
+use crate::cluster::{ClusterError, Member, Membership};
 use crate::eventlog::{EventLogFile, Rotation};
 use crate::http::{self, AppState};
 use crate::pipeline::{EventLogSink, Pipeline, StoreSink};
+use crate::queue::jetstream::{JetStreamQueue, JetStreamSettings};
 use crate::queue::local::LocalQueue;
 use crate::queue::{ConsumerRole, IngestQueue, QueueError, QueueLimits};
 use crate::store::{self, DatabaseUrl, StoreError};
@@ -45,6 +47,43 @@ pub struct NodeConfig {
     pub queue_limits: QueueLimits,
     pub event_log: Rotation,
     pub log_format: LogFormat,
+    /// `Some` in the cluster shape.
+    pub cluster: Option<ClusterConfig>,
+    /// The URL others reach this node at; `None`: `http://<bound address>`.
+    pub advertise: Option<String>,
+}
+
+/// The cluster shape's settings (`--nats` and friends).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    pub nats_url: String,
+    pub stream: String,
+    pub subject: String,
+    pub max_ack_pending: usize,
+    pub ack_wait: Duration,
+    pub replica_max_offline: Duration,
+    pub member_ttl: Duration,
+}
+
+impl ClusterConfig {
+    /// The settings with their defaults, on the NATS server at `nats_url`.
+    pub fn new(nats_url: &str) -> ClusterConfig {
+        use crate::config::*;
+        ClusterConfig {
+            nats_url: nats_url.to_owned(),
+            stream: DEFAULT_NATS_STREAM.to_owned(),
+            subject: DEFAULT_NATS_SUBJECT.to_owned(),
+            max_ack_pending: DEFAULT_NATS_MAX_ACK_PENDING,
+            ack_wait: DEFAULT_NATS_ACK_WAIT,
+            replica_max_offline: DEFAULT_REPLICA_MAX_OFFLINE,
+            member_ttl: DEFAULT_MEMBER_TTL,
+        }
+    }
+
+    /// The key-value bucket members register in.
+    pub fn membership_bucket(&self) -> String {
+        format!("{}_members", self.stream)
+    }
 }
 
 impl NodeConfig {
@@ -70,6 +109,8 @@ impl NodeConfig {
                 keep: DEFAULT_EVENT_LOG_KEEP,
             },
             log_format: LogFormat::Human,
+            cluster: None,
+            advertise: None,
         }
     }
 
@@ -98,6 +139,8 @@ pub enum NodeError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Queue(#[from] QueueError),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
 }
 
 pub struct Node {
@@ -129,14 +172,47 @@ impl Node {
         .expect("opening the event log does not panic")
         .map_err(|(path, reason)| NodeError::DataDir { path, reason })?;
 
-        let queue_dir = config.queue_dir();
-        let limits = config.queue_limits;
         let floor = event_log.last_seq();
-        let queue: Arc<dyn IngestQueue> = Arc::new(
-            tokio::task::spawn_blocking(move || LocalQueue::open(&queue_dir, limits, floor))
+        let advertise = config
+            .advertise
+            .clone()
+            .unwrap_or_else(|| format!("http://{addr}"));
+        let me = Member::new(&config.node_name, &advertise);
+        let (queue, membership): (Arc<dyn IngestQueue>, Membership) = match &config.cluster {
+            None => {
+                let queue_dir = config.queue_dir();
+                let limits = config.queue_limits;
+                let queue = tokio::task::spawn_blocking(move || {
+                    LocalQueue::open(&queue_dir, limits, floor)
+                })
                 .await
-                .expect("opening the queue does not panic")?,
-        );
+                .expect("opening the queue does not panic")?;
+                (Arc::new(queue), Membership::standalone(me))
+            }
+            Some(cluster) => {
+                let settings = JetStreamSettings {
+                    url: cluster.nats_url.clone(),
+                    stream: cluster.stream.clone(),
+                    subject: cluster.subject.clone(),
+                    max_events: config.queue_limits.max_events,
+                    max_bytes: config.queue_limits.max_bytes,
+                    max_ack_pending: cluster.max_ack_pending,
+                    ack_wait: cluster.ack_wait,
+                    replica_max_offline: cluster.replica_max_offline,
+                    node_name: config.node_name.clone(),
+                };
+                let queue = JetStreamQueue::connect(settings, floor).await?;
+                let membership = Membership::join(
+                    queue.jetstream(),
+                    &cluster.membership_bucket(),
+                    me,
+                    cluster.member_ttl,
+                )
+                .await?;
+                (Arc::new(queue), membership)
+            }
+        };
+        let membership = Arc::new(membership);
         let store = store::open(&config.database).await?;
 
         let (stop_writers, writers_stopped) = watch::channel(false);
@@ -154,9 +230,19 @@ impl Node {
             config.batch_size,
             config.flush_interval,
         );
+        let (store_writer, event_log_writer) = match config.cluster {
+            None => (store_writer, event_log_writer),
+            Some(_) => (
+                store_writer.without_drain(),
+                event_log_writer.without_drain(),
+            ),
+        };
+        let heartbeats = membership.clone();
+        let heartbeats_stopped = writers_stopped.clone();
         let writers = vec![
             tokio::spawn(store_writer.run(writers_stopped.clone())),
             tokio::spawn(event_log_writer.run(writers_stopped)),
+            tokio::spawn(async move { heartbeats.run(heartbeats_stopped).await }),
         ];
 
         let state = AppState::new(
@@ -165,6 +251,7 @@ impl Node {
             store,
             config.max_body_bytes,
             config.api_token.clone(),
+            membership,
         );
         let (stop_http, mut http_stopped) = watch::channel(false);
         let server = tokio::spawn(async move {

@@ -55,6 +55,8 @@ pub struct Pipeline<S> {
     flush_interval: Duration,
     /// A fetched batch not yet written; retried before fetching anything else.
     pending: Option<Batch>,
+    /// Whether shutdown first delivers everything the queue holds (see [`Pipeline::run`]).
+    drain: bool,
 }
 
 impl<S: BatchSink> Pipeline<S> {
@@ -70,7 +72,15 @@ impl<S: BatchSink> Pipeline<S> {
             batch_size,
             flush_interval,
             pending: None,
+            drain: true,
         }
+    }
+
+    /// Stops at shutdown without draining the queue: for a shared queue (the cluster shape),
+    /// where other nodes, or this one after its restart, deliver what is left.
+    pub fn without_drain(mut self) -> Self {
+        self.drain = false;
+        self
     }
 
     /// Fetches (waiting at most `wait`) and delivers one batch.
@@ -119,12 +129,16 @@ impl<S: BatchSink> Pipeline<S> {
 
     /// Runs until `shutdown` turns true (or its sender is dropped), then delivers everything
     /// the queue still holds and returns. If the sink fails while draining, the rest stays
-    /// durable in the queue for the next start.
+    /// durable in the queue for the next start. Without drain it returns at once, leaving
+    /// unacknowledged events to be delivered again.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let mut backoff = Backoff::default();
         let mut draining = false;
         loop {
             draining = draining || *shutdown.borrow_and_update();
+            if draining && !self.drain {
+                return;
+            }
             let result = if self.pending.is_some() {
                 self.deliver_pending().await
             } else {

@@ -10,8 +10,10 @@
 //! - keep delivering an event until its consumer acknowledged it, across restarts of the node
 //!   (at-least-once); consumers de-duplicate (the store by event id, the event log by `seq`).
 //!
-//! Adapters: [`local::LocalQueue`] (segment files in the data dir, the embedded shape).
+//! Adapters: [`local::LocalQueue`] (segment files in the data dir, the embedded shape) and
+//! [`jetstream::JetStreamQueue`] (a NATS JetStream stream, the cluster shape).
 
+pub mod jetstream;
 pub mod local;
 
 use crate::event::Event;
@@ -101,6 +103,12 @@ pub enum QueueError {
     Closed,
     #[error("the ingest queue could not write to disk: {0}")]
     Io(String),
+    /// The message bus cannot be reached right now; the caller should retry later.
+    #[error("the message bus is unavailable: {0}; retry later")]
+    Unavailable(String),
+    /// The queue cannot be set up as configured (bad URL, incompatible stream).
+    #[error("{0}")]
+    Config(String),
 }
 
 #[async_trait]

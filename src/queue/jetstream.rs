@@ -1,0 +1,532 @@
+//! JetStream adapter of the ingest queue (the cluster shape): every node publishes the events
+//! it accepts to one stream; every node's store writer pulls from one shared durable consumer
+//! (competing consumers), and every node's event log writer from a durable consumer of its own.
+//!
+//! Invariants:
+//! - [`IngestQueue::append`] returns only after JetStream acknowledged every event of the call
+//!   (the stream stores on file). Each event is one message whose `Nats-Msg-Id` is the event id,
+//!   so a re-published event inside the stream's duplicate window is not stored twice.
+//! - The stream keeps a message until every consumer acknowledged it (interest retention) and
+//!   refuses new ones past its limits (discard new): a slow database fills the stream and ingest
+//!   answers 503, instead of anything growing without bound.
+//! - A consumer acknowledges messages only through [`QueueConsumer::ack`], which the pipeline
+//!   calls after its sink committed; a writer that dies leaves its messages to be redelivered
+//!   (after `ack_wait`) to whichever node fetches next.
+//! - The event log consumer skips stream sequences its file already holds (the file is its own
+//!   cursor), so a replay after a crash never writes a line twice.
+
+use super::{Batch, ConsumerRole, IngestQueue, QueueConsumer, QueueDepth, QueueError, QueuedEvent};
+use crate::event::Event;
+use async_nats::jetstream::{
+    self, AckKind,
+    consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull},
+    context::{GetStreamErrorKind, PublishErrorKind},
+    message::{Acker, PublishMessage},
+    stream::{self, DiscardPolicy, RetentionPolicy, StorageType},
+};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// How long `connect` waits for the server before the node refuses to start.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a JetStream API call or a publish acknowledgement may take before it fails.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the cached stream depth is refreshed.
+const DEPTH_REFRESH: Duration = Duration::from_secs(1);
+
+/// Where the events travel in the cluster shape; see `logmesh serve --help`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JetStreamSettings {
+    pub url: String,
+    /// The stream's name, created if missing and checked if present.
+    pub stream: String,
+    /// The subject events are published on (the stream's only subject when it is created).
+    pub subject: String,
+    /// Stream limits: events and bytes not yet acknowledged by every consumer.
+    pub max_events: usize,
+    pub max_bytes: usize,
+    /// The shared store consumer's bound on messages fetched but not yet acknowledged.
+    pub max_ack_pending: usize,
+    /// How long a fetched message may stay unacknowledged before it is redelivered elsewhere.
+    pub ack_wait: Duration,
+    /// How long a node may stay away and still find its event log consumer (and so catch up).
+    pub replica_max_offline: Duration,
+    /// Names this node's event log consumer.
+    pub node_name: String,
+}
+
+impl JetStreamSettings {
+    /// The name of the consumer every node's store writer shares.
+    pub fn store_consumer(&self) -> String {
+        format!("{}_store", self.stream.to_lowercase())
+    }
+
+    /// The name of this node's own event log consumer.
+    pub fn event_log_consumer(&self) -> String {
+        format!(
+            "{}_eventlog_{}",
+            self.stream.to_lowercase(),
+            nats_safe_name(&self.node_name)
+        )
+    }
+}
+
+/// Consumer names may not hold `.`, `*`, `>`, whitespace or path separators; node names may.
+/// Each other byte becomes `_XX` (hex), so two node names never share a consumer.
+pub fn nats_safe_name(name: &str) -> String {
+    let mut safe = String::with_capacity(name.len());
+    for byte in name.bytes() {
+        if byte.is_ascii_alphanumeric() || byte == b'-' {
+            safe.push(byte as char);
+        } else {
+            safe.push_str(&format!("_{byte:02x}"));
+        }
+    }
+    safe
+}
+
+pub struct JetStreamQueue {
+    client: async_nats::Client,
+    jetstream: jetstream::Context,
+    settings: JetStreamSettings,
+    /// The highest stream sequence the node's event log file already holds.
+    event_log_floor: u64,
+    depth_events: Arc<AtomicU64>,
+    depth_bytes: Arc<AtomicU64>,
+    closed: Arc<AtomicBool>,
+}
+
+fn unavailable(what: &str, error: impl std::fmt::Display) -> QueueError {
+    QueueError::Unavailable(format!("{what}: {error}"))
+}
+
+impl JetStreamQueue {
+    /// Connects, creates the stream if it is missing (or checks it if present) and creates the
+    /// shared store consumer, so that no event is published before a consumer keeps it.
+    pub async fn connect(
+        settings: JetStreamSettings,
+        event_log_floor: u64,
+    ) -> Result<JetStreamQueue, QueueError> {
+        let client = async_nats::ConnectOptions::new()
+            .name(format!("logmesh {}", settings.node_name))
+            .connection_timeout(CONNECT_TIMEOUT)
+            .max_reconnects(None)
+            .event_callback(|event| async move {
+                match event {
+                    async_nats::Event::Disconnected => {
+                        tracing::warn!("Lost the connection to NATS; reconnecting.")
+                    }
+                    async_nats::Event::Connected => tracing::info!("Connected to NATS."),
+                    other => tracing::debug!(event = %other, "NATS client event."),
+                }
+            })
+            .connect(settings.url.as_str())
+            .await
+            .map_err(|e| {
+                QueueError::Config(format!("cannot connect to NATS at {}: {e}", settings.url))
+            })?;
+        let jetstream = jetstream::ContextBuilder::new()
+            .timeout(REQUEST_TIMEOUT)
+            .build(client.clone());
+        let queue = JetStreamQueue {
+            client,
+            jetstream,
+            settings,
+            event_log_floor,
+            depth_events: Arc::default(),
+            depth_bytes: Arc::default(),
+            closed: Arc::default(),
+        };
+        queue.ensure_stream().await?;
+        queue.store_consumer().await?;
+        queue.refresh_depth().await?;
+        queue.spawn_depth_refresher();
+        Ok(queue)
+    }
+
+    /// The stream as this adapter needs it: on file, kept while any consumer still needs a
+    /// message, refusing new messages when full.
+    fn wanted_stream(&self) -> stream::Config {
+        stream::Config {
+            name: self.settings.stream.clone(),
+            subjects: vec![self.settings.subject.clone()],
+            retention: RetentionPolicy::Interest,
+            discard: DiscardPolicy::New,
+            storage: StorageType::File,
+            max_messages: self.settings.max_events as i64,
+            max_bytes: self.settings.max_bytes as i64,
+            description: Some("logmesh events".to_owned()),
+            ..Default::default()
+        }
+    }
+
+    async fn ensure_stream(&self) -> Result<(), QueueError> {
+        let wanted = self.wanted_stream();
+        let name = &self.settings.stream;
+        match self.jetstream.get_stream(name).await {
+            Ok(mut stream) => {
+                let info = stream
+                    .info()
+                    .await
+                    .map_err(|e| unavailable("cannot read the stream", e))?;
+                check_stream(&info.config, &wanted)
+            }
+            Err(error)
+                if matches!(error.kind(), GetStreamErrorKind::JetStream(ref e)
+                    if e.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) =>
+            {
+                self.jetstream.create_stream(wanted).await.map_err(|e| {
+                    QueueError::Config(format!("cannot create the stream {name}: {e}"))
+                })?;
+                tracing::info!(stream = %name, subject = %self.settings.subject, "Created the JetStream stream.");
+                Ok(())
+            }
+            Err(error) => Err(QueueError::Config(format!(
+                "cannot look up the stream {name}: {error}"
+            ))),
+        }
+    }
+
+    /// The JetStream context, shared with membership.
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.jetstream
+    }
+
+    async fn stream(&self) -> Result<stream::Stream<()>, QueueError> {
+        self.jetstream
+            .get_stream_no_info(&self.settings.stream)
+            .await
+            .map_err(|e| unavailable("cannot reach the stream", e))
+    }
+
+    async fn store_consumer(&self) -> Result<PullConsumer, QueueError> {
+        let name = self.settings.store_consumer();
+        self.stream()
+            .await?
+            .get_or_create_consumer(
+                &name,
+                pull::Config {
+                    durable_name: Some(name.clone()),
+                    description: Some("logmesh store writers (all nodes)".to_owned()),
+                    ack_policy: AckPolicy::Explicit,
+                    ack_wait: self.settings.ack_wait,
+                    max_ack_pending: self.settings.max_ack_pending as i64,
+                    deliver_policy: DeliverPolicy::All,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| unavailable("cannot open the store consumer", e))
+    }
+
+    async fn event_log_consumer(&self) -> Result<PullConsumer, QueueError> {
+        let name = self.settings.event_log_consumer();
+        let deliver_policy = match self.event_log_floor {
+            0 => DeliverPolicy::All,
+            floor => DeliverPolicy::ByStartSequence {
+                start_sequence: floor + 1,
+            },
+        };
+        self.stream()
+            .await?
+            .get_or_create_consumer(
+                &name,
+                pull::Config {
+                    durable_name: Some(name.clone()),
+                    description: Some(format!(
+                        "logmesh event log of node {}",
+                        self.settings.node_name
+                    )),
+                    ack_policy: AckPolicy::Explicit,
+                    ack_wait: self.settings.ack_wait,
+                    deliver_policy,
+                    inactive_threshold: self.settings.replica_max_offline,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| unavailable("cannot open the event log consumer", e))
+    }
+
+    async fn refresh_depth(&self) -> Result<(), QueueError> {
+        let stream = self
+            .jetstream
+            .get_stream(&self.settings.stream)
+            .await
+            .map_err(|e| unavailable("cannot read the stream", e))?;
+        let state = &stream.cached_info().state;
+        self.depth_events.store(state.messages, Ordering::Relaxed);
+        self.depth_bytes.store(state.bytes, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn spawn_depth_refresher(&self) {
+        let (jetstream, name) = (self.jetstream.clone(), self.settings.stream.clone());
+        let (events, bytes, closed) = (
+            self.depth_events.clone(),
+            self.depth_bytes.clone(),
+            self.closed.clone(),
+        );
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(DEPTH_REFRESH);
+            while !closed.load(Ordering::Relaxed) {
+                tick.tick().await;
+                if let Ok(stream) = jetstream.get_stream(&name).await {
+                    let state = &stream.cached_info().state;
+                    events.store(state.messages, Ordering::Relaxed);
+                    bytes.store(state.bytes, Ordering::Relaxed);
+                }
+            }
+        });
+    }
+
+    fn connected(&self) -> Result<(), QueueError> {
+        match self.client.connection_state() {
+            async_nats::connection::State::Connected => Ok(()),
+            state => Err(QueueError::Unavailable(format!(
+                "not connected to NATS at {} ({state:?})",
+                self.settings.url
+            ))),
+        }
+    }
+}
+
+/// Refuses a stream that exists with settings that would break the guarantees.
+fn check_stream(actual: &stream::Config, wanted: &stream::Config) -> Result<(), QueueError> {
+    let mut problems = Vec::new();
+    if actual.storage != StorageType::File {
+        problems.push("its storage is memory, not file".to_owned());
+    }
+    if actual.retention != RetentionPolicy::Interest {
+        problems.push(format!(
+            "its retention is {:?}, not interest",
+            actual.retention
+        ));
+    }
+    if actual.discard != DiscardPolicy::New {
+        problems.push("it discards old messages when full, not new ones".to_owned());
+    }
+    if !actual.subjects.contains(&wanted.subjects[0]) {
+        problems.push(format!(
+            "its subjects {:?} do not include {}",
+            actual.subjects, wanted.subjects[0]
+        ));
+    }
+    if !problems.is_empty() {
+        return Err(QueueError::Config(format!(
+            "the stream {} exists but {}; delete it or pick another --nats-stream",
+            actual.name,
+            problems.join(", ")
+        )));
+    }
+    if actual.max_messages != wanted.max_messages || actual.max_bytes != wanted.max_bytes {
+        tracing::warn!(
+            stream = %actual.name,
+            max_events = actual.max_messages,
+            max_bytes = actual.max_bytes,
+            "The stream exists with other limits than this node's; keeping the stream's."
+        );
+    }
+    Ok(())
+}
+
+/// Maps a failed publish to what the client should hear.
+fn publish_failed(
+    error: async_nats::jetstream::context::PublishError,
+    depth: QueueDepth,
+) -> QueueError {
+    use std::error::Error as _;
+    let server_code = error
+        .source()
+        .and_then(|source| source.downcast_ref::<jetstream::Error>())
+        .map(|e| e.error_code());
+    let full = matches!(
+        server_code,
+        Some(jetstream::ErrorCode::STREAM_STORE_FAILED)
+            | Some(jetstream::ErrorCode::INSUFFICIENT_RESOURCES)
+    );
+    if full {
+        return QueueError::Full {
+            events: depth.events,
+            bytes: depth.bytes,
+        };
+    }
+    match error.kind() {
+        PublishErrorKind::MaxPayloadExceeded => QueueError::Unavailable(format!(
+            "an event is larger than the NATS server's max_payload: {error}"
+        )),
+        _ => unavailable("publishing to JetStream failed", error),
+    }
+}
+
+#[async_trait]
+impl IngestQueue for JetStreamQueue {
+    async fn append(&self, events: Vec<Event>) -> Result<(), QueueError> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(QueueError::Closed);
+        }
+        // Fail fast while disconnected rather than after the acknowledgement timeout.
+        self.connected()?;
+        let mut acks = Vec::with_capacity(events.len());
+        for event in &events {
+            let payload = serde_json::to_vec(event).expect("events always serialise");
+            let publish = PublishMessage::build()
+                .payload(Bytes::from(payload))
+                .message_id(event.id.as_str());
+            acks.push(
+                self.jetstream
+                    .send_publish(self.settings.subject.clone(), publish)
+                    .await
+                    .map_err(|e| publish_failed(e, self.depth()))?,
+            );
+        }
+        // Publishes are pipelined: all are in flight before the first acknowledgement is awaited.
+        let results =
+            futures_util::future::join_all(acks.into_iter().map(|a| a.into_future())).await;
+        for result in results {
+            result.map_err(|e| publish_failed(e, self.depth()))?;
+        }
+        Ok(())
+    }
+
+    async fn consumer(&self, role: ConsumerRole) -> Result<Box<dyn QueueConsumer>, QueueError> {
+        let (consumer, floor) = match role {
+            ConsumerRole::Store => (self.store_consumer().await?, 0),
+            ConsumerRole::EventLog => (self.event_log_consumer().await?, self.event_log_floor),
+        };
+        Ok(Box::new(JetStreamConsumer {
+            consumer,
+            role,
+            floor,
+            in_flight: HashMap::new(),
+        }))
+    }
+
+    async fn health(&self) -> Result<(), QueueError> {
+        self.connected()?;
+        self.refresh_depth().await
+    }
+
+    fn depth(&self) -> QueueDepth {
+        QueueDepth {
+            events: self.depth_events.load(Ordering::Relaxed) as usize,
+            bytes: self.depth_bytes.load(Ordering::Relaxed) as usize,
+        }
+    }
+
+    async fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        // Acknowledgements are fire-and-forget publishes: send what is buffered before leaving.
+        if let Err(error) = self.client.flush().await {
+            tracing::debug!(%error, "Could not flush the NATS connection at shutdown.");
+        }
+    }
+}
+
+struct JetStreamConsumer {
+    consumer: PullConsumer,
+    role: ConsumerRole,
+    /// Stream sequences at or below this are already in the event log file: acknowledged
+    /// without being delivered again.
+    floor: u64,
+    /// Fetched messages awaiting [`QueueConsumer::ack`], by stream sequence.
+    in_flight: HashMap<u64, Acker>,
+}
+
+#[async_trait]
+impl QueueConsumer for JetStreamConsumer {
+    async fn fetch(&mut self, max: usize, wait: Duration) -> Result<Batch, QueueError> {
+        let fetched = if wait.is_zero() {
+            self.consumer.fetch().max_messages(max).messages().await
+        } else {
+            self.consumer
+                .batch()
+                .max_messages(max)
+                .expires(wait)
+                .messages()
+                .await
+        };
+        let mut messages = fetched.map_err(|e| unavailable("cannot fetch from JetStream", e))?;
+        let mut batch = Batch::default();
+        let mut skipped = Vec::new();
+        while let Some(message) = messages.next().await {
+            let message = match message {
+                Ok(message) => message,
+                // What was fetched before the error is still delivered; the rest comes again.
+                Err(error) if !batch.is_empty() => {
+                    tracing::debug!(%error, "A fetch ended early.");
+                    break;
+                }
+                Err(error) => return Err(unavailable("cannot fetch from JetStream", error)),
+            };
+            let seq = match message.info() {
+                Ok(info) => info.stream_sequence,
+                Err(error) => {
+                    tracing::warn!(%error, "Dropping a JetStream message without metadata.");
+                    continue;
+                }
+            };
+            let (message, acker) = message.split();
+            if seq <= self.floor {
+                skipped.push(acker);
+                continue;
+            }
+            match serde_json::from_slice::<Event>(&message.payload) {
+                Ok(event) => {
+                    self.in_flight.insert(seq, acker);
+                    batch.events.push(QueuedEvent {
+                        seq,
+                        event: Arc::new(event),
+                    });
+                }
+                Err(error) => {
+                    // Not an event logmesh published: it can never be stored, so it must not
+                    // block the consumer either.
+                    tracing::error!(
+                        seq,
+                        role = self.role.name(),
+                        %error,
+                        "Dropping a message on the events subject that is not a logmesh event."
+                    );
+                    let _ = acker.ack_with(AckKind::Term).await;
+                }
+            }
+        }
+        for acker in skipped {
+            let _ = acker.ack().await;
+        }
+        Ok(batch)
+    }
+
+    async fn ack(&mut self, batch: &Batch) -> Result<(), QueueError> {
+        let ackers: Vec<Acker> = batch
+            .events
+            .iter()
+            .filter_map(|event| self.in_flight.remove(&event.seq))
+            .collect();
+        let results = futures_util::future::join_all(ackers.iter().map(|acker| acker.ack())).await;
+        // A lost acknowledgement only means a redelivery, which the sinks de-duplicate.
+        if let Some(Err(error)) = results.into_iter().find(Result::is_err) {
+            tracing::debug!(%error, "Could not acknowledge a message; it will be redelivered.");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consumer_names_are_safe_and_distinct() {
+        assert_eq!(nats_safe_name("node-1"), "node-1");
+        assert_eq!(nats_safe_name("a.b"), "a_2eb");
+        assert_ne!(nats_safe_name("a.b"), nats_safe_name("a_b"));
+        assert_eq!(nats_safe_name("x>*"), "x_3e_2a");
+    }
+}

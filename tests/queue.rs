@@ -1,0 +1,269 @@
+//! The ingest queue conformance suite. Every adapter must: deliver each appended event to every
+//! consumer role with a strictly increasing seq, forget an event for a role only once that role
+//! acknowledged it, deliver unacknowledged events again to a new consumer, and refuse appends
+//! past its limits with `QueueError::Full`. Written once; run against the local queue and
+//! JetStream. JetStream-only behaviour (de-duplication by event id, competing store writers,
+//! stream checks) follows the shared suite.
+
+mod common;
+
+use logmesh::event::{Event, IngestContext, parse_json_body};
+use logmesh::queue::jetstream::{JetStreamQueue, JetStreamSettings};
+use logmesh::queue::local::LocalQueue;
+use logmesh::queue::{ConsumerRole, IngestQueue, QueueError, QueueLimits};
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+/// Long enough for a loaded machine to answer a fetch.
+const FETCH_WAIT: Duration = Duration::from_millis(500);
+
+fn events(ids: &[&str]) -> Vec<Event> {
+    let body: String = ids
+        .iter()
+        .map(|id| {
+            serde_json::json!({"id": id, "service": "api", "message": format!("message {id}")})
+                .to_string()
+                + "\n"
+        })
+        .collect();
+    parse_json_body(
+        body.as_bytes(),
+        IngestContext {
+            node: "n",
+            now_us: 1,
+        },
+    )
+    .unwrap()
+}
+
+fn nats_url() -> String {
+    std::env::var("LOGMESH_TEST_NATS_URL")
+        .expect("LOGMESH_TEST_NATS_URL is not set: run the tests through scripts/test.sh")
+}
+
+/// Settings with a stream of its own, so tests sharing the server never meet.
+fn jetstream_settings(max_events: usize) -> JetStreamSettings {
+    let unique = uuid::Uuid::now_v7().simple().to_string();
+    JetStreamSettings {
+        url: nats_url(),
+        stream: format!("T_{unique}"),
+        subject: format!("test.{unique}"),
+        max_events,
+        max_bytes: 64 << 20,
+        max_ack_pending: 10_000,
+        ack_wait: Duration::from_secs(1),
+        replica_max_offline: Duration::from_secs(60),
+        node_name: "node-a".into(),
+    }
+}
+
+async fn fetch_ids(
+    consumer: &mut Box<dyn logmesh::queue::QueueConsumer>,
+    want: usize,
+) -> (Vec<String>, logmesh::queue::Batch) {
+    let batch = consumer.fetch(want, FETCH_WAIT).await.unwrap();
+    let ids = batch.events.iter().map(|e| e.event.id.clone()).collect();
+    (ids, batch)
+}
+
+/// Fetches and acknowledges until `n` events came, or panics after a deadline.
+async fn collect(
+    consumer: &mut Box<dyn logmesh::queue::QueueConsumer>,
+    n: usize,
+) -> Vec<(u64, String)> {
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    let mut seen = Vec::new();
+    while seen.len() < n {
+        assert!(
+            std::time::Instant::now() < until,
+            "only {seen:?} of {n} events came"
+        );
+        let batch = consumer.fetch(n, FETCH_WAIT).await.unwrap();
+        seen.extend(batch.events.iter().map(|e| (e.seq, e.event.id.clone())));
+        consumer.ack(&batch).await.unwrap();
+    }
+    seen
+}
+
+async fn every_role_sees_every_event_in_order(queue: &dyn IngestQueue) {
+    // Consumers are opened before anything is appended, as a node does before serving: a
+    // JetStream stream keeps messages only for the consumers that exist.
+    let mut consumers = Vec::new();
+    for role in ConsumerRole::ALL {
+        consumers.push((role, queue.consumer(role).await.unwrap()));
+    }
+    queue.append(events(&["a", "b"])).await.unwrap();
+    queue.append(events(&["c"])).await.unwrap();
+    for (role, mut consumer) in consumers {
+        let seen = collect(&mut consumer, 3).await;
+        let ids: Vec<&str> = seen.iter().map(|(_, id)| id.as_str()).collect();
+        assert_eq!(ids, ["a", "b", "c"], "{role:?}");
+        assert!(seen.windows(2).all(|w| w[0].0 < w[1].0), "{seen:?}");
+    }
+}
+
+async fn unacknowledged_events_come_again(queue: &dyn IngestQueue) {
+    queue.append(events(&["x", "y"])).await.unwrap();
+    let mut consumer = queue.consumer(ConsumerRole::Store).await.unwrap();
+    let (first, _batch) = fetch_ids(&mut consumer, 10).await;
+    assert_eq!(first, ["x", "y"]);
+    drop(consumer);
+    // A new consumer (a restarted node, or another node) gets them again once they are due.
+    let mut consumer = queue.consumer(ConsumerRole::Store).await.unwrap();
+    let again = collect(&mut consumer, 2).await;
+    let ids: Vec<&str> = again.iter().map(|(_, id)| id.as_str()).collect();
+    assert_eq!(ids, ["x", "y"]);
+    let (rest, _) = fetch_ids(&mut consumer, 10).await;
+    assert!(rest.is_empty(), "acknowledged events came back: {rest:?}");
+}
+
+async fn appends_past_the_limit_are_refused(queue: &dyn IngestQueue, limit: usize) {
+    let ids: Vec<String> = (0..limit).map(|i| format!("fill-{i}")).collect();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    queue.append(events(&refs)).await.unwrap();
+    let error = queue.append(events(&["one-too-many"])).await.unwrap_err();
+    assert!(matches!(error, QueueError::Full { .. }), "{error}");
+}
+
+fn local_queue(dir: &std::path::Path, max_events: usize) -> LocalQueue {
+    LocalQueue::open(
+        dir,
+        QueueLimits {
+            max_events,
+            max_bytes: 64 << 20,
+        },
+        0,
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn local_queue_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = local_queue(dir.path(), 1_000);
+    every_role_sees_every_event_in_order(&queue).await;
+    let dir = tempfile::tempdir().unwrap();
+    let queue = local_queue(dir.path(), 1_000);
+    unacknowledged_events_come_again(&queue).await;
+    let dir = tempfile::tempdir().unwrap();
+    appends_past_the_limit_are_refused(&local_queue(dir.path(), 5), 5).await;
+}
+
+#[tokio::test]
+async fn jetstream_queue_conforms() {
+    let queue = JetStreamQueue::connect(jetstream_settings(1_000), 0)
+        .await
+        .unwrap();
+    every_role_sees_every_event_in_order(&queue).await;
+    let queue = JetStreamQueue::connect(jetstream_settings(1_000), 0)
+        .await
+        .unwrap();
+    unacknowledged_events_come_again(&queue).await;
+    let queue = JetStreamQueue::connect(jetstream_settings(5), 0)
+        .await
+        .unwrap();
+    appends_past_the_limit_are_refused(&queue, 5).await;
+}
+
+#[tokio::test]
+async fn jetstream_drops_a_republished_event_id() {
+    let queue = JetStreamQueue::connect(jetstream_settings(1_000), 0)
+        .await
+        .unwrap();
+    queue.append(events(&["same", "other"])).await.unwrap();
+    queue.append(events(&["same"])).await.unwrap();
+    let mut consumer = queue.consumer(ConsumerRole::Store).await.unwrap();
+    let (ids, _) = fetch_ids(&mut consumer, 10).await;
+    assert_eq!(ids, ["same", "other"]);
+}
+
+#[tokio::test]
+async fn jetstream_store_writers_compete_and_event_logs_do_not() {
+    let settings = jetstream_settings(1_000);
+    let node_a = JetStreamQueue::connect(settings.clone(), 0).await.unwrap();
+    let node_b = JetStreamQueue::connect(
+        JetStreamSettings {
+            node_name: "node-b".into(),
+            ..settings
+        },
+        0,
+    )
+    .await
+    .unwrap();
+    let mut store_a = node_a.consumer(ConsumerRole::Store).await.unwrap();
+    let mut store_b = node_b.consumer(ConsumerRole::Store).await.unwrap();
+    let mut log_a = node_a.consumer(ConsumerRole::EventLog).await.unwrap();
+    let mut log_b = node_b.consumer(ConsumerRole::EventLog).await.unwrap();
+    node_a.append(events(&["1", "2", "3", "4"])).await.unwrap();
+
+    let (from_a, batch) = fetch_ids(&mut store_a, 2).await;
+    store_a.ack(&batch).await.unwrap();
+    let (from_b, batch) = fetch_ids(&mut store_b, 10).await;
+    store_b.ack(&batch).await.unwrap();
+    let stored: BTreeSet<String> = from_a.iter().chain(&from_b).cloned().collect();
+    assert_eq!(from_a.len() + from_b.len(), 4, "{from_a:?} {from_b:?}");
+    assert_eq!(stored.len(), 4);
+
+    for log in [&mut log_a, &mut log_b] {
+        let (ids, _) = fetch_ids(log, 10).await;
+        assert_eq!(ids, ["1", "2", "3", "4"]);
+    }
+}
+
+#[tokio::test]
+async fn jetstream_event_log_consumer_starts_after_what_the_file_holds() {
+    let settings = jetstream_settings(1_000);
+    let queue = JetStreamQueue::connect(settings.clone(), 0).await.unwrap();
+    queue
+        .append(events(&["old-1", "old-2", "new"]))
+        .await
+        .unwrap();
+    // The file already holds seqs 1 and 2 (and the consumer never acknowledged them).
+    let queue = JetStreamQueue::connect(settings, 2).await.unwrap();
+    let mut log = queue.consumer(ConsumerRole::EventLog).await.unwrap();
+    let (ids, _) = fetch_ids(&mut log, 10).await;
+    assert_eq!(ids, ["new"]);
+}
+
+#[tokio::test]
+async fn jetstream_refuses_an_incompatible_existing_stream() {
+    let settings = jetstream_settings(1_000);
+    let client = async_nats::connect(&settings.url).await.unwrap();
+    async_nats::jetstream::new(client)
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: settings.stream.clone(),
+            subjects: vec![settings.subject.clone()],
+            storage: async_nats::jetstream::stream::StorageType::Memory,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let error = JetStreamQueue::connect(settings, 0)
+        .await
+        .err()
+        .expect("an incompatible stream is refused");
+    let message = error.to_string();
+    assert!(message.contains("memory"), "{message}");
+    assert!(message.contains("retention"), "{message}");
+}
+
+#[tokio::test]
+async fn jetstream_unreachable_at_start_is_a_clear_error() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let settings = JetStreamSettings {
+        url: format!("nats://127.0.0.1:{port}"),
+        ..jetstream_settings(10)
+    };
+    let error = JetStreamQueue::connect(settings, 0)
+        .await
+        .err()
+        .expect("no server, no queue");
+    assert!(
+        error.to_string().contains("cannot connect to NATS"),
+        "{error}"
+    );
+}
