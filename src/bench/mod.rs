@@ -1,5 +1,8 @@
-//! `logmesh bench`: load generators that drive a running node over HTTP and report
-//! throughput and acknowledgement latency. Speed is measured here, never in tests.
+//! `logmesh bench`: load generators that drive running nodes over HTTP and report
+//! throughput, acknowledgement latency and (with `--event-log`) replication lag. Speed is
+//! measured here, never in tests.
+
+mod replication;
 
 use crate::config::parse_duration;
 use clap::{Args, Subcommand, ValueEnum};
@@ -30,9 +33,9 @@ pub enum IngestMode {
 
 #[derive(Debug, Clone, Args)]
 pub struct IngestBenchArgs {
-    /// Node to drive.
-    #[arg(long, default_value = "http://127.0.0.1:5555")]
-    pub url: String,
+    /// Node to drive; repeat to spread the connections over several nodes.
+    #[arg(long = "url", default_value = "http://127.0.0.1:5555")]
+    pub urls: Vec<String>,
     /// Bearer token, if the node requires one.
     #[arg(long, env = "LOGMESH_API_TOKEN")]
     pub api_token: Option<String>,
@@ -50,6 +53,14 @@ pub struct IngestBenchArgs {
     /// Approximate size of one event's JSON, in bytes.
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(64..=65_536))]
     pub event_bytes: u32,
+    /// Total events per second to offer (spread over the connections); unlimited if unset.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub rate: Option<u64>,
+    /// An event log directory of a node on this machine; repeat for every node. Probe events
+    /// are then sent every 10 ms and the report gives the lag from their 202 to their line in
+    /// every one of these directories' events.log.
+    #[arg(long = "event-log", value_name = "DIR")]
+    pub event_logs: Vec<std::path::PathBuf>,
     /// Print the report as JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -70,6 +81,8 @@ pub struct IngestReport {
     pub ack_latency_ms_p50: f64,
     pub ack_latency_ms_p99: f64,
     pub ack_latency_ms_max: f64,
+    /// From a probe's 202 to its line in the last of the `--event-log` files.
+    pub replication: Option<replication::LagReport>,
 }
 
 pub async fn run(command: BenchCommand) -> ExitCode {
@@ -118,6 +131,17 @@ fn print_report(report: &IngestReport) {
         "ack latency:  p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         report.ack_latency_ms_p50, report.ack_latency_ms_p99, report.ack_latency_ms_max
     );
+    if let Some(lag) = &report.replication {
+        println!(
+            "replication:  {} of {} probes in all {} event logs; lag p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            lag.probes_replicated,
+            lag.probes_acknowledged,
+            lag.event_logs,
+            lag.lag_ms_p50,
+            lag.lag_ms_p99,
+            lag.lag_ms_max
+        );
+    }
 }
 
 #[derive(Default)]
@@ -164,21 +188,23 @@ pub async fn ingest(args: &IngestBenchArgs) -> Result<IngestReport, String> {
         IngestMode::Ndjson => 8,
         IngestMode::Single => 64,
     });
-    let (endpoint, content_type, events_per_request) = match args.mode {
+    let (path, content_type, events_per_request) = match args.mode {
         IngestMode::Ndjson => (
-            format!("{}/api/v1/logs", args.url.trim_end_matches('/')),
+            "/api/v1/logs",
             "application/x-ndjson",
             u64::from(args.batch_events),
         ),
-        IngestMode::Single => (
-            format!(
-                "{}/event?service=bench&severity=info",
-                args.url.trim_end_matches('/')
-            ),
-            "text/plain",
-            1,
-        ),
+        IngestMode::Single => ("/event?service=bench&severity=info", "text/plain", 1),
     };
+    let endpoints: Vec<String> = args
+        .urls
+        .iter()
+        .map(|url| format!("{}{path}", url.trim_end_matches('/')))
+        .collect();
+    // Each connection sends at most one request per `pace` when a rate is set.
+    let pace = args.rate.map(|rate| {
+        Duration::from_secs_f64(events_per_request as f64 * connections as f64 / rate as f64)
+    });
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(connections)
         .timeout(Duration::from_secs(30))
@@ -189,10 +215,21 @@ pub async fn ingest(args: &IngestBenchArgs) -> Result<IngestReport, String> {
     let started = Instant::now();
     let deadline = started + args.duration;
     let progress = tokio::spawn(report_progress(counters.clone(), started, deadline));
+    let probes = if args.event_logs.is_empty() {
+        None
+    } else {
+        Some(replication::Probes::start(
+            client.clone(),
+            args.urls.clone(),
+            args.api_token.clone(),
+            args.event_logs.clone(),
+            deadline,
+        )?)
+    };
     let mut workers = Vec::with_capacity(connections);
     for worker in 0..connections {
         let client = client.clone();
-        let endpoint = endpoint.clone();
+        let endpoint = endpoints[worker % endpoints.len()].clone();
         let bodies = bodies.clone();
         let counters = counters.clone();
         let token = args.api_token.clone();
@@ -200,7 +237,15 @@ pub async fn ingest(args: &IngestBenchArgs) -> Result<IngestReport, String> {
             let mut latencies = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
                 .expect("valid histogram bounds");
             let mut turn = worker;
+            let mut ticker = pace.map(|pace| {
+                let mut ticker = tokio::time::interval(pace);
+                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                ticker
+            });
             while Instant::now() < deadline {
+                if let Some(ticker) = &mut ticker {
+                    ticker.tick().await;
+                }
                 let body = bodies[turn % bodies.len()].clone();
                 turn += 1;
                 let mut request = client
@@ -260,6 +305,10 @@ pub async fn ingest(args: &IngestBenchArgs) -> Result<IngestReport, String> {
     }
     progress.abort();
     let seconds = started.elapsed().as_secs_f64();
+    let replication = match probes {
+        Some(probes) => Some(probes.finish().await),
+        None => None,
+    };
     if let Some(error) = first_error
         && counters.requests.load(Ordering::Relaxed) == 0
     {
@@ -281,6 +330,7 @@ pub async fn ingest(args: &IngestBenchArgs) -> Result<IngestReport, String> {
         ack_latency_ms_p50: ms(latencies.value_at_quantile(0.50)),
         ack_latency_ms_p99: ms(latencies.value_at_quantile(0.99)),
         ack_latency_ms_max: ms(latencies.max()),
+        replication,
     })
 }
 

@@ -322,7 +322,7 @@ pub fn resolve(
         "json" => Ok(LogFormat::Json),
         _ => Err("expected human or json".into()),
     })?;
-    let cluster = resolve_cluster(&resolver, &database, batch_size)?;
+    let cluster = resolve_cluster(&resolver, &database, batch_size, flush_interval)?;
     let advertise = resolver.get("advertise", None, |v| parse_http_url(v).map(Some))?;
     if max_bytes < max_body_bytes {
         return Err(ConfigError::Conflict(format!(
@@ -358,6 +358,7 @@ fn resolve_cluster(
     resolver: &Resolver,
     database: &DatabaseUrl,
     batch_size: usize,
+    flush_interval: Duration,
 ) -> Result<Option<ClusterConfig>, ConfigError> {
     let Some(nats_url) = resolver.get("nats", None, |v| parse_nats_url(v).map(Some))? else {
         return Ok(None);
@@ -392,6 +393,14 @@ fn resolve_cluster(
     let ack_wait = resolver.get("nats-ack-wait", DEFAULT_NATS_ACK_WAIT, |v| {
         parse_duration_between(v, Duration::from_secs(1), Duration::from_secs(3600))
     })?;
+    if ack_wait <= flush_interval * 2 {
+        return Err(ConfigError::Conflict(format!(
+            "nats-ack-wait ({}) must be more than twice flush-interval ({}): a writer still \
+             filling its batch would see the batch redelivered elsewhere",
+            humantime::format_duration(ack_wait),
+            humantime::format_duration(flush_interval)
+        )));
+    }
     let replica_max_offline =
         resolver.get("replica-max-offline", DEFAULT_REPLICA_MAX_OFFLINE, |v| {
             parse_duration_between(

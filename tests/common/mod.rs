@@ -194,15 +194,27 @@ pub struct NodeProcess {
 
 impl NodeProcess {
     pub fn spawn(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> NodeProcess {
+        NodeProcess::spawn_as("proc-node", "127.0.0.1:0", data_dir, args, env)
+    }
+
+    /// A node with the given name, listening on `listen` (a fixed port lets a restarted node
+    /// keep its address, as it would in production).
+    pub fn spawn_as(
+        name: &str,
+        listen: &str,
+        data_dir: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> NodeProcess {
         let mut command = Command::new(env!("CARGO_BIN_EXE_logmesh"));
         command
             .arg("serve")
             .arg("--listen")
-            .arg("127.0.0.1:0")
+            .arg(listen)
             .arg("--data-dir")
             .arg(data_dir)
             .arg("--node-name")
-            .arg("proc-node")
+            .arg(name)
             .arg("--log-format")
             .arg("json")
             .args(args)
