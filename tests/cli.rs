@@ -70,9 +70,9 @@ fn invalid_configuration_is_a_clear_error_with_exit_code_2() {
             "cannot read the config file /nonexistent/logmesh.toml",
         ),
         (
-            vec!["serve", "--database", "postgres://localhost/x"],
+            vec!["serve", "--database", "postgres://u:s3cret@localhost"],
             vec![],
-            "not supported by this build yet",
+            "`postgres://u:***@localhost` names no database",
         ),
     ];
     for (args, env, expected) in cases {
@@ -88,6 +88,7 @@ fn invalid_configuration_is_a_clear_error_with_exit_code_2() {
             "{args:?}: {}",
             stderr(&output)
         );
+        assert!(!stderr(&output).contains("s3cret"), "{}", stderr(&output));
     }
     let output = logmesh(&["serve", "--bogus"], &[]);
     assert_eq!(output.status.code(), Some(2));

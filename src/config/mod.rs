@@ -7,7 +7,7 @@ use crate::event::parse::check_name;
 use crate::eventlog::Rotation;
 use crate::node::{ClusterConfig, LogFormat, NodeConfig};
 use crate::queue::QueueLimits;
-use crate::store::DatabaseUrl;
+use crate::store::{DatabaseUrl, redact_url};
 use clap::Args;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -44,7 +44,8 @@ pub struct ServeArgs {
     /// This node's name in the cluster [env: LOGMESH_NODE_NAME] [default: the host name]
     #[arg(long, value_name = "NAME")]
     pub node_name: Option<String>,
-    /// Where events are stored: sqlite://PATH [env: LOGMESH_DATABASE]
+    /// Where events are stored: sqlite://PATH, postgres://USER:PASSWORD@HOST/DB or
+    /// mysql://USER:PASSWORD@HOST/DB (mariadb:// too) [env: LOGMESH_DATABASE]
     /// [default: sqlite://<data-dir>/logmesh.db]
     #[arg(long, value_name = "URL")]
     pub database: Option<String>,
@@ -288,7 +289,21 @@ pub fn resolve(
         None => default_node_name(),
     };
     let default_database = DatabaseUrl::Sqlite(data_dir.join("logmesh.db"));
-    let database = resolver.get("database", default_database, DatabaseUrl::parse)?;
+    let database = resolver
+        .get("database", default_database, DatabaseUrl::parse)
+        .map_err(|error| match error {
+            // A database URL may hold a password: never echo it.
+            ConfigError::Invalid {
+                value,
+                origin,
+                reason,
+            } => ConfigError::Invalid {
+                value: redact_url(&value),
+                origin,
+                reason,
+            },
+            other => other,
+        })?;
     let api_token = resolver.get("api-token", None, |v| {
         if v.chars().any(|c| c.is_whitespace() || c.is_control()) {
             Err("tokens cannot contain whitespace or control characters".into())
@@ -769,11 +784,12 @@ mod tests {
             ),
             (
                 ServeArgs {
-                    database: Some("oracle://x".into()),
+                    database: Some("oracle://u:secret@x/db".into()),
                     ..Default::default()
                 },
                 vec![],
-                "invalid value \"oracle://x\" for --database: `oracle://x` is not a database URL",
+                "invalid value \"oracle://u:***@x/db\" for --database: \
+                 `oracle://u:***@x/db` is not a database URL",
             ),
             (
                 ServeArgs {

@@ -2,21 +2,37 @@
 //! service and severity), written in batches by the store writer.
 //!
 //! Every adapter must:
-//! - run its schema migrations in [`open`], before the node serves anything;
+//! - run its schema migrations in [`open`], before the node serves anything, recording them in
+//!   `logmesh_migrations`; several nodes may open the same database at the same moment, so a
+//!   shared database serialises migrations behind a lock and each runs once;
 //! - write a batch in one transaction: all of it or none of it;
 //! - treat an event whose id is already stored as a no-op that does not bump
-//!   `service_severity`, so that `sum(service_severity.count) = count(service_logs)` always;
-//! - answer [`Store::health`] with a real round trip to the database.
+//!   `service_severity`, so that `sum(service_severity.count) = count(service_logs)` always,
+//!   also when several nodes write overlapping batches at once (competing consumers,
+//!   redeliveries). A conflict between writers (deadlock, serialization failure, duplicate key)
+//!   may fail a batch, which the caller then retries whole; it never produces a wrong count;
+//! - answer [`Store::health`] with a real round trip to the database, failing within seconds
+//!   when the database is unreachable;
+//! - never show a password: errors and logs name the database by its redacted URL
+//!   ([`redact_url`], `Display` of [`DatabaseUrl`]).
 //!
-//! Adapters: [`sqlite::SqliteStore`] (embedded shape). The URL scheme picks one in [`open`].
+//! Adapters, one file each: [`sqlite::SqliteStore`] (embedded shape), [`postgres::PostgresStore`]
+//! and [`mysql::MysqlStore`] (MySQL and MariaDB; cluster shape). The URL scheme picks one in
+//! [`open`].
 
+pub mod mysql;
+pub mod postgres;
 pub mod sqlite;
 
 use crate::event::Event;
 use async_trait::async_trait;
 use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt;
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// One row of `service_severity`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -58,13 +74,22 @@ pub trait Store: Send + Sync + 'static {
 }
 
 /// Where the store lives, parsed from `--database`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// `Debug` and `Display` redact passwords, so a `DatabaseUrl` can go into any message or log.
+#[derive(Clone, PartialEq, Eq)]
 pub enum DatabaseUrl {
     Sqlite(PathBuf),
+    /// A `postgres://` or `postgresql://` URL, as given.
+    Postgres(String),
+    /// A `mysql://` URL; `mariadb://` is rewritten to `mysql://`, the scheme sqlx knows.
+    Mysql(String),
 }
 
 impl DatabaseUrl {
-    /// Parses `sqlite://PATH` (relative or absolute; `sqlite:///abs/path` also works).
+    /// Parses `sqlite://PATH` (relative or absolute; `sqlite:///abs/path` also works),
+    /// `postgres://…`, `postgresql://…`, `mysql://…` or `mariadb://…`. Server URLs are checked
+    /// here (host, port, options) so that a typo stops the node at start-up, not at first use.
+    /// Error messages show the URL redacted.
     pub fn parse(url: &str) -> Result<DatabaseUrl, String> {
         if let Some(path) = url.strip_prefix("sqlite://") {
             if path.is_empty() {
@@ -72,15 +97,179 @@ impl DatabaseUrl {
             }
             return Ok(DatabaseUrl::Sqlite(PathBuf::from(path)));
         }
-        let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or("");
-        match scheme {
-            "postgres" | "postgresql" | "mysql" | "mariadb" => Err(format!(
-                "`{scheme}://` databases are not supported by this build yet; use sqlite://PATH"
-            )),
-            _ => Err(format!(
-                "`{url}` is not a database URL: expected sqlite://PATH"
-            )),
+        let shown = redact_url(url);
+        let (scheme, rest) = url.split_once("://").unwrap_or(("", ""));
+        let parsed = match scheme {
+            "postgres" | "postgresql" => {
+                check_server_url(&shown, rest, "postgres://USER:PASSWORD@HOST:PORT/DATABASE")?;
+                sqlx::postgres::PgConnectOptions::from_str(url)
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+                    .map(|()| DatabaseUrl::Postgres(url.to_owned()))
+            }
+            "mysql" | "mariadb" => {
+                check_server_url(&shown, rest, "mysql://USER:PASSWORD@HOST:PORT/DATABASE")?;
+                let url = format!("mysql://{rest}");
+                sqlx::mysql::MySqlConnectOptions::from_str(&url)
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+                    .map(|()| DatabaseUrl::Mysql(url))
+            }
+            _ => {
+                return Err(format!(
+                    "`{shown}` is not a database URL: expected sqlite://PATH, \
+                     postgres://USER@HOST/DATABASE or mysql://USER@HOST/DATABASE \
+                     (mariadb:// also works)"
+                ));
+            }
+        };
+        // sqlx's parse errors do not echo the URL, so they cannot leak the password.
+        parsed.map_err(|reason| format!("`{shown}` is not a valid {scheme} URL: {reason}"))
+    }
+}
+
+/// A server URL must name a database: the tables live in it, and sqlx would otherwise fall
+/// back to a default (PostgreSQL: the user's name; MySQL: none, failing at the first migration
+/// with a vaguer message). The host may be empty (localhost, or a socket given as an option).
+fn check_server_url(shown: &str, rest: &str, example: &str) -> Result<(), String> {
+    let path = rest.split_once('/').map_or("", |(_, path)| path);
+    let database = path.split(['?', '#']).next().unwrap_or("");
+    if database.is_empty() {
+        return Err(format!("`{shown}` names no database: use {example}"));
+    }
+    Ok(())
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DatabaseUrl::Sqlite(path) => write!(f, "sqlite://{}", path.display()),
+            DatabaseUrl::Postgres(url) | DatabaseUrl::Mysql(url) => f.write_str(&redact_url(url)),
         }
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (variant, shown) = match self {
+            DatabaseUrl::Sqlite(_) => ("Sqlite", self.to_string()),
+            DatabaseUrl::Postgres(_) => ("Postgres", self.to_string()),
+            DatabaseUrl::Mysql(_) => ("Mysql", self.to_string()),
+        };
+        f.debug_tuple(variant).field(&shown).finish()
+    }
+}
+
+/// `url` with its password replaced by `***`, both in the user-info part
+/// (`postgres://user:***@host/db`) and in `password=` query parameters. Works on any text, so
+/// it can redact a URL that failed to parse.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let mut shown = format!("{scheme}://");
+    // The last `@` ends the user info: a password may contain an unencoded `@`.
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            match userinfo.split_once(':') {
+                Some((user, _password)) => shown.push_str(&format!("{user}:***")),
+                None => shown.push_str(userinfo),
+            }
+            shown.push('@');
+            shown.push_str(host);
+        }
+        None => shown.push_str(authority),
+    }
+    match tail.split_once('?') {
+        Some((path, query)) => {
+            shown.push_str(path);
+            shown.push('?');
+            let pairs: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((key, _)) if key.to_ascii_lowercase().contains("password") => {
+                        format!("{key}=***")
+                    }
+                    _ => pair.to_owned(),
+                })
+                .collect();
+            shown.push_str(&pairs.join("&"));
+        }
+        None => shown.push_str(tail),
+    }
+    shown
+}
+
+/// How long a server adapter waits for a pooled connection before the call fails: short, so
+/// that `health` (and `/readyz`) answer within seconds when the database is down.
+pub(crate) const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long `open` waits for the first connection to a server database.
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long `open` waits for another node that is migrating the same database. Long enough
+/// for a real migration; a node that died releases the lock with its session at once.
+pub(crate) const MIGRATION_LOCK_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Connections per server pool: the store writer uses one at a time, the rest serve reads
+/// and health checks.
+pub(crate) const MAX_CONNECTIONS: u32 = 8;
+
+/// A batch slower than this is logged at `warn`, with its size: sqlx's own statement logging
+/// is off because a multi-row statement's text holds thousands of placeholders.
+pub(crate) const SLOW_BATCH: Duration = Duration::from_secs(2);
+
+/// The events of a batch that a server adapter inserts: one per id (the first occurrence, as
+/// SQLite keeps), sorted by id. Every writer touching rows in the same order is what keeps
+/// concurrent writers with overlapping batches from deadlocking on each other's index entries.
+pub(crate) fn unique_by_id(events: &[Arc<Event>]) -> Vec<&Event> {
+    let mut unique: Vec<&Event> = events.iter().map(Arc::as_ref).collect();
+    // Stable: among equal ids the first occurrence stays first, and `dedup_by` keeps it.
+    unique.sort_by(|a, b| a.id.cmp(&b.id));
+    unique.dedup_by(|later, first| later.id == first.id);
+    unique
+}
+
+/// Inserted rows per (service, severity), in key order: the order in which every writer
+/// upserts `service_severity`, so that they take its row locks in the same order.
+pub(crate) fn tally<'a>(
+    rows: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> BTreeMap<(&'a str, &'a str), i64> {
+    let mut counts = BTreeMap::new();
+    for key in rows {
+        *counts.entry(key).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// A sqlx error as a [`StoreError`], naming the (redacted) database when it could not be
+/// reached, which is what an operator needs to act on.
+pub(crate) fn sqlx_error(shown_url: &str, error: sqlx::Error) -> StoreError {
+    match error {
+        sqlx::Error::PoolTimedOut => StoreError::Database(format!(
+            "no connection to {shown_url} within {} s: the database is unreachable or every \
+             connection is busy",
+            ACQUIRE_TIMEOUT.as_secs()
+        )),
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
+            StoreError::Database(format!("{shown_url}: {error}"))
+        }
+        other => StoreError::Database(other.to_string()),
+    }
+}
+
+/// Logs a batch that took longer than [`SLOW_BATCH`].
+pub(crate) fn log_if_slow(started: Instant, events: usize, outcome: &BatchOutcome) {
+    let elapsed = started.elapsed();
+    if elapsed > SLOW_BATCH {
+        tracing::warn!(
+            events,
+            inserted = outcome.inserted,
+            elapsed_ms = elapsed.as_millis() as u64,
+            "A batch took long to commit."
+        );
     }
 }
 
@@ -88,6 +277,8 @@ impl DatabaseUrl {
 pub async fn open(url: &DatabaseUrl) -> Result<Arc<dyn Store>, StoreError> {
     match url {
         DatabaseUrl::Sqlite(path) => Ok(Arc::new(sqlite::SqliteStore::open(path.clone()).await?)),
+        DatabaseUrl::Postgres(url) => Ok(Arc::new(postgres::PostgresStore::open(url).await?)),
+        DatabaseUrl::Mysql(url) => Ok(Arc::new(mysql::MysqlStore::open(url).await?)),
     }
 }
 
@@ -105,20 +296,69 @@ mod tests {
             DatabaseUrl::parse("sqlite:///var/lib/x.db"),
             Ok(DatabaseUrl::Sqlite("/var/lib/x.db".into()))
         );
-        assert!(
-            DatabaseUrl::parse("sqlite://")
-                .unwrap_err()
-                .contains("names no file")
+        for url in [
+            "postgres://u:p@db.example:5433/logs?sslmode=require",
+            "postgresql://u@db.example/logs",
+        ] {
+            assert_eq!(
+                DatabaseUrl::parse(url),
+                Ok(DatabaseUrl::Postgres(url.into()))
+            );
+        }
+        assert_eq!(
+            DatabaseUrl::parse("mysql://u:p@db.example:3306/logs"),
+            Ok(DatabaseUrl::Mysql(
+                "mysql://u:p@db.example:3306/logs".into()
+            ))
         );
-        assert!(
-            DatabaseUrl::parse("postgres://h/db")
-                .unwrap_err()
-                .contains("not supported")
+        assert_eq!(
+            DatabaseUrl::parse("mariadb://u:p@db.example/logs"),
+            Ok(DatabaseUrl::Mysql("mysql://u:p@db.example/logs".into()))
         );
-        assert!(
-            DatabaseUrl::parse("x.db")
-                .unwrap_err()
-                .contains("not a database URL")
+        let refused = [
+            ("sqlite://", "names no file"),
+            ("x.db", "not a database URL"),
+            (
+                "oracle://u:secret@h/db",
+                "`oracle://u:***@h/db` is not a database URL",
+            ),
+            (
+                "postgres://u:secret@h",
+                "`postgres://u:***@h` names no database",
+            ),
+            ("mysql://u:secret@h/", "names no database"),
+            ("mariadb://h:port/db", "not a valid mariadb URL"),
+        ];
+        for (url, expected) in refused {
+            let error = DatabaseUrl::parse(url).unwrap_err();
+            assert!(error.contains(expected), "{url}: {error}");
+            assert!(!error.contains("secret"), "{url}: {error}");
+        }
+    }
+
+    #[test]
+    fn urls_are_shown_without_passwords() {
+        for (url, shown) in [
+            (
+                "postgres://user:s3cr@t@host:5432/db",
+                "postgres://user:***@host:5432/db",
+            ),
+            ("postgres://user@host/db", "postgres://user@host/db"),
+            (
+                "mysql://root:pw@h/db?ssl-mode=required&password=pw2",
+                "mysql://root:***@h/db?ssl-mode=required&password=***",
+            ),
+            ("mysql://h/db", "mysql://h/db"),
+            ("not a url", "not a url"),
+        ] {
+            assert_eq!(redact_url(url), shown);
+        }
+        let url = DatabaseUrl::parse("mariadb://root:pw@h/db").unwrap();
+        assert_eq!(url.to_string(), "mysql://root:***@h/db");
+        assert_eq!(format!("{url:?}"), r#"Mysql("mysql://root:***@h/db")"#);
+        assert_eq!(
+            DatabaseUrl::Sqlite("a/b.db".into()).to_string(),
+            "sqlite://a/b.db"
         );
     }
 }

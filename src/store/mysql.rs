@@ -1,0 +1,346 @@
+//! MySQL and MariaDB adapter of the store (the cluster shape), on a sqlx pool; several nodes
+//! write the same database.
+//!
+//! Invariants, beyond those of the port (see [`super`]):
+//! - Migrations run in [`MysqlStore::open`] on a dedicated session holding
+//!   `GET_LOCK('logmesh_migrations_<md5 of the database name>')` (locks are server-wide, so the
+//!   name is per database), so nodes starting together migrate one after the other and each
+//!   migration runs once; the lock goes with the session, also if the node dies. MySQL commits
+//!   DDL implicitly, so a migration is not atomic: its statements are written to be re-run
+//!   (`IF NOT EXISTS`) and its version is recorded after the last one.
+//! - Tables are InnoDB with `utf8mb4_bin`: ids and service names compare byte for byte
+//!   (`Api` and `api` are different services, as in SQLite and PostgreSQL). `message` and
+//!   `attributes` are LONGTEXT because an event may be as large as a request body.
+//! - Which rows a batch really inserts, exactly, also under concurrency: in one transaction,
+//!   the batch's ids (one per id, sorted) are looked up with `SELECT id … WHERE id IN (…)`;
+//!   the missing ones are inserted with a plain multi-row INSERT (no `IGNORE`, which would
+//!   also hide truncation and other errors); `service_severity` is bumped by the counts of
+//!   exactly those rows. If another writer inserts one of those ids between our lookup and our
+//!   insert, InnoDB's unique index makes our INSERT wait for its commit and then fail with a
+//!   duplicate-key error: the batch fails whole and the caller's retry finds the row already
+//!   there. A row is therefore counted by the one transaction that inserted it.
+//! - Rows are inserted sorted by id and counts upserted sorted by key, so overlapping writers
+//!   take locks in the same order; a deadlock InnoDB still reports fails the batch, which is
+//!   retried whole.
+//! - Statements stay under the protocol's 65,535 placeholders and about [`MAX_STATEMENT_BYTES`]
+//!   of bound data (below `max_allowed_packet`, 16 MiB by default), so a batch of any size is
+//!   several statements inside its one transaction.
+
+use super::{
+    ACQUIRE_TIMEOUT, BatchOutcome, CONNECT_TIMEOUT, MAX_CONNECTIONS, MIGRATION_LOCK_TIMEOUT,
+    SeverityCount, Store, StoreError, log_if_slow, redact_url, sqlx_error, tally, unique_by_id,
+};
+use crate::event::Event;
+use async_trait::async_trait;
+use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOptions};
+use sqlx::{ConnectOptions, Connection, QueryBuilder, Row};
+use std::collections::HashSet;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Schema migrations, applied in order once each; never edit one that has shipped. Every
+/// statement must be safe to re-run (see the module docs).
+const MIGRATIONS: &[(i64, &[&str])] = &[(
+    1,
+    &[
+        "CREATE TABLE IF NOT EXISTS service_logs (
+            row_id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+            id VARCHAR(128) NOT NULL,
+            ts_us BIGINT NOT NULL,
+            service VARCHAR(128) NOT NULL,
+            severity VARCHAR(16) NOT NULL,
+            message LONGTEXT NOT NULL,
+            attributes LONGTEXT NULL,
+            node VARCHAR(128) NOT NULL,
+            received_us BIGINT NOT NULL,
+            UNIQUE KEY service_logs_id (id)
+        ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin",
+        "CREATE TABLE IF NOT EXISTS service_severity (
+            service VARCHAR(128) NOT NULL,
+            severity VARCHAR(16) NOT NULL,
+            count BIGINT NOT NULL,
+            PRIMARY KEY (service, severity)
+        ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin",
+    ],
+)];
+
+/// Bound parameters per statement allowed by the MySQL protocol.
+const MAX_PLACEHOLDERS: usize = 65_535;
+
+/// Bound data per statement, kept well below the default `max_allowed_packet` (16 MiB).
+const MAX_STATEMENT_BYTES: usize = 4 << 20;
+
+/// Columns bound per `service_logs` row.
+const LOG_COLUMNS: usize = 8;
+
+pub struct MysqlStore {
+    pool: MySqlPool,
+    /// The URL with its password redacted, for messages.
+    shown_url: String,
+}
+
+impl MysqlStore {
+    /// Connects to `url` (a `mysql://` URL; MariaDB speaks the same protocol), migrates the
+    /// database and returns a store on a pool that reconnects on its own. Fails with
+    /// [`StoreError::Open`] when the database cannot be reached.
+    pub async fn open(url: &str) -> Result<MysqlStore, StoreError> {
+        let shown_url = redact_url(url);
+        let open_error = |reason: String| StoreError::Open {
+            url: shown_url.clone(),
+            reason,
+        };
+        let options = MySqlConnectOptions::from_str(url)
+            .map_err(|e| open_error(e.to_string()))?
+            .disable_statement_logging();
+        let mut session = tokio::time::timeout(CONNECT_TIMEOUT, options.connect())
+            .await
+            .map_err(|_| open_error(format!("no answer within {} s", CONNECT_TIMEOUT.as_secs())))?
+            .map_err(|e| open_error(e.to_string()))?;
+        let migrated = migrate(&mut session).await;
+        // Ending the session releases the migration lock, whatever happened.
+        let _ = session.close().await;
+        migrated?;
+        let pool = MySqlPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_lazy_with(options);
+        Ok(MysqlStore { pool, shown_url })
+    }
+
+    fn error(&self, error: sqlx::Error) -> StoreError {
+        sqlx_error(&self.shown_url, error)
+    }
+}
+
+async fn migrate(session: &mut MySqlConnection) -> Result<(), StoreError> {
+    let failed = |version: i64| {
+        move |e: sqlx::Error| StoreError::Migration {
+            version,
+            reason: e.to_string(),
+        }
+    };
+    let locked: Option<i64> =
+        sqlx::query_scalar("SELECT GET_LOCK(CONCAT('logmesh_migrations_', MD5(DATABASE())), ?)")
+            .bind(MIGRATION_LOCK_TIMEOUT.as_secs())
+            .fetch_one(&mut *session)
+            .await
+            .map_err(failed(0))?;
+    if locked != Some(1) {
+        return Err(StoreError::Migration {
+            version: 0,
+            reason: format!(
+                "another node held the migration lock for more than {} s",
+                MIGRATION_LOCK_TIMEOUT.as_secs()
+            ),
+        });
+    }
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS logmesh_migrations (
+            version BIGINT NOT NULL PRIMARY KEY,
+            applied_us BIGINT NOT NULL
+        ) ENGINE = InnoDB",
+    )
+    .execute(&mut *session)
+    .await
+    .map_err(failed(0))?;
+    for (version, statements) in MIGRATIONS {
+        let failed = failed(*version);
+        let applied: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM logmesh_migrations WHERE version = ?")
+                .bind(version)
+                .fetch_one(&mut *session)
+                .await
+                .map_err(failed)?;
+        if applied > 0 {
+            continue;
+        }
+        for statement in *statements {
+            sqlx::query(*statement)
+                .execute(&mut *session)
+                .await
+                .map_err(failed)?;
+        }
+        sqlx::query("INSERT INTO logmesh_migrations (version, applied_us) VALUES (?, ?)")
+            .bind(version)
+            .bind(crate::event::now_us())
+            .execute(&mut *session)
+            .await
+            .map_err(failed)?;
+        tracing::info!(version, "Applied a schema migration.");
+    }
+    Ok(())
+}
+
+/// Splits `items` into runs that each fit one statement: at most `per_statement` items and,
+/// unless a single item is larger, at most [`MAX_STATEMENT_BYTES`] of `size`.
+fn statement_chunks<T>(items: &[T], per_statement: usize, size: impl Fn(&T) -> usize) -> Vec<&[T]> {
+    let mut chunks = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, item) in items.iter().enumerate() {
+        let item_bytes = size(item);
+        if i > start && (i - start == per_statement || bytes + item_bytes > MAX_STATEMENT_BYTES) {
+            chunks.push(&items[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += item_bytes;
+    }
+    if start < items.len() {
+        chunks.push(&items[start..]);
+    }
+    chunks
+}
+
+fn row_bytes(event: &&Event) -> usize {
+    event.id.len()
+        + event.service.len()
+        + event.message.len()
+        + event.attributes_json().map_or(0, str::len)
+        + event.node.len()
+        + 32
+}
+
+#[async_trait]
+impl Store for MysqlStore {
+    #[tracing::instrument(skip_all, fields(events = events.len()))]
+    async fn write_batch(&self, events: Vec<Arc<Event>>) -> Result<BatchOutcome, StoreError> {
+        if events.is_empty() {
+            return Ok(BatchOutcome::default());
+        }
+        let started = Instant::now();
+        let rows = unique_by_id(&events);
+        let mut transaction = self.pool.begin().await.map_err(|e| self.error(e))?;
+
+        let mut stored: HashSet<String> = HashSet::new();
+        for chunk in statement_chunks(&rows, MAX_PLACEHOLDERS, |e| e.id.len()) {
+            let mut lookup =
+                QueryBuilder::<MySql>::new("SELECT id FROM service_logs WHERE id IN (");
+            let mut ids = lookup.separated(", ");
+            for event in chunk {
+                ids.push_bind(event.id.as_str());
+            }
+            ids.push_unseparated(")");
+            let found: Vec<String> = lookup
+                .build_query_scalar()
+                .fetch_all(&mut *transaction)
+                .await
+                .map_err(|e| self.error(e))?;
+            stored.extend(found);
+        }
+        let fresh: Vec<&Event> = rows
+            .into_iter()
+            .filter(|event| !stored.contains(&event.id))
+            .collect();
+
+        for chunk in statement_chunks(&fresh, MAX_PLACEHOLDERS / LOG_COLUMNS, row_bytes) {
+            let mut insert = QueryBuilder::<MySql>::new(
+                "INSERT INTO service_logs
+                    (id, ts_us, service, severity, message, attributes, node, received_us) ",
+            );
+            insert.push_values(chunk, |mut row, event| {
+                row.push_bind(event.id.as_str())
+                    .push_bind(event.ts_us)
+                    .push_bind(event.service.as_str())
+                    .push_bind(event.severity.as_str())
+                    .push_bind(event.message.as_str())
+                    .push_bind(event.attributes_json())
+                    .push_bind(event.node.as_str())
+                    .push_bind(event.received_us);
+            });
+            insert
+                .build()
+                .execute(&mut *transaction)
+                .await
+                .map_err(|e| self.error(e))?;
+        }
+
+        let counts: Vec<((&str, &str), i64)> = tally(
+            fresh
+                .iter()
+                .map(|e| (e.service.as_str(), e.severity.as_str())),
+        )
+        .into_iter()
+        .collect();
+        for chunk in statement_chunks(&counts, MAX_PLACEHOLDERS / 3, |((s, v), _)| {
+            s.len() + v.len() + 8
+        }) {
+            let mut bump = QueryBuilder::<MySql>::new(
+                "INSERT INTO service_severity (service, severity, count) ",
+            );
+            bump.push_values(chunk, |mut row, ((service, severity), count)| {
+                row.push_bind(*service)
+                    .push_bind(*severity)
+                    .push_bind(*count);
+            });
+            // VALUES(count), not the newer row alias: MariaDB has no row alias.
+            bump.push(" ON DUPLICATE KEY UPDATE count = count + VALUES(count)");
+            bump.build()
+                .execute(&mut *transaction)
+                .await
+                .map_err(|e| self.error(e))?;
+        }
+        transaction.commit().await.map_err(|e| self.error(e))?;
+        let outcome = BatchOutcome {
+            inserted: fresh.len(),
+            duplicates: events.len() - fresh.len(),
+        };
+        log_if_slow(started, events.len(), &outcome);
+        Ok(outcome)
+    }
+
+    async fn severity_counts(&self) -> Result<Vec<SeverityCount>, StoreError> {
+        // utf8mb4_bin orders by code point, which is the byte order SQLite and PostgreSQL's
+        // "C" collation give.
+        let rows = sqlx::query(
+            "SELECT service, severity, count FROM service_severity ORDER BY service, severity",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.error(e))?;
+        rows.iter()
+            .map(|row| {
+                Ok(SeverityCount {
+                    service: row.try_get(0)?,
+                    severity: row.try_get(1)?,
+                    count: row.try_get(2)?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(|e| self.error(e))
+    }
+
+    async fn health(&self) -> Result<(), StoreError> {
+        let round_trip =
+            sqlx::query("SELECT COUNT(*) FROM logmesh_migrations").fetch_one(&self.pool);
+        match tokio::time::timeout(ACQUIRE_TIMEOUT * 2, round_trip).await {
+            Ok(result) => result.map(drop).map_err(|e| self.error(e)),
+            Err(_) => Err(StoreError::Database(format!(
+                "{} did not answer within {} s",
+                self.shown_url,
+                (ACQUIRE_TIMEOUT * 2).as_secs()
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_are_split_by_count_and_by_bytes() {
+        let items: Vec<usize> = vec![1; 10];
+        let sizes = |chunks: Vec<&[usize]>| chunks.iter().map(|c| c.len()).collect::<Vec<_>>();
+        assert_eq!(sizes(statement_chunks(&items, 4, |_| 1)), [4, 4, 2]);
+        assert_eq!(sizes(statement_chunks(&items, 100, |_| 1)), [10]);
+        let half = MAX_STATEMENT_BYTES / 2;
+        assert_eq!(
+            sizes(statement_chunks(&items, 100, |_| half)),
+            [2, 2, 2, 2, 2]
+        );
+        // An item larger than the byte budget still goes, alone.
+        let big = [MAX_STATEMENT_BYTES * 2, 1];
+        assert_eq!(sizes(statement_chunks(&big, 100, |n| *n)), [1, 1]);
+        assert!(statement_chunks(&[] as &[usize], 4, |_| 1).is_empty());
+    }
+}
