@@ -2,6 +2,8 @@
 //! wait on conditions with deadlines, and read what reached SQLite and the event log files.
 #![allow(dead_code)]
 
+pub mod services;
+
 use logmesh::node::{Node, NodeConfig};
 use std::collections::HashMap;
 use std::future::Future;
