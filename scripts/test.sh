@@ -36,5 +36,12 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
 cargo clippy --locked --all-targets -- -D warnings
+echo "== services"
+# NATS, PostgreSQL and MariaDB for the tests; every throwaway it starts is stopped on exit.
+trap logmesh_services_stop EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+# shellcheck source=scripts/services.sh
+source scripts/services.sh
 echo "== cargo test"
 cargo test --locked

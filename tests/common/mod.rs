@@ -2,7 +2,9 @@
 //! wait on conditions with deadlines, and read what reached SQLite and the event log files.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod databases;
+pub mod services;
 
 use logmesh::node::{Node, NodeConfig};
 use std::collections::HashMap;

