@@ -250,7 +250,7 @@ async fn a_writer_killed_mid_batch_leaves_it_to_another_node() {
         cluster.post_ndjson(0, ndjson(&batch)).await,
         StatusCode::ACCEPTED
     );
-    let mut watcher = sqlx::PgConnection::connect(database.url()).await.unwrap();
+    let watcher = sqlx::PgPool::connect(database.url()).await.unwrap();
     eventually(
         "node-0's writer waiting inside its transaction",
         CONVERGE,
@@ -259,7 +259,7 @@ async fn a_writer_killed_mid_batch_leaves_it_to_another_node() {
                 "SELECT count(*) FROM pg_stat_activity
              WHERE wait_event_type = 'Lock' AND datname = current_database()",
             )
-            .fetch_one(&mut watcher)
+            .fetch_one(&watcher)
             .await
             .unwrap();
             waiting > 0
@@ -374,6 +374,11 @@ async fn nats_restarted_during_ingest_loses_and_duplicates_nothing() {
     .await;
     let refused = cluster.post_ndjson(0, ndjson(&ids("outage", 5))).await;
     assert_eq!(refused, StatusCode::SERVICE_UNAVAILABLE);
+    // Requests caught mid-publish are refused too (after the acknowledgement timeout).
+    eventually("the loader to be refused", CONVERGE, || async {
+        loader.refused.lock().unwrap().contains_key(&503)
+    })
+    .await;
 
     nats.start_again();
     eventually("readyz passing again", CONVERGE, || async {
@@ -406,6 +411,12 @@ async fn database_restarted_during_ingest_loses_and_duplicates_nothing() {
     loader.wait_for_more(500).await;
 
     postgres.stop();
+    eventually(
+        "readyz failing while the database is down",
+        CONVERGE,
+        || async { status_of(&cluster.client, format!("{}/readyz", urls[1])).await == 503 },
+    )
+    .await;
     // Ingest goes on into JetStream while the database is away, up to the stream's limits.
     loader.wait_for_more(1000).await;
     eventually("503 once the stream is full", CONVERGE, || async {

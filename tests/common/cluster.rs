@@ -142,8 +142,7 @@ impl TestCluster {
 
 /// What a PostgreSQL or MySQL database holds.
 pub async fn stored_sql(url: &str) -> Stored {
-    let (rows, severity_sum, ids): (i64, i64, Vec<(String, i64)>) = if url.starts_with("postgres")
-    {
+    let (rows, severity_sum, ids): (i64, i64, Vec<(String, i64)>) = if url.starts_with("postgres") {
         let mut db = sqlx::PgConnection::connect(url)
             .await
             .expect("connect to PostgreSQL");
