@@ -95,6 +95,37 @@ fn invalid_configuration_is_a_clear_error_with_exit_code_2() {
 }
 
 #[test]
+fn an_unreachable_nats_server_stops_the_node_at_start() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let nats = format!("nats://127.0.0.1:{port}");
+    let output = logmesh(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--nats",
+            &nats,
+            "--database",
+            "postgres://postgres@127.0.0.1:1/none",
+        ],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains(&format!("cannot connect to NATS at {nats}")),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
 fn a_public_address_without_a_token_is_refused_at_start() {
     let output = logmesh(&["serve", "--listen", "0.0.0.0:0", "--data-dir", "d"], &[]);
     assert_eq!(output.status.code(), Some(1));

@@ -726,6 +726,29 @@ mod tests {
     }
 
     #[test]
+    fn cluster_settings_resolve_with_their_defaults() {
+        let env = env_of(&[
+            ("LOGMESH_NATS", "nats://10.0.0.1:4222"),
+            ("LOGMESH_DATABASE", "postgres://logmesh@db/logmesh"),
+            ("LOGMESH_MEMBER_TTL", "5s"),
+        ]);
+        let config = resolve(&ServeArgs::default(), &env).unwrap();
+        let cluster = config.cluster.expect("cluster shape");
+        assert_eq!(cluster.nats_url, "nats://10.0.0.1:4222");
+        assert_eq!(cluster.stream, DEFAULT_NATS_STREAM);
+        assert_eq!(cluster.subject, DEFAULT_NATS_SUBJECT);
+        assert_eq!(cluster.member_ttl, Duration::from_secs(5));
+        assert_eq!(cluster.replica_max_offline, DEFAULT_REPLICA_MAX_OFFLINE);
+        assert_eq!(cluster.membership_bucket(), "LOGMESH_EVENTS_members");
+        assert!(
+            resolve(&ServeArgs::default(), &no_env())
+                .unwrap()
+                .cluster
+                .is_none()
+        );
+    }
+
+    #[test]
     fn durations_and_sizes_parse() {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("20s"), Ok(Duration::from_secs(20)));
@@ -819,6 +842,91 @@ mod tests {
                 },
                 vec![],
                 "queue-max-bytes (1048576) is smaller than max-body-bytes",
+            ),
+            (
+                ServeArgs {
+                    nats: Some("nats://127.0.0.1:4222".into()),
+                    ..Default::default()
+                },
+                vec![],
+                "--nats needs a database every node shares",
+            ),
+            (
+                ServeArgs {
+                    nats: Some("127.0.0.1:4222".into()),
+                    ..Default::default()
+                },
+                vec![],
+                "for --nats: expected nats://HOST:PORT",
+            ),
+            (
+                ServeArgs {
+                    nats: Some("nats://127.0.0.1:4222".into()),
+                    database: Some("postgres://u@h/db".into()),
+                    nats_stream: Some("my.stream".into()),
+                    ..Default::default()
+                },
+                vec![],
+                "for --nats-stream: expected 1-64 letters, digits",
+            ),
+            (
+                ServeArgs {
+                    nats: Some("nats://127.0.0.1:4222".into()),
+                    database: Some("postgres://u@h/db".into()),
+                    nats_subject: Some("logs.>".into()),
+                    ..Default::default()
+                },
+                vec![],
+                "for --nats-subject: expected a NATS subject",
+            ),
+            (
+                ServeArgs {
+                    nats: Some("nats://127.0.0.1:4222".into()),
+                    database: Some("postgres://u@h/db".into()),
+                    batch_size: Some("5000".into()),
+                    nats_max_ack_pending: Some("100".into()),
+                    ..Default::default()
+                },
+                vec![],
+                "nats-max-ack-pending (100) is smaller than batch-size (5000)",
+            ),
+            (
+                ServeArgs {
+                    nats: Some("nats://127.0.0.1:4222".into()),
+                    database: Some("postgres://u@h/db".into()),
+                    flush_interval: Some("20s".into()),
+                    ..Default::default()
+                },
+                vec![],
+                "nats-ack-wait (30s) must be more than twice flush-interval (20s)",
+            ),
+            (
+                ServeArgs {
+                    nats: Some("nats://127.0.0.1:4222".into()),
+                    database: Some("postgres://u@h/db".into()),
+                    member_ttl: Some("100ms".into()),
+                    ..Default::default()
+                },
+                vec![],
+                "for --member-ttl: must be at least 1s",
+            ),
+            (
+                ServeArgs {
+                    nats: Some("nats://127.0.0.1:4222".into()),
+                    database: Some("postgres://u@h/db".into()),
+                    replica_max_offline: Some("forever".into()),
+                    ..Default::default()
+                },
+                vec![],
+                "for --replica-max-offline:",
+            ),
+            (
+                ServeArgs {
+                    advertise: Some("node-1:5555".into()),
+                    ..Default::default()
+                },
+                vec![],
+                "for --advertise: expected http://HOST:PORT",
             ),
         ];
         for (args, env, expected) in cases {
