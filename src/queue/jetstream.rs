@@ -4,8 +4,15 @@
 //!
 //! Invariants:
 //! - [`IngestQueue::append`] returns only after JetStream acknowledged every event of the call
-//!   (the stream stores on file). Each event is one message whose `Nats-Msg-Id` is the event id,
-//!   so a re-published event inside the stream's duplicate window is not stored twice.
+//!   (the stream stores on file).
+//! - A call's events travel in as few messages as the server's `max_payload` allows (NDJSON,
+//!   one event per line): one message per event would cap the cluster near JetStream's message
+//!   rate, and every node's event log consumer reads every message. A message's `Nats-Msg-Id`
+//!   derives from its event ids (the id itself for a single event, a UUIDv5 of the ids
+//!   otherwise), so a request sent again unchanged within the stream's duplicate window is
+//!   dropped by JetStream; the store drops re-sent ids at any time.
+//! - An event's `seq` is `stream sequence << 20 | index in its message`: strictly increasing
+//!   along the stream, so the event log file can resume in the middle of a message.
 //! - The stream keeps a message until every consumer acknowledged it (interest retention) and
 //!   refuses new ones past its limits (discard new): a slow database fills the stream and ingest
 //!   answers 503, instead of anything growing without bound.
@@ -38,6 +45,15 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the cached stream depth is refreshed.
 const DEPTH_REFRESH: Duration = Duration::from_secs(1);
+/// Bits of an event's `seq` that hold its index within its message.
+const INDEX_BITS: u32 = 20;
+/// Room left in a message for headers and protocol framing.
+const MESSAGE_HEADROOM: usize = 4 * 1024;
+/// Namespace of the UUIDv5 message ids of multi-event messages.
+const BATCH_ID_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x6c6f_676d_6573_6800_0000_0000_0000_0001);
+/// What a fetch assumes an event weighs before it has seen any.
+const ASSUMED_EVENT_BYTES: usize = 512;
 
 /// Where the events travel in the cluster shape; see `logmesh serve --help`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -226,11 +242,10 @@ impl JetStreamQueue {
 
     async fn event_log_consumer(&self) -> Result<PullConsumer, QueueError> {
         let name = self.settings.event_log_consumer();
-        let deliver_policy = match self.event_log_floor {
+        // Start at the message holding the file's last event: the rest of it may be missing.
+        let deliver_policy = match self.event_log_floor >> INDEX_BITS {
             0 => DeliverPolicy::All,
-            floor => DeliverPolicy::ByStartSequence {
-                start_sequence: floor + 1,
-            },
+            start_sequence => DeliverPolicy::ByStartSequence { start_sequence },
         };
         self.stream()
             .await?
@@ -244,6 +259,8 @@ impl JetStreamQueue {
                     )),
                     ack_policy: AckPolicy::Explicit,
                     ack_wait: self.settings.ack_wait,
+                    // The server's default (1,000) would cap every fetch below a batch.
+                    max_ack_pending: self.settings.max_ack_pending as i64,
                     deliver_policy,
                     inactive_threshold: self.settings.replica_max_offline,
                     ..Default::default()
@@ -285,6 +302,15 @@ impl JetStreamQueue {
         });
     }
 
+    /// The largest payload a message may carry on this server.
+    fn message_limit(&self) -> usize {
+        self.client
+            .server_info()
+            .max_payload
+            .saturating_sub(MESSAGE_HEADROOM)
+            .max(MESSAGE_HEADROOM)
+    }
+
     fn connected(&self) -> Result<(), QueueError> {
         match self.client.connection_state() {
             async_nats::connection::State::Connected => Ok(()),
@@ -294,6 +320,48 @@ impl JetStreamQueue {
             ))),
         }
     }
+}
+
+/// Packs events into NDJSON payloads of at most `limit` bytes, in order, each with its message
+/// id. An event that alone exceeds `limit` is refused.
+fn pack(events: &[Event], limit: usize) -> Result<Vec<(String, Vec<u8>)>, QueueError> {
+    let mut messages = Vec::new();
+    let mut payload = Vec::new();
+    let mut ids: Vec<&str> = Vec::new();
+    let finish = |payload: &mut Vec<u8>, ids: &mut Vec<&str>, messages: &mut Vec<_>| {
+        let id = match ids.as_slice() {
+            [only] => (*only).to_owned(),
+            many => format!(
+                "logmesh-batch-{}",
+                uuid::Uuid::new_v5(&BATCH_ID_NAMESPACE, many.join("\n").as_bytes())
+            ),
+        };
+        messages.push((id, std::mem::take(payload)));
+        ids.clear();
+    };
+    for event in events {
+        let line = serde_json::to_vec(event).expect("events always serialise");
+        if line.len() + 1 > limit {
+            return Err(QueueError::TooLarge {
+                events: 1,
+                bytes: line.len(),
+                max_events: 1 << INDEX_BITS,
+                max_bytes: limit,
+            });
+        }
+        if !payload.is_empty()
+            && (payload.len() + line.len() + 1 > limit || ids.len() == 1 << INDEX_BITS)
+        {
+            finish(&mut payload, &mut ids, &mut messages);
+        }
+        payload.extend_from_slice(&line);
+        payload.push(b'\n');
+        ids.push(&event.id);
+    }
+    if !payload.is_empty() {
+        finish(&mut payload, &mut ids, &mut messages);
+    }
+    Ok(messages)
 }
 
 /// Refuses a stream that exists with settings that would break the guarantees.
@@ -372,12 +440,12 @@ impl IngestQueue for JetStreamQueue {
         }
         // Fail fast while disconnected rather than after the acknowledgement timeout.
         self.connected()?;
-        let mut acks = Vec::with_capacity(events.len());
-        for event in &events {
-            let payload = serde_json::to_vec(event).expect("events always serialise");
+        let messages = pack(&events, self.message_limit())?;
+        let mut acks = Vec::with_capacity(messages.len());
+        for (id, payload) in messages {
             let publish = PublishMessage::build()
                 .payload(Bytes::from(payload))
-                .message_id(event.id.as_str());
+                .message_id(id);
             acks.push(
                 self.jetstream
                     .send_publish(self.settings.subject.clone(), publish)
@@ -404,6 +472,8 @@ impl IngestQueue for JetStreamQueue {
             role,
             floor,
             in_flight: HashMap::new(),
+            message_limit: self.message_limit(),
+            event_bytes: ASSUMED_EVENT_BYTES,
         }))
     }
 
@@ -436,24 +506,40 @@ struct JetStreamConsumer {
     floor: u64,
     /// Fetched messages awaiting [`QueueConsumer::ack`], by stream sequence.
     in_flight: HashMap<u64, Acker>,
+    /// The largest message: a fetch must allow at least this many bytes.
+    message_limit: usize,
+    /// Average encoded size of the events seen so far, to size fetches in bytes.
+    event_bytes: usize,
 }
 
 #[async_trait]
 impl QueueConsumer for JetStreamConsumer {
     async fn fetch(&mut self, max: usize, wait: Duration) -> Result<Batch, QueueError> {
+        // A message holds one event or many: ask for `max` messages but about `max` events'
+        // worth of bytes, and never less than one whole message.
+        let max_bytes = max
+            .saturating_mul(self.event_bytes)
+            .max(self.message_limit + MESSAGE_HEADROOM);
         let fetched = if wait.is_zero() {
-            self.consumer.fetch().max_messages(max).messages().await
+            self.consumer
+                .fetch()
+                .max_messages(max)
+                .max_bytes(max_bytes)
+                .messages()
+                .await
         } else {
             self.consumer
                 .batch()
                 .max_messages(max)
+                .max_bytes(max_bytes)
                 .expires(wait)
                 .messages()
                 .await
         };
         let mut messages = fetched.map_err(|e| unavailable("cannot fetch from JetStream", e))?;
         let mut batch = Batch::default();
-        let mut skipped = Vec::new();
+        let mut done = Vec::new();
+        let (mut bytes, mut events) = (0usize, 0usize);
         while let Some(message) = messages.next().await {
             let message = match message {
                 Ok(message) => message,
@@ -464,7 +550,7 @@ impl QueueConsumer for JetStreamConsumer {
                 }
                 Err(error) => return Err(unavailable("cannot fetch from JetStream", error)),
             };
-            let seq = match message.info() {
+            let stream_seq = match message.info() {
                 Ok(info) => info.stream_sequence,
                 Err(error) => {
                     tracing::warn!(%error, "Dropping a JetStream message without metadata.");
@@ -472,32 +558,37 @@ impl QueueConsumer for JetStreamConsumer {
                 }
             };
             let (message, acker) = message.split();
-            if seq <= self.floor {
-                skipped.push(acker);
-                continue;
-            }
-            match serde_json::from_slice::<Event>(&message.payload) {
-                Ok(event) => {
-                    self.in_flight.insert(seq, acker);
-                    batch.events.push(QueuedEvent {
-                        seq,
-                        event: Arc::new(event),
-                    });
-                }
+            let decoded = match unpack(&message.payload, stream_seq) {
+                Ok(decoded) => decoded,
                 Err(error) => {
-                    // Not an event logmesh published: it can never be stored, so it must not
+                    // Not a message logmesh published: it can never be stored, so it must not
                     // block the consumer either.
                     tracing::error!(
-                        seq,
+                        stream_seq,
                         role = self.role.name(),
                         %error,
-                        "Dropping a message on the events subject that is not a logmesh event."
+                        "Dropping a message on the events subject that is not logmesh events."
                     );
                     let _ = acker.ack_with(AckKind::Term).await;
+                    continue;
                 }
+            };
+            bytes += message.payload.len();
+            events += decoded.len();
+            let before = batch.len();
+            batch
+                .events
+                .extend(decoded.into_iter().filter(|event| event.seq > self.floor));
+            if batch.len() == before {
+                done.push(acker);
+            } else {
+                self.in_flight.insert(stream_seq, acker);
             }
         }
-        for acker in skipped {
+        if events > 0 {
+            self.event_bytes = (bytes / events).max(1);
+        }
+        for acker in done {
             let _ = acker.ack().await;
         }
         Ok(batch)
@@ -507,7 +598,7 @@ impl QueueConsumer for JetStreamConsumer {
         let ackers: Vec<Acker> = batch
             .events
             .iter()
-            .filter_map(|event| self.in_flight.remove(&event.seq))
+            .filter_map(|event| self.in_flight.remove(&(event.seq >> INDEX_BITS)))
             .collect();
         let results = futures_util::future::join_all(ackers.iter().map(|acker| acker.ack())).await;
         // A lost acknowledgement only means a redelivery, which the sinks de-duplicate.
@@ -516,6 +607,21 @@ impl QueueConsumer for JetStreamConsumer {
         }
         Ok(())
     }
+}
+
+/// The events of one message, with their seqs.
+fn unpack(payload: &[u8], stream_seq: u64) -> Result<Vec<QueuedEvent>, serde_json::Error> {
+    payload
+        .split(|byte| *byte == b'\n')
+        .filter(|line| !line.is_empty())
+        .enumerate()
+        .map(|(index, line)| {
+            Ok(QueuedEvent {
+                seq: stream_seq << INDEX_BITS | index as u64,
+                event: Arc::new(serde_json::from_slice::<Event>(line)?),
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -528,5 +634,57 @@ mod tests {
         assert_eq!(nats_safe_name("a.b"), "a_2eb");
         assert_ne!(nats_safe_name("a.b"), nats_safe_name("a_b"));
         assert_eq!(nats_safe_name("x>*"), "x_3e_2a");
+    }
+
+    fn events(ids: &[&str]) -> Vec<Event> {
+        let body: String = ids
+            .iter()
+            .map(|id| format!("{{\"id\":\"{id}\",\"service\":\"s\",\"message\":\"m\"}}\n"))
+            .collect();
+        crate::event::parse_json_body(
+            body.as_bytes(),
+            crate::event::IngestContext {
+                node: "n",
+                now_us: 1,
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn events_pack_into_messages_under_the_limit_and_unpack_in_order() {
+        let all = events(&["a", "b", "c", "d", "e"]);
+        let one = serde_json::to_vec(&all[0]).unwrap().len() + 1;
+        let messages = pack(&all, 2 * one + 1).unwrap();
+        assert_eq!(messages.len(), 3);
+        assert!(messages[0].0.starts_with("logmesh-batch-"));
+        assert_eq!(messages[2].0, "e", "a lone event keeps its own id");
+        let mut seqs = Vec::new();
+        let mut ids = Vec::new();
+        for (i, (_, payload)) in messages.iter().enumerate() {
+            for event in unpack(payload, i as u64 + 7).unwrap() {
+                seqs.push(event.seq);
+                ids.push(event.event.id.clone());
+            }
+        }
+        assert_eq!(ids, ["a", "b", "c", "d", "e"]);
+        assert_eq!(seqs[0], 7 << INDEX_BITS);
+        assert_eq!(seqs[1], (7 << INDEX_BITS) | 1);
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn the_same_events_get_the_same_message_id_and_others_another() {
+        let first = pack(&events(&["a", "b"]), 1 << 20).unwrap();
+        let again = pack(&events(&["a", "b"]), 1 << 20).unwrap();
+        let other = pack(&events(&["a", "c"]), 1 << 20).unwrap();
+        assert_eq!(first[0].0, again[0].0);
+        assert_ne!(first[0].0, other[0].0);
+    }
+
+    #[test]
+    fn an_event_larger_than_a_message_is_refused() {
+        let error = pack(&events(&["a"]), 10).unwrap_err();
+        assert!(matches!(error, QueueError::TooLarge { .. }), "{error}");
     }
 }
