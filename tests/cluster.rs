@@ -201,15 +201,11 @@ async fn a_stopped_node_catches_up_without_writing_twice() {
     cluster.terminate(2);
     let after_stop = ids("while-stopped", 200);
     assert_eq!(
-        cluster
-            .post_ndjson(0, ndjson(&after_stop[..100].to_vec()))
-            .await,
+        cluster.post_ndjson(0, ndjson(&after_stop[..100])).await,
         StatusCode::ACCEPTED
     );
     assert_eq!(
-        cluster
-            .post_ndjson(1, ndjson(&after_stop[100..].to_vec()))
-            .await,
+        cluster.post_ndjson(1, ndjson(&after_stop[100..])).await,
         StatusCode::ACCEPTED
     );
     expected.extend(after_stop);

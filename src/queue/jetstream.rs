@@ -585,8 +585,8 @@ impl QueueConsumer for JetStreamConsumer {
                 self.in_flight.insert(stream_seq, acker);
             }
         }
-        if events > 0 {
-            self.event_bytes = (bytes / events).max(1);
+        if let Some(average) = bytes.checked_div(events) {
+            self.event_bytes = average.max(1);
         }
         for acker in done {
             let _ = acker.ack().await;
