@@ -165,3 +165,68 @@ fn bench_rejects_bad_flags_and_fails_on_an_unreachable_node() {
         stderr(&output)
     );
 }
+
+#[test]
+fn bench_store_writes_into_an_empty_database_and_refuses_a_used_one() {
+    for args in [
+        vec![
+            "bench",
+            "store",
+            "--database",
+            "sqlite://x.db",
+            "--events",
+            "0",
+        ],
+        vec![
+            "bench",
+            "store",
+            "--database",
+            "sqlite://x.db",
+            "--batch-size",
+            "0",
+        ],
+        vec!["bench", "store"],
+    ] {
+        let output = logmesh(&args, &[]);
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+    }
+    let output = logmesh(
+        &["bench", "store", "--database", "oracle://u:s3cret@h/db"],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("oracle://u:***@h/db"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(!stderr(&output).contains("s3cret"), "{}", stderr(&output));
+
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("bench.db").display());
+    let args = [
+        "bench",
+        "store",
+        "--database",
+        &url,
+        "--events",
+        "2500",
+        "--batch-size",
+        "1000",
+        "--json",
+    ];
+    let output = logmesh(&args, &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["events"], 2500);
+    assert_eq!(report["batches"], 3);
+    assert!(report["rows_per_second"].as_f64().unwrap() > 0.0);
+    // The bench adds rows: a database that holds events is refused, not mixed into.
+    let output = logmesh(&args, &[]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("already holds 2500 events"),
+        "{}",
+        stderr(&output)
+    );
+}

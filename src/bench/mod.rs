@@ -1,8 +1,10 @@
-//! `logmesh bench`: load generators that drive running nodes over HTTP and report
-//! throughput, acknowledgement latency and (with `--event-log`) replication lag. Speed is
-//! measured here, never in tests.
+//! `logmesh bench`: load generators that report throughput and latency. `ingest` drives
+//! running nodes over HTTP (acknowledgement latency and, with `--event-log`, replication lag);
+//! `store` ([`store`]) writes straight into a database through the store port (commit
+//! latency). Speed is measured here, never in tests.
 
 mod replication;
+pub mod store;
 
 use crate::config::parse_duration;
 use clap::{Args, Subcommand, ValueEnum};
@@ -20,6 +22,9 @@ const SHED_BACKOFF: Duration = Duration::from_millis(50);
 pub enum BenchCommand {
     /// Ingest load: NDJSON batches to /api/v1/logs or single events to /event.
     Ingest(IngestBenchArgs),
+    /// Store load: batches of generated events written straight into an empty, throwaway
+    /// database through the store port.
+    Store(store::StoreBenchArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -108,6 +113,7 @@ pub async fn run(command: BenchCommand) -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        BenchCommand::Store(args) => store::run(args).await,
     }
 }
 

@@ -22,7 +22,7 @@ pub struct Cli {
 pub enum Command {
     /// Run a node: ingest over HTTP, durable queue, batched store, event log file.
     Serve(Box<ServeArgs>),
-    /// Measure a running node.
+    /// Measure a running node, or a database through the store.
     #[command(subcommand)]
     Bench(BenchCommand),
 }

@@ -206,6 +206,9 @@ pub fn redact_url(url: &str) -> String {
 /// that `health` (and `/readyz`) answer within seconds when the database is down.
 pub(crate) const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// How long a server adapter's `health` may take, connection included, before it fails.
+pub(crate) const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long `open` waits for the first connection to a server database.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -257,6 +260,21 @@ pub(crate) fn sqlx_error(shown_url: &str, error: sqlx::Error) -> StoreError {
             StoreError::Database(format!("{shown_url}: {error}"))
         }
         other => StoreError::Database(other.to_string()),
+    }
+}
+
+/// Runs a server adapter's health round trip, failing after [`HEALTH_TIMEOUT`] even if the
+/// connection hangs (a black-holed network answers nothing rather than refusing).
+pub(crate) async fn health_check<T>(
+    shown_url: &str,
+    round_trip: impl Future<Output = Result<T, sqlx::Error>>,
+) -> Result<(), StoreError> {
+    match tokio::time::timeout(HEALTH_TIMEOUT, round_trip).await {
+        Ok(result) => result.map(drop).map_err(|e| sqlx_error(shown_url, e)),
+        Err(_) => Err(StoreError::Database(format!(
+            "{shown_url} did not answer within {} s",
+            HEALTH_TIMEOUT.as_secs()
+        ))),
     }
 }
 

@@ -21,7 +21,8 @@
 
 use super::{
     ACQUIRE_TIMEOUT, BatchOutcome, CONNECT_TIMEOUT, MAX_CONNECTIONS, MIGRATION_LOCK_TIMEOUT,
-    SeverityCount, Store, StoreError, log_if_slow, redact_url, sqlx_error, tally, unique_by_id,
+    SeverityCount, Store, StoreError, health_check, log_if_slow, redact_url, sqlx_error, tally,
+    unique_by_id,
 };
 use crate::event::Event;
 use async_trait::async_trait;
@@ -271,13 +272,6 @@ impl Store for PostgresStore {
     async fn health(&self) -> Result<(), StoreError> {
         let round_trip =
             sqlx::query("SELECT count(*) FROM logmesh_migrations").fetch_one(&self.pool);
-        match tokio::time::timeout(ACQUIRE_TIMEOUT * 2, round_trip).await {
-            Ok(result) => result.map(drop).map_err(|e| self.error(e)),
-            Err(_) => Err(StoreError::Database(format!(
-                "{} did not answer within {} s",
-                self.shown_url,
-                (ACQUIRE_TIMEOUT * 2).as_secs()
-            ))),
-        }
+        health_check(&self.shown_url, round_trip).await
     }
 }
