@@ -428,3 +428,34 @@ async fn database_restarted_during_ingest_loses_and_duplicates_nothing() {
     let (acknowledged, _) = loader.finish().await;
     assert_stored_exactly_once(&cluster, &acknowledged).await;
 }
+
+#[tokio::test]
+async fn an_event_larger_than_a_nats_message_is_refused_whole() {
+    let database = TestDatabase::create(Server::Postgres).await;
+    let cluster = TestCluster::start(1, &nats_url(), database.url(), &[]);
+    // Under the body limit (10 MiB), over NATS's max_payload (1 MiB).
+    let huge = "x".repeat(2 << 20);
+    let body = format!(
+        "{}{}",
+        common::ndjson_line("small", "api", "info", "fits"),
+        common::ndjson_line("huge", "api", "info", &huge)
+    );
+    let response = cluster
+        .client
+        .post(format!("{}/api/v1/logs", cluster.nodes[0].url()))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let error: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "payload_too_large");
+    // Nothing of the request was published: a later event is the only one stored.
+    let after = ids("after", 1);
+    assert_eq!(
+        cluster.post_ndjson(0, ndjson(&after)).await,
+        StatusCode::ACCEPTED
+    );
+    assert_stored_exactly_once(&cluster, &after.into_iter().collect()).await;
+    assert_eq!(cluster.stored().await.rows, 1);
+}
