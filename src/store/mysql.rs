@@ -22,9 +22,10 @@
 //! - Rows are inserted sorted by id and counts upserted sorted by key, so overlapping writers
 //!   take locks in the same order; a deadlock InnoDB still reports fails the batch, which is
 //!   retried whole.
-//! - Statements stay under the protocol's 65,535 placeholders and about [`MAX_STATEMENT_BYTES`]
-//!   of bound data (below `max_allowed_packet`, 16 MiB by default), so a batch of any size is
-//!   several statements inside its one transaction.
+//! - Statements stay under the protocol's 65,535 placeholders and about 4 MiB of bound data
+//!   (below `max_allowed_packet`, 16 MiB by default), so a batch of any size is several
+//!   statements inside its one transaction. A single event larger than `max_allowed_packet`
+//!   cannot be stored: raise the server's limit above `--max-body-bytes`.
 
 use super::{
     ACQUIRE_TIMEOUT, BatchOutcome, CONNECT_TIMEOUT, MAX_CONNECTIONS, MIGRATION_LOCK_TIMEOUT,
