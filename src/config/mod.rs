@@ -304,13 +304,23 @@ pub fn resolve(
             },
             other => other,
         })?;
-    let api_token = resolver.get("api-token", None, |v| {
-        if v.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            Err("tokens cannot contain whitespace or control characters".into())
-        } else {
-            Ok(Some(v.to_owned()))
-        }
-    })?;
+    let api_token = resolver
+        .get("api-token", None, |v| {
+            if v.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                Err("tokens cannot contain whitespace or control characters".into())
+            } else {
+                Ok(Some(v.to_owned()))
+            }
+        })
+        // A token is a secret even when it is invalid: never echo it.
+        .map_err(|error| match error {
+            ConfigError::Invalid { origin, reason, .. } => ConfigError::Invalid {
+                value: "***".into(),
+                origin,
+                reason,
+            },
+            other => other,
+        })?;
     let insecure = resolver.get("insecure", false, parse_bool)?;
     let batch_size = resolver.get("batch-size", DEFAULT_BATCH_SIZE, |v| {
         parse_count(v, 1, 1_000_000)
@@ -821,6 +831,14 @@ mod tests {
                 },
                 vec![],
                 "for --node-name: `my node` contains whitespace",
+            ),
+            (
+                ServeArgs {
+                    api_token: Some("s3cret token".into()),
+                    ..Default::default()
+                },
+                vec![],
+                "invalid value \"***\" for --api-token: tokens cannot contain whitespace",
             ),
             (
                 ServeArgs::default(),
