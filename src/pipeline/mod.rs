@@ -129,8 +129,8 @@ impl<S: BatchSink> Pipeline<S> {
 
     /// Runs until `shutdown` turns true (or its sender is dropped), then delivers everything
     /// the queue still holds and returns. If the sink fails while draining, the rest stays
-    /// durable in the queue for the next start. Without drain it returns at once, leaving
-    /// unacknowledged events to be delivered again.
+    /// durable in the queue for the next start. Without drain it finishes the fetch and the
+    /// write in progress, then returns, leaving the rest to other consumers.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let mut backoff = Backoff::default();
         let mut draining = false;
@@ -149,7 +149,11 @@ impl<S: BatchSink> Pipeline<S> {
                 };
                 tokio::select! {
                     result = self.run_once(wait) => result,
-                    changed = shutdown.changed(), if !draining => {
+                    // Without drain the fetch runs to its end (at most the flush interval): a
+                    // shared queue has already handed this writer the messages it is
+                    // collecting, and abandoning them would hold them back from every other
+                    // writer until the acknowledgement deadline.
+                    changed = shutdown.changed(), if !draining && self.drain => {
                         draining = changed.is_err() || *shutdown.borrow();
                         continue;
                     }
