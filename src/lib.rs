@@ -10,6 +10,7 @@ pub mod config;
 pub mod event;
 pub mod eventlog;
 pub mod http;
+pub mod live;
 pub mod node;
 pub mod pipeline;
 pub mod queue;

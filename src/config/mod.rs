@@ -111,6 +111,10 @@ pub struct ServeArgs {
     /// [env: LOGMESH_ADVERTISE] [default: http://<listen address>]
     #[arg(long, value_name = "URL")]
     pub advertise: Option<String>,
+    /// Events a live tail client (GET /api/v1/tail) may fall behind before it is dropped
+    /// [env: LOGMESH_TAIL_BUFFER] [default: 4096]
+    #[arg(long, value_name = "N")]
+    pub tail_buffer: Option<String>,
     /// Format of logmesh's own logs: human or json [env: LOGMESH_LOG_FORMAT] [default: human]
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<String>,
@@ -181,6 +185,7 @@ const SETTINGS: &[(&str, &[&str])] = &[
     ("replica-max-offline", &["LOGMESH_REPLICA_MAX_OFFLINE"]),
     ("member-ttl", &["LOGMESH_MEMBER_TTL"]),
     ("advertise", &["LOGMESH_ADVERTISE"]),
+    ("tail-buffer", &["LOGMESH_TAIL_BUFFER"]),
 ];
 
 struct Resolver<'a> {
@@ -261,6 +266,7 @@ pub fn resolve(
     set("replica-max-offline", &args.replica_max_offline);
     set("member-ttl", &args.member_ttl);
     set("advertise", &args.advertise);
+    set("tail-buffer", &args.tail_buffer);
     if args.insecure {
         flags.insert("insecure", "true".to_owned());
     }
@@ -349,6 +355,9 @@ pub fn resolve(
     })?;
     let cluster = resolve_cluster(&resolver, &database, batch_size, flush_interval)?;
     let advertise = resolver.get("advertise", None, |v| parse_http_url(v).map(Some))?;
+    let tail_buffer = resolver.get("tail-buffer", crate::live::DEFAULT_CLIENT_BUFFER, |v| {
+        parse_count(v, 1, 1_000_000)
+    })?;
     if max_bytes < max_body_bytes {
         return Err(ConfigError::Conflict(format!(
             "queue-max-bytes ({max_bytes}) is smaller than max-body-bytes ({max_body_bytes}): \
@@ -376,6 +385,7 @@ pub fn resolve(
         log_format,
         cluster,
         advertise,
+        tail_buffer,
     })
 }
 

@@ -3,7 +3,7 @@
 
 use super::AppState;
 use super::error::ApiError;
-use crate::event::{IngestContext, now_us, parse_json_body, parse_raw_body};
+use crate::event::{Event, IngestContext, now_us, parse_json_body, parse_raw_body};
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
@@ -12,6 +12,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::json;
+use std::sync::Arc;
 use tokio::sync::SemaphorePermit;
 
 /// Bodies larger than this are parsed on the blocking pool so that they do not stall the
@@ -23,6 +24,18 @@ const INLINE_PARSE_MAX_BYTES: usize = 256 * 1024;
 pub struct RawEventParams {
     service: Option<String>,
     severity: Option<String>,
+}
+
+/// Makes `events` durable, then offers them to live clients (embedded shape; in a cluster the
+/// live feed follows the stream instead, so that it sees every node's events).
+async fn append(state: &AppState, events: Vec<Event>) -> Result<(), ApiError> {
+    let live = &state.inner.live;
+    let offered = (live.fed_by_ingest() && live.has_clients()).then(|| events.clone());
+    state.inner.queue.append(events).await?;
+    for event in offered.into_iter().flatten() {
+        live.offer(Arc::new(event));
+    }
+    Ok(())
 }
 
 pub async fn post_event(
@@ -45,7 +58,7 @@ pub async fn post_event(
     )?;
     drop((bytes, permit));
     let id = event.id.clone();
-    state.inner.queue.append(vec![event]).await?;
+    append(&state, vec![event]).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({"accepted": 1, "id": id}))))
 }
 
@@ -77,7 +90,7 @@ pub async fn post_logs(
     };
     drop(permit);
     let accepted = events.len();
-    state.inner.queue.append(events).await?;
+    append(&state, events).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({"accepted": accepted}))))
 }
 

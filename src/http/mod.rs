@@ -9,8 +9,10 @@
 pub mod error;
 mod ingest;
 mod ops;
+mod tail;
 
 use crate::cluster::Membership;
+use crate::live::LiveFeed;
 use crate::queue::IngestQueue;
 use crate::store::Store;
 use axum::Router;
@@ -43,6 +45,7 @@ struct AppInner {
     body_budget: Semaphore,
     api_token: Option<String>,
     membership: Arc<Membership>,
+    live: Arc<LiveFeed>,
 }
 
 impl AppState {
@@ -53,6 +56,7 @@ impl AppState {
         max_body_bytes: usize,
         api_token: Option<String>,
         membership: Arc<Membership>,
+        live: Arc<LiveFeed>,
     ) -> Self {
         let budget = max_body_bytes.saturating_mul(BODY_BUDGET_IN_MAX_BODIES);
         AppState {
@@ -64,6 +68,7 @@ impl AppState {
                 body_budget: Semaphore::new(budget.min(Semaphore::MAX_PERMITS)),
                 api_token,
                 membership,
+                live,
             }),
         }
     }
@@ -78,6 +83,7 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/api/v1/cluster", get(ops::cluster))
+        .route("/api/v1/tail", get(tail::tail))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), require_token))

@@ -10,6 +10,7 @@
 use crate::cluster::{ClusterError, Member, Membership};
 use crate::eventlog::{EventLogFile, Rotation};
 use crate::http::{self, AppState};
+use crate::live::LiveFeed;
 use crate::pipeline::{EventLogSink, Pipeline, StoreSink};
 use crate::queue::jetstream::{JetStreamQueue, JetStreamSettings};
 use crate::queue::local::LocalQueue;
@@ -51,6 +52,8 @@ pub struct NodeConfig {
     pub cluster: Option<ClusterConfig>,
     /// The URL others reach this node at; `None`: `http://<bound address>`.
     pub advertise: Option<String>,
+    /// Events a live tail client may fall behind before it is dropped.
+    pub tail_buffer: usize,
 }
 
 /// The cluster shape's settings (`--nats` and friends).
@@ -111,6 +114,7 @@ impl NodeConfig {
             log_format: LogFormat::Human,
             cluster: None,
             advertise: None,
+            tail_buffer: crate::live::DEFAULT_CLIENT_BUFFER,
         }
     }
 
@@ -178,6 +182,9 @@ impl Node {
             .clone()
             .unwrap_or_else(|| format!("http://{addr}"));
         let me = Member::new(&config.node_name, &advertise);
+        let live = Arc::new(LiveFeed::new(config.tail_buffer, config.cluster.is_none()));
+        let (stop_writers, writers_stopped) = watch::channel(false);
+        let mut live_follower = None;
         let (queue, membership): (Arc<dyn IngestQueue>, Membership) = match &config.cluster {
             None => {
                 let queue_dir = config.queue_dir();
@@ -202,6 +209,7 @@ impl Node {
                     node_name: config.node_name.clone(),
                 };
                 let queue = JetStreamQueue::connect(settings, floor).await?;
+                live_follower = Some(queue.follow_live(live.clone(), writers_stopped.clone()));
                 let membership = Membership::join(
                     queue.jetstream(),
                     &cluster.membership_bucket(),
@@ -215,7 +223,6 @@ impl Node {
         let membership = Arc::new(membership);
         let store = store::open(&config.database).await?;
 
-        let (stop_writers, writers_stopped) = watch::channel(false);
         let store_writer = Pipeline::new(
             queue.consumer(ConsumerRole::Store).await?,
             StoreSink {
@@ -239,11 +246,12 @@ impl Node {
         };
         let heartbeats = membership.clone();
         let heartbeats_stopped = writers_stopped.clone();
-        let writers = vec![
+        let mut writers = vec![
             tokio::spawn(store_writer.run(writers_stopped.clone())),
             tokio::spawn(event_log_writer.run(writers_stopped)),
             tokio::spawn(async move { heartbeats.run(heartbeats_stopped).await }),
         ];
+        writers.extend(live_follower);
 
         let state = AppState::new(
             config.node_name.clone(),
@@ -252,6 +260,7 @@ impl Node {
             config.max_body_bytes,
             config.api_token.clone(),
             membership,
+            live,
         );
         let (stop_http, mut http_stopped) = watch::channel(false);
         let server = tokio::spawn(async move {

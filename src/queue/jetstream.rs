@@ -208,6 +208,32 @@ impl JetStreamQueue {
         }
     }
 
+    /// Follows the stream from its newest message and offers every event to `feed` until
+    /// `shutdown`, so this node's live clients see what every node accepted. An ordered
+    /// consumer acknowledges nothing, so it holds no message back from the other consumers.
+    pub fn follow_live(
+        &self,
+        feed: Arc<crate::live::LiveFeed>,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
+        let jetstream = self.jetstream.clone();
+        let stream_name = self.settings.stream.clone();
+        tokio::spawn(async move {
+            let follow = async {
+                loop {
+                    if let Err(error) = follow_once(&jetstream, &stream_name, &feed).await {
+                        tracing::debug!(%error, "The live feed lost the stream; following again.");
+                    }
+                    tokio::time::sleep(DEPTH_REFRESH).await;
+                }
+            };
+            tokio::select! {
+                _ = follow => {}
+                _ = shutdown.wait_for(|stop| *stop) => {}
+            }
+        })
+    }
+
     /// The JetStream context, shared with membership.
     pub fn jetstream(&self) -> &jetstream::Context {
         &self.jetstream
@@ -320,6 +346,40 @@ impl JetStreamQueue {
             ))),
         }
     }
+}
+
+/// Offers every event of every new message to `feed`, until the consumer fails.
+async fn follow_once(
+    jetstream: &jetstream::Context,
+    stream_name: &str,
+    feed: &crate::live::LiveFeed,
+) -> Result<(), String> {
+    let stream = jetstream
+        .get_stream_no_info(stream_name)
+        .await
+        .map_err(|e| e.to_string())?;
+    let consumer = stream
+        .create_consumer(pull::OrderedConfig {
+            deliver_policy: DeliverPolicy::New,
+            description: Some("logmesh live tail".to_owned()),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
+    while let Some(message) = messages.next().await {
+        let message = message.map_err(|e| e.to_string())?;
+        if !feed.has_clients() {
+            continue;
+        }
+        let seq = message.info().map(|info| info.stream_sequence).unwrap_or(0);
+        if let Ok(events) = unpack(&message.payload, seq) {
+            for event in events {
+                feed.offer(event.event);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Packs events into NDJSON payloads of at most `limit` bytes, in order, each with its message

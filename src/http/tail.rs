@@ -1,0 +1,122 @@
+//! `GET /api/v1/tail?service=&severity=`: newly accepted events as Server-Sent Events.
+//!
+//! Each event is an SSE event named `log` whose id is the event id and whose data is one JSON
+//! object (the event log line without `seq`). A client that falls further behind than the
+//! node's per-client buffer gets a final event named `dropped` and the stream ends; ingest
+//! never waits for a client.
+
+use super::AppState;
+use super::error::ApiError;
+use crate::event::{Event, Severity, format_us};
+use crate::live::{LiveFilter, LiveItem};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use futures_util::{Stream, StreamExt};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use std::convert::Infallible;
+use std::time::Duration;
+
+/// Comment lines sent while nothing happens, so proxies keep the connection open.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TailParams {
+    /// Comma-separated services; all when absent.
+    service: Option<String>,
+    /// Comma-separated severities (names or aliases); all when absent.
+    severity: Option<String>,
+}
+
+#[derive(Serialize)]
+struct LiveEvent<'a> {
+    ts: String,
+    severity: &'a str,
+    service: &'a str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attributes: Option<&'a RawValue>,
+    id: &'a str,
+    node: &'a str,
+}
+
+fn to_sse(item: LiveItem) -> SseEvent {
+    match item {
+        LiveItem::Event(event) => {
+            let event: &Event = &event;
+            let data = LiveEvent {
+                ts: format_us(event.ts_us),
+                severity: event.severity.as_str(),
+                service: &event.service,
+                message: &event.message,
+                attributes: event.attributes.as_deref(),
+                id: &event.id,
+                node: &event.node,
+            };
+            SseEvent::default()
+                .event("log")
+                .id(event.id.clone())
+                .json_data(data)
+                .expect("events serialise")
+        }
+        LiveItem::Dropped { missed } => SseEvent::default().event("dropped").data(
+            serde_json::json!({
+                "reason": "the client fell too far behind the live feed",
+                "missed": missed,
+            })
+            .to_string(),
+        ),
+    }
+}
+
+fn parse_filter(params: &TailParams) -> Result<LiveFilter, ApiError> {
+    let list = |value: &Option<String>| -> Option<Vec<String>> {
+        value
+            .as_ref()
+            .map(|v| v.split(',').map(|s| s.trim().to_owned()).collect())
+    };
+    let services = list(&params.service);
+    if let Some(services) = &services
+        && services.iter().any(String::is_empty)
+    {
+        return Err(ApiError::bad_request(
+            "parameter `service`: empty service name",
+        ));
+    }
+    let severities = match list(&params.severity) {
+        None => None,
+        Some(names) => Some(
+            names
+                .iter()
+                .map(|name| {
+                    Severity::from_name(name).ok_or_else(|| {
+                        ApiError::bad_request(format!(
+                            "parameter `severity`: unknown severity `{name}` (use trace, debug, \
+                             info, warn, error or fatal)"
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+    };
+    Ok(LiveFilter {
+        services,
+        severities,
+    })
+}
+
+pub async fn tail(
+    State(state): State<AppState>,
+    params: Result<Query<TailParams>, QueryRejection>,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let Query(params) = params.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let filter = parse_filter(&params)?;
+    let stream = state
+        .inner
+        .live
+        .subscribe(filter)
+        .map(|item| Ok(to_sse(item)));
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
+}
