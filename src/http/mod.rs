@@ -8,6 +8,7 @@
 
 pub mod error;
 mod ingest;
+mod metrics;
 mod ops;
 mod tail;
 
@@ -84,6 +85,11 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/api/v1/cluster", get(ops::cluster))
         .route("/api/v1/tail", get(tail::tail))
+        .route(
+            "/metrics",
+            get(metrics::exposition).post(metrics::increment),
+        )
+        .route("/metrics/query", get(metrics::query))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), require_token))

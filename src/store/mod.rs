@@ -24,6 +24,7 @@ pub mod mysql;
 pub mod postgres;
 pub mod sqlite;
 
+use crate::counters::{Counter, CounterKey};
 use crate::event::Event;
 use async_trait::async_trait;
 use serde::Serialize;
@@ -40,6 +41,30 @@ pub struct SeverityCount {
     pub service: String,
     pub severity: String,
     pub count: i64,
+}
+
+/// The message of an increment refused because the counter would pass `i64::MAX`.
+pub fn counter_overflow(key: &CounterKey, by: i64) -> StoreError {
+    StoreError::Rejected(format!(
+        "`by`: adding {by} to counter {} would pass the largest value, {}",
+        key.name,
+        i64::MAX
+    ))
+}
+
+/// A stored counter row back into a [`Counter`].
+pub fn counter_from_row(
+    name: String,
+    labels_json: &str,
+    value: i64,
+) -> Result<Counter, StoreError> {
+    let labels = serde_json::from_str(labels_json)
+        .map_err(|e| StoreError::Database(format!("counter {name} has unreadable labels: {e}")))?;
+    Ok(Counter {
+        name,
+        labels,
+        value,
+    })
 }
 
 /// What a batch write did.
@@ -59,6 +84,9 @@ pub enum StoreError {
     Migration { version: i64, reason: String },
     #[error("database error: {0}")]
     Database(String),
+    /// The request cannot be carried out as asked (e.g. a counter would overflow).
+    #[error("{0}")]
+    Rejected(String),
 }
 
 #[async_trait]
@@ -71,6 +99,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// A real round trip to the database.
     async fn health(&self) -> Result<(), StoreError>;
+
+    /// Adds `by` (≥ 0) to the counter `key`, creating it at 0 first if new, atomically; returns
+    /// the new value. An increment that would pass `i64::MAX` is refused and changes nothing.
+    async fn increment_counter(&self, key: &CounterKey, by: i64) -> Result<i64, StoreError>;
+
+    /// Every counter, ordered by name, then by its canonical labels.
+    async fn counters(&self) -> Result<Vec<Counter>, StoreError>;
 }
 
 /// Where the store lives, parsed from `--database`.

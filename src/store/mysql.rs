@@ -29,9 +29,10 @@
 
 use super::{
     ACQUIRE_TIMEOUT, BatchOutcome, CONNECT_TIMEOUT, MAX_CONNECTIONS, MIGRATION_LOCK_TIMEOUT,
-    SeverityCount, Store, StoreError, health_check, log_if_slow, redact_url, sqlx_error, tally,
-    unique_by_id,
+    SeverityCount, Store, StoreError, counter_from_row, counter_overflow, health_check,
+    log_if_slow, redact_url, sqlx_error, tally, unique_by_id,
 };
+use crate::counters::{Counter, CounterKey};
 use crate::event::Event;
 use async_trait::async_trait;
 use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOptions};
@@ -43,10 +44,11 @@ use std::time::Instant;
 
 /// Schema migrations, applied in order once each; never edit one that has shipped. Every
 /// statement must be safe to re-run (see the module docs).
-const MIGRATIONS: &[(i64, &[&str])] = &[(
-    1,
-    &[
-        "CREATE TABLE IF NOT EXISTS service_logs (
+const MIGRATIONS: &[(i64, &[&str])] = &[
+    (
+        1,
+        &[
+            "CREATE TABLE IF NOT EXISTS service_logs (
             row_id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
             id VARCHAR(128) NOT NULL,
             ts_us BIGINT NOT NULL,
@@ -58,14 +60,24 @@ const MIGRATIONS: &[(i64, &[&str])] = &[(
             received_us BIGINT NOT NULL,
             UNIQUE KEY service_logs_id (id)
         ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin",
-        "CREATE TABLE IF NOT EXISTS service_severity (
+            "CREATE TABLE IF NOT EXISTS service_severity (
             service VARCHAR(128) NOT NULL,
             severity VARCHAR(16) NOT NULL,
             count BIGINT NOT NULL,
             PRIMARY KEY (service, severity)
         ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin",
-    ],
-)];
+        ],
+    ),
+    (
+        3,
+        &["CREATE TABLE IF NOT EXISTS counters (
+            `key` CHAR(36) NOT NULL PRIMARY KEY,
+            name VARCHAR(200) NOT NULL,
+            labels LONGTEXT NOT NULL,
+            value BIGINT NOT NULL
+        ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin"],
+    ),
+];
 
 /// Bound parameters per statement allowed by the MySQL protocol.
 const MAX_PLACEHOLDERS: usize = 65_535;
@@ -309,6 +321,56 @@ impl Store for MysqlStore {
             })
             .collect::<Result<_, sqlx::Error>>()
             .map_err(|e| self.error(e))
+    }
+
+    async fn increment_counter(&self, key: &CounterKey, by: i64) -> Result<i64, StoreError> {
+        // MySQL has no RETURNING for an upsert: read the value back inside the transaction,
+        // while the upsert's row lock keeps every other increment out.
+        let mut transaction = self.pool.begin().await.map_err(|e| self.error(e))?;
+        let upserted = sqlx::query(
+            "INSERT INTO counters (`key`, name, labels, value) VALUES (?, ?, ?, ?)
+             ON DUPLICATE KEY UPDATE value = value + VALUES(value)",
+        )
+        .bind(key.storage_key())
+        .bind(&key.name)
+        .bind(key.labels_json())
+        .bind(by)
+        .execute(&mut *transaction)
+        .await;
+        if let Err(error) = upserted {
+            // 1690: "BIGINT value is out of range".
+            let out_of_range = error
+                .as_database_error()
+                .and_then(|e| e.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>())
+                .is_some_and(|e| e.number() == 1690);
+            return Err(if out_of_range {
+                counter_overflow(key, by)
+            } else {
+                self.error(error)
+            });
+        }
+        let value: i64 = sqlx::query_scalar("SELECT value FROM counters WHERE `key` = ?")
+            .bind(key.storage_key())
+            .fetch_one(&mut *transaction)
+            .await
+            .map_err(|e| self.error(e))?;
+        transaction.commit().await.map_err(|e| self.error(e))?;
+        Ok(value)
+    }
+
+    async fn counters(&self) -> Result<Vec<Counter>, StoreError> {
+        let rows = sqlx::query("SELECT name, labels, value FROM counters ORDER BY name, labels")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.error(e))?;
+        rows.iter()
+            .map(|row| {
+                let name: String = row.try_get(0).map_err(|e| self.error(e))?;
+                let labels: String = row.try_get(1).map_err(|e| self.error(e))?;
+                let value: i64 = row.try_get(2).map_err(|e| self.error(e))?;
+                counter_from_row(name, &labels, value)
+            })
+            .collect()
     }
 
     async fn health(&self) -> Result<(), StoreError> {

@@ -21,9 +21,10 @@
 
 use super::{
     ACQUIRE_TIMEOUT, BatchOutcome, CONNECT_TIMEOUT, MAX_CONNECTIONS, MIGRATION_LOCK_TIMEOUT,
-    SeverityCount, Store, StoreError, health_check, log_if_slow, redact_url, sqlx_error, tally,
-    unique_by_id,
+    SeverityCount, Store, StoreError, counter_from_row, counter_overflow, health_check,
+    log_if_slow, redact_url, sqlx_error, tally, unique_by_id,
 };
+use crate::counters::{Counter, CounterKey};
 use crate::event::Event;
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
@@ -39,10 +40,11 @@ use std::time::Instant;
 /// JSON text), as SQLite and MySQL do, and JSONB would refuse `\u0000` in a string (failing
 /// the batch for ever) and rewrite the text. Attribute queries can add an expression index on
 /// `attributes::jsonb` later without rewriting rows.
-const MIGRATIONS: &[(i64, &[&str])] = &[(
-    1,
-    &[
-        "CREATE TABLE service_logs (
+const MIGRATIONS: &[(i64, &[&str])] = &[
+    (
+        1,
+        &[
+            "CREATE TABLE service_logs (
             row_id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
             id TEXT NOT NULL UNIQUE,
             ts_us BIGINT NOT NULL,
@@ -53,14 +55,24 @@ const MIGRATIONS: &[(i64, &[&str])] = &[(
             node TEXT NOT NULL,
             received_us BIGINT NOT NULL
         )",
-        "CREATE TABLE service_severity (
+            "CREATE TABLE service_severity (
             service TEXT NOT NULL,
             severity TEXT NOT NULL,
             count BIGINT NOT NULL,
             PRIMARY KEY (service, severity)
         )",
-    ],
-)];
+        ],
+    ),
+    (
+        3,
+        &["CREATE TABLE counters (
+            key UUID PRIMARY KEY,
+            name TEXT NOT NULL,
+            labels TEXT NOT NULL,
+            value BIGINT NOT NULL
+        )"],
+    ),
+];
 
 /// The advisory lock key every logmesh node takes to migrate ("logmesh" in ASCII). Advisory
 /// locks are scoped to the database, so databases on one server do not wait for each other.
@@ -267,6 +279,42 @@ impl Store for PostgresStore {
             })
             .collect::<Result<_, sqlx::Error>>()
             .map_err(|e| self.error(e))
+    }
+
+    async fn increment_counter(&self, key: &CounterKey, by: i64) -> Result<i64, StoreError> {
+        // The WHERE keeps an overflowing update from happening; no row comes back then.
+        let value: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO counters (key, name, labels, value) VALUES ($1::uuid, $2, $3, $4)
+             ON CONFLICT (key) DO UPDATE SET value = counters.value + EXCLUDED.value
+             WHERE counters.value <= 9223372036854775807 - EXCLUDED.value
+             RETURNING value",
+        )
+        .bind(key.storage_key())
+        .bind(&key.name)
+        .bind(key.labels_json())
+        .bind(by)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| self.error(e))?;
+        value.ok_or_else(|| counter_overflow(key, by))
+    }
+
+    async fn counters(&self) -> Result<Vec<Counter>, StoreError> {
+        let rows = sqlx::query(
+            r#"SELECT name, labels, value FROM counters
+               ORDER BY name COLLATE "C", labels COLLATE "C""#,
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.error(e))?;
+        rows.iter()
+            .map(|row| {
+                let name: String = row.try_get(0).map_err(|e| self.error(e))?;
+                let labels: String = row.try_get(1).map_err(|e| self.error(e))?;
+                let value: i64 = row.try_get(2).map_err(|e| self.error(e))?;
+                counter_from_row(name, &labels, value)
+            })
+            .collect()
     }
 
     async fn health(&self) -> Result<(), StoreError> {

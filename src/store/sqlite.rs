@@ -5,7 +5,8 @@
 //! `synchronous=FULL` because the ingest queue forgets a batch once its commit returns: the
 //! commit itself must survive a power cut.
 
-use super::{BatchOutcome, SeverityCount, Store, StoreError};
+use super::{BatchOutcome, SeverityCount, Store, StoreError, counter_from_row, counter_overflow};
+use crate::counters::{Counter, CounterKey};
 use crate::event::Event;
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
@@ -14,9 +15,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 /// Schema migrations, applied in order once each; never edit one that has shipped.
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    "CREATE TABLE service_logs (
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        "CREATE TABLE service_logs (
         row_id INTEGER PRIMARY KEY,
         id TEXT NOT NULL UNIQUE,
         ts_us INTEGER NOT NULL,
@@ -33,7 +35,17 @@ const MIGRATIONS: &[(i64, &str)] = &[(
         count INTEGER NOT NULL,
         PRIMARY KEY (service, severity)
     ) WITHOUT ROWID;",
-)];
+    ),
+    (
+        3,
+        "CREATE TABLE counters (
+        key TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        labels TEXT NOT NULL,
+        value INTEGER NOT NULL
+    ) WITHOUT ROWID;",
+    ),
+];
 
 pub struct SqliteStore {
     writer: Arc<Mutex<Connection>>,
@@ -211,6 +223,53 @@ impl Store for SqliteStore {
                 })
                 .map_err(database_error)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(database_error)
+        })
+        .await
+    }
+
+    async fn increment_counter(&self, key: &CounterKey, by: i64) -> Result<i64, StoreError> {
+        let key = key.clone();
+        with_connection(&self.writer, move |connection| {
+            // The WHERE keeps an overflowing update from happening (SQLite would turn the sum
+            // into a float); no row comes back then.
+            let value: Option<i64> = connection
+                .prepare_cached(
+                    "INSERT INTO counters (key, name, labels, value) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (key) DO UPDATE SET value = value + excluded.value
+                     WHERE value <= 9223372036854775807 - excluded.value
+                     RETURNING value",
+                )
+                .map_err(database_error)?
+                .query_row(
+                    params![key.storage_key(), key.name, key.labels_json(), by],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(database_error)?;
+            value.ok_or_else(|| counter_overflow(&key, by))
+        })
+        .await
+    }
+
+    async fn counters(&self) -> Result<Vec<Counter>, StoreError> {
+        with_connection(&self.reader, |connection| {
+            let mut query = connection
+                .prepare_cached("SELECT name, labels, value FROM counters ORDER BY name, labels")
+                .map_err(database_error)?;
+            let rows = query
+                .query_map([], |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, i64>(2)?,
+                    ))
+                })
+                .map_err(database_error)?;
+            rows.map(|row| {
+                let (name, labels, value) = row.map_err(database_error)?;
+                counter_from_row(name, &labels, value)
+            })
+            .collect()
         })
         .await
     }

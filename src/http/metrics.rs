@@ -1,0 +1,143 @@
+//! Counters over HTTP: `POST /metrics` (increment), `GET /metrics` (Prometheus text, or JSON
+//! with `Accept: application/json`) and `GET /metrics/query?expression=` (the PromQL subset of
+//! [`crate::counters`], answered in the Prometheus HTTP API shape).
+
+use super::AppState;
+use super::error::ApiError;
+use crate::counters::{self, Counter, CounterKey, Family, Sample};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+/// The content type of the Prometheus text format.
+const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Increment {
+    name: String,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    /// Checked by hand: serde would accept 1.0 for a float or wrap a negative number.
+    by: Option<Value>,
+}
+
+fn parse_increment(body: &[u8]) -> Result<(CounterKey, i64), ApiError> {
+    let increment: Increment = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the body must be {{\"name\": \"...\", \"labels\": {{\"label\": \"value\"}}, \"by\": 1}}: {e}"
+        ))
+    })?;
+    let by = match &increment.by {
+        None => 1,
+        Some(Value::Number(n)) => n.as_i64().filter(|n| *n >= 0).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "`by`: {n} is not an integer from 0 to {}",
+                i64::MAX
+            ))
+        })?,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "`by`: {other} is not an integer from 0 to {}",
+                i64::MAX
+            )));
+        }
+    };
+    let key = CounterKey::new(&increment.name, increment.labels)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    Ok((key, by))
+}
+
+pub async fn increment(
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let (key, by) = parse_increment(&body)?;
+    let value = state.inner.store.increment_counter(&key, by).await?;
+    Ok(Json(
+        json!({"name": key.name, "labels": key.labels, "value": value}),
+    ))
+}
+
+/// Stored counters plus `logmesh_events_total`, as families.
+async fn all_families(state: &AppState) -> Result<(Vec<Counter>, Vec<Family>), ApiError> {
+    let (counters, severities) = tokio::try_join!(
+        state.inner.store.counters(),
+        state.inner.store.severity_counts()
+    )?;
+    let mut families = counters::families(&counters);
+    families.push(Family {
+        name: "logmesh_events_total".into(),
+        help: "Events stored, by service and severity (the service_severity table).".into(),
+        samples: severities
+            .iter()
+            .map(|row| Sample {
+                labels: BTreeMap::from([
+                    ("service".to_owned(), row.service.clone()),
+                    ("severity".to_owned(), row.severity.clone()),
+                ]),
+                value: row.count as f64,
+            })
+            .collect(),
+    });
+    Ok((counters, families))
+}
+
+pub async fn exposition(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (counters, families) = all_families(&state).await?;
+    let wants_json = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("application/json"));
+    if wants_json {
+        return Ok(Json(json!({"counters": counters})).into_response());
+    }
+    let mut response = counters::render_counters(&families).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(TEXT_FORMAT));
+    Ok(response)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryParams {
+    expression: Option<String>,
+}
+
+pub async fn query(
+    State(state): State<AppState>,
+    params: Result<Query<QueryParams>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(params) = params.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let expression = params
+        .expression
+        .filter(|e| !e.trim().is_empty())
+        .ok_or_else(|| ApiError::bad_request("parameter `expression` is required"))?;
+    let expr =
+        counters::parse_query(&expression).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let (_, families) = all_families(&state).await?;
+    let now = crate::event::now_us() as f64 / 1e6;
+    let result: Vec<Value> = counters::evaluate(&expr, &counters::series(&families))
+        .into_iter()
+        .map(|sample| {
+            json!({
+                "metric": sample.labels,
+                "value": [now, counters::format_value(sample.value)],
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "status": "success",
+        "data": {"resultType": "vector", "result": result},
+    })))
+}
