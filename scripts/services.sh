@@ -14,6 +14,7 @@
 #   LOGMESH_TEST_MYSQL_URL           mysql://root@127.0.0.1:PORT/mysql (root, no password)
 #   LOGMESH_TEST_MARIADB_INSTALL_DB  the mariadb-install-db script
 #   LOGMESH_TEST_MARIADBD            the mariadbd server binary
+#   LOGMESH_TEST_PYTHONPATH          where PyPI's prometheus_client (the reference text parser) is
 #
 # The caller must run `logmesh_services_stop` on exit (scripts/test.sh sets a trap): it stops
 # and removes every throwaway this file started, and nothing else.
@@ -337,8 +338,28 @@ logmesh_services_mariadb() {
   echo "services: MariaDB: throwaway MariaDB $("$mariadbd" --version | sed 's/.*Ver \([^ ]*\).*/\1/') at 127.0.0.1:$port ($LOGMESH_TEST_MYSQL_URL; nothing answered at 127.0.0.1:${LOGMESH_MYSQL_PORT:-3306} as root without a password)"
 }
 
+LOGMESH_PROMETHEUS_CLIENT_VERSION=0.21.1
+
+# The reference parser of the Prometheus text format, for the exposition tests: PyPI's
+# prometheus_client in a folder of our own (--target keeps clear of the system's packages).
+logmesh_services_prometheus_parser() {
+  local dir
+  dir="${LOGMESH_TOOLS_DIR:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/logmesh-tools}/prometheus-client-$LOGMESH_PROMETHEUS_CLIENT_VERSION"
+  if ! PYTHONPATH="$dir" python3 -c 'import prometheus_client.parser' >/dev/null 2>&1; then
+    if ! python3 -m pip --version >/dev/null 2>&1; then
+      logmesh_svc_apt_install python3-pip >&2
+    fi
+    python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location --root-user-action=ignore \
+      --upgrade --target "$dir" "prometheus_client==$LOGMESH_PROMETHEUS_CLIENT_VERSION" >&2 \
+      || logmesh_svc_fail "pip could not install prometheus_client==$LOGMESH_PROMETHEUS_CLIENT_VERSION"
+  fi
+  export LOGMESH_TEST_PYTHONPATH="$dir"
+  echo "services: Prometheus text parser: prometheus_client $LOGMESH_PROMETHEUS_CLIENT_VERSION in $dir"
+}
+
 logmesh_services_start() {
   logmesh_svc_have python3 || logmesh_svc_apt_install python3 python3-pip
+  logmesh_services_prometheus_parser
   logmesh_services_nats
   logmesh_services_postgres
   logmesh_services_mariadb
