@@ -31,7 +31,12 @@ pub struct RawEventParams {
 async fn append(state: &AppState, events: Vec<Event>) -> Result<(), ApiError> {
     let live = &state.inner.live;
     let offered = (live.fed_by_ingest() && live.has_clients()).then(|| events.clone());
-    state.inner.queue.append(events).await?;
+    let count = events.len();
+    if let Err(error) = state.inner.queue.append(events).await {
+        state.inner.metrics.events_refused(count);
+        return Err(error.into());
+    }
+    state.inner.metrics.events_accepted(count);
     for event in offered.into_iter().flatten() {
         live.offer(Arc::new(event));
     }

@@ -101,7 +101,9 @@ pub async fn exposition(
     if wants_json {
         return Ok(Json(json!({"counters": counters})).into_response());
     }
-    let mut response = counters::render_counters(&families).into_response();
+    let mut text = counters::render_counters(&families);
+    text.push_str(&state.inner.metrics.render(state.inner.queue.depth()));
+    let mut response = text.into_response();
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(TEXT_FORMAT));

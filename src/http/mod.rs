@@ -14,6 +14,7 @@ mod tail;
 
 use crate::cluster::Membership;
 use crate::live::LiveFeed;
+use crate::node::metrics::NodeMetrics;
 use crate::queue::IngestQueue;
 use crate::store::Store;
 use axum::Router;
@@ -47,6 +48,7 @@ struct AppInner {
     api_token: Option<String>,
     membership: Arc<Membership>,
     live: Arc<LiveFeed>,
+    metrics: Arc<NodeMetrics>,
 }
 
 impl AppState {
@@ -58,6 +60,7 @@ impl AppState {
         api_token: Option<String>,
         membership: Arc<Membership>,
         live: Arc<LiveFeed>,
+        metrics: Arc<NodeMetrics>,
     ) -> Self {
         let budget = max_body_bytes.saturating_mul(BODY_BUDGET_IN_MAX_BODIES);
         AppState {
@@ -70,6 +73,7 @@ impl AppState {
                 api_token,
                 membership,
                 live,
+                metrics,
             }),
         }
     }
@@ -93,12 +97,44 @@ pub fn app(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .layer(middleware::from_fn_with_state(state.clone(), count_request))
         // Shedding load (503) is expected behaviour, not an error worth a log line per request.
         .layer(
             TraceLayer::new_for_http()
                 .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
         )
         .with_state(state)
+}
+
+/// Every route, as the `route` label of `logmesh_http_requests_total`; other paths count as
+/// `other`, so a scan of random URLs cannot grow the label set.
+const ROUTES: &[&str] = &[
+    "/event",
+    "/api/v1/logs",
+    "/api/v1/logs/stats",
+    "/healthz",
+    "/readyz",
+    "/api/v1/cluster",
+    "/api/v1/tail",
+    "/metrics",
+    "/metrics/query",
+];
+
+/// Counts every answered request (401s and 404s included) in the node's metrics.
+async fn count_request(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    let route = ROUTES
+        .iter()
+        .find(|route| **route == path)
+        .copied()
+        .unwrap_or("other");
+    let method = request.method().as_str().to_owned();
+    let response = next.run(request).await;
+    state
+        .inner
+        .metrics
+        .http_request(route, &method, response.status().as_u16());
+    response
 }
 
 async fn not_found() -> ApiError {

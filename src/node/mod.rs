@@ -7,6 +7,8 @@
 //! node accept requests. Shutdown runs the other way: stop accepting, let the writers drain
 //! the queue into the store and the event log, stop the queue.
 
+pub mod metrics;
+
 use crate::cluster::{ClusterError, Member, Membership};
 use crate::eventlog::{EventLogFile, Rotation};
 use crate::http::{self, AppState};
@@ -182,6 +184,7 @@ impl Node {
             .clone()
             .unwrap_or_else(|| format!("http://{addr}"));
         let me = Member::new(&config.node_name, &advertise);
+        let metrics = Arc::new(metrics::NodeMetrics::new());
         let live = Arc::new(LiveFeed::new(config.tail_buffer, config.cluster.is_none()));
         let (stop_writers, writers_stopped) = watch::channel(false);
         let mut live_follower = None;
@@ -230,13 +233,15 @@ impl Node {
             },
             config.batch_size,
             config.flush_interval,
-        );
+        )
+        .with_metrics(metrics.clone());
         let event_log_writer = Pipeline::new(
             queue.consumer(ConsumerRole::EventLog).await?,
             EventLogSink::new(event_log),
             config.batch_size,
             config.flush_interval,
-        );
+        )
+        .with_metrics(metrics.clone());
         let (store_writer, event_log_writer) = match config.cluster {
             None => (store_writer, event_log_writer),
             Some(_) => (
@@ -261,6 +266,7 @@ impl Node {
             config.api_token.clone(),
             membership,
             live,
+            metrics,
         );
         let (stop_http, mut http_stopped) = watch::channel(false);
         let server = tokio::spawn(async move {

@@ -10,6 +10,7 @@
 //! - Only fetching is ever cancelled (by shutdown); a write in progress always completes.
 
 use crate::eventlog::EventLogFile;
+use crate::node::metrics::NodeMetrics;
 use crate::queue::{Batch, QueueConsumer, QueueError};
 use crate::store::Store;
 use async_trait::async_trait;
@@ -57,6 +58,7 @@ pub struct Pipeline<S> {
     pending: Option<Batch>,
     /// Whether shutdown first delivers everything the queue holds (see [`Pipeline::run`]).
     drain: bool,
+    metrics: Option<Arc<NodeMetrics>>,
 }
 
 impl<S: BatchSink> Pipeline<S> {
@@ -73,7 +75,14 @@ impl<S: BatchSink> Pipeline<S> {
             flush_interval,
             pending: None,
             drain: true,
+            metrics: None,
         }
+    }
+
+    /// Records batch sizes and write durations in the node's metrics.
+    pub fn with_metrics(mut self, metrics: Arc<NodeMetrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Stops at shutdown without draining the queue: for a shared queue (the cluster shape),
@@ -102,6 +111,9 @@ impl<S: BatchSink> Pipeline<S> {
         let started = Instant::now();
         match self.sink.write(&batch).await {
             Ok(new) => {
+                if let Some(metrics) = &self.metrics {
+                    metrics.batch_written(self.sink.name(), batch.len(), started.elapsed());
+                }
                 self.consumer.ack(&batch).await?;
                 tracing::debug!(
                     sink = self.sink.name(),

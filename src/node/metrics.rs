@@ -1,0 +1,212 @@
+//! The node's own operational metrics, on the official Prometheus client (`prometheus-client`):
+//! one registry per node, so several nodes in one process (the tests) never mix their figures.
+//! Rendered after the stored counters by `GET /metrics`.
+
+use crate::queue::QueueDepth;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::time::Duration;
+
+type Labels = Vec<(&'static str, String)>;
+
+fn batch_size_histogram() -> Histogram {
+    // 1 … 262,144 events.
+    Histogram::new(exponential_buckets(1.0, 4.0, 10))
+}
+
+fn duration_histogram() -> Histogram {
+    // 0.5 ms … ~16 s.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+pub struct NodeMetrics {
+    registry: Registry,
+    ingest_events: Family<Labels, Counter>,
+    batch_events: Family<Labels, Histogram>,
+    batch_seconds: Family<Labels, Histogram>,
+    http_requests: Family<Labels, Counter>,
+    queue_events: Gauge,
+    queue_bytes: Gauge,
+}
+
+impl Default for NodeMetrics {
+    fn default() -> Self {
+        NodeMetrics::new()
+    }
+}
+
+impl NodeMetrics {
+    pub fn new() -> NodeMetrics {
+        let mut registry = Registry::with_prefix("logmesh");
+        let ingest_events = Family::<Labels, Counter>::default();
+        registry.register(
+            "ingest_events",
+            "Events this node accepted (outcome=accepted) or had to refuse after parsing them \
+             (outcome=refused: queue full or unavailable)",
+            ingest_events.clone(),
+        );
+        let batch_events =
+            Family::<Labels, Histogram>::new_with_constructor(batch_size_histogram as fn() -> _);
+        registry.register(
+            "batch_events",
+            "Events per batch written by this node's writers, by sink",
+            batch_events.clone(),
+        );
+        let batch_seconds =
+            Family::<Labels, Histogram>::new_with_constructor(duration_histogram as fn() -> _);
+        registry.register(
+            "batch_write_seconds",
+            "Time to write (flush) one batch, by sink",
+            batch_seconds.clone(),
+        );
+        let http_requests = Family::<Labels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests this node answered, by route, method and status",
+            http_requests.clone(),
+        );
+        let queue_events = Gauge::default();
+        registry.register(
+            "queue_depth_events",
+            "Events accepted but not yet written by every consumer (cluster: stream messages)",
+            queue_events.clone(),
+        );
+        let queue_bytes = Gauge::default();
+        registry.register(
+            "queue_depth_bytes",
+            "Bytes accepted but not yet written by every consumer",
+            queue_bytes.clone(),
+        );
+        NodeMetrics {
+            registry,
+            ingest_events,
+            batch_events,
+            batch_seconds,
+            http_requests,
+            queue_events,
+            queue_bytes,
+        }
+    }
+
+    pub fn events_accepted(&self, events: usize) {
+        self.ingest_events
+            .get_or_create(&vec![("outcome", "accepted".to_owned())])
+            .inc_by(events as u64);
+    }
+
+    pub fn events_refused(&self, events: usize) {
+        self.ingest_events
+            .get_or_create(&vec![("outcome", "refused".to_owned())])
+            .inc_by(events as u64);
+    }
+
+    pub fn batch_written(&self, sink: &str, events: usize, took: Duration) {
+        let labels = vec![("sink", sink.to_owned())];
+        self.batch_events
+            .get_or_create(&labels)
+            .observe(events as f64);
+        self.batch_seconds
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn http_request(&self, route: &str, method: &str, status: u16) {
+        self.http_requests
+            .get_or_create(&vec![
+                ("route", route.to_owned()),
+                ("method", method.to_owned()),
+                ("status", status.to_string()),
+            ])
+            .inc();
+    }
+
+    /// The registry in the Prometheus text format 0.0.4, like the rest of `GET /metrics`.
+    pub fn render(&self, depth: QueueDepth) -> String {
+        self.queue_events.set(depth.events as i64);
+        self.queue_bytes.set(depth.bytes as i64);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String does not fail");
+        openmetrics_to_text_format(&text)
+    }
+}
+
+/// The client writes OpenMetrics, where a counter family `x` has samples `x_total` and the text
+/// ends with `# EOF`. In the 0.0.4 text format a family is named like its samples, so counter
+/// families are renamed `x_total` in their HELP and TYPE lines, and `# EOF` is dropped (the
+/// response goes on after it).
+fn openmetrics_to_text_format(openmetrics: &str) -> String {
+    let counters: Vec<&str> = openmetrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(&name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_instrument_renders() {
+        let metrics = NodeMetrics::new();
+        metrics.events_accepted(3);
+        metrics.batch_written("store", 3, Duration::from_millis(2));
+        metrics.http_request("/api/v1/logs", "POST", 202);
+        let text = metrics.render(QueueDepth {
+            events: 7,
+            bytes: 700,
+        });
+        assert!(
+            text.contains("logmesh_ingest_events_total{outcome=\"accepted\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("logmesh_batch_events_count{sink=\"store\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("logmesh_batch_write_seconds_bucket{le="),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "logmesh_http_requests_total{route=\"/api/v1/logs\",method=\"POST\",status=\"202\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("logmesh_queue_depth_events 7"), "{text}");
+        assert!(!text.contains("# EOF"));
+        assert!(
+            text.contains("# TYPE logmesh_http_requests_total counter"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# HELP logmesh_ingest_events_total Events"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE logmesh_batch_events histogram"),
+            "{text}"
+        );
+    }
+}
