@@ -51,29 +51,34 @@ struct AppInner {
     metrics: Arc<NodeMetrics>,
 }
 
+/// What the API serves from: the node's parts, assembled by `Node::start`.
+pub struct AppParts {
+    pub node_name: String,
+    pub queue: Arc<dyn IngestQueue>,
+    pub store: Arc<dyn Store>,
+    pub max_body_bytes: usize,
+    pub api_token: Option<String>,
+    pub membership: Arc<Membership>,
+    pub live: Arc<LiveFeed>,
+    pub metrics: Arc<NodeMetrics>,
+}
+
 impl AppState {
-    pub fn new(
-        node_name: String,
-        queue: Arc<dyn IngestQueue>,
-        store: Arc<dyn Store>,
-        max_body_bytes: usize,
-        api_token: Option<String>,
-        membership: Arc<Membership>,
-        live: Arc<LiveFeed>,
-        metrics: Arc<NodeMetrics>,
-    ) -> Self {
-        let budget = max_body_bytes.saturating_mul(BODY_BUDGET_IN_MAX_BODIES);
+    pub fn new(parts: AppParts) -> Self {
+        let budget = parts
+            .max_body_bytes
+            .saturating_mul(BODY_BUDGET_IN_MAX_BODIES);
         AppState {
             inner: Arc::new(AppInner {
-                node_name,
-                queue,
-                store,
-                max_body_bytes,
+                node_name: parts.node_name,
+                queue: parts.queue,
+                store: parts.store,
+                max_body_bytes: parts.max_body_bytes,
                 body_budget: Semaphore::new(budget.min(Semaphore::MAX_PERMITS)),
-                api_token,
-                membership,
-                live,
-                metrics,
+                api_token: parts.api_token,
+                membership: parts.membership,
+                live: parts.live,
+                metrics: parts.metrics,
             }),
         }
     }

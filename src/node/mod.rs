@@ -11,7 +11,7 @@ pub mod metrics;
 
 use crate::cluster::{ClusterError, Member, Membership};
 use crate::eventlog::{EventLogFile, Rotation};
-use crate::http::{self, AppState};
+use crate::http::{self, AppParts, AppState};
 use crate::live::LiveFeed;
 use crate::pipeline::{EventLogSink, Pipeline, StoreSink};
 use crate::queue::jetstream::{JetStreamQueue, JetStreamSettings};
@@ -258,16 +258,16 @@ impl Node {
         ];
         writers.extend(live_follower);
 
-        let state = AppState::new(
-            config.node_name.clone(),
-            queue.clone(),
+        let state = AppState::new(AppParts {
+            node_name: config.node_name.clone(),
+            queue: queue.clone(),
             store,
-            config.max_body_bytes,
-            config.api_token.clone(),
+            max_body_bytes: config.max_body_bytes,
+            api_token: config.api_token.clone(),
             membership,
             live,
             metrics,
-        );
+        });
         let (stop_http, mut http_stopped) = watch::channel(false);
         let server = tokio::spawn(async move {
             axum::serve(listener, http::app(state))
