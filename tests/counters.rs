@@ -336,3 +336,82 @@ async fn concurrent_increments_through_three_nodes_are_exact() {
         assert!(own.iter().all(|c| c["value"] == (2 * INCREMENTS) as i64));
     }
 }
+
+async fn cli(args: &[&str]) -> (Option<i32>, String, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_logmesh"))
+        .args(args)
+        .env_remove("LOGMESH_URL")
+        .env_remove("LOGMESH_API_TOKEN")
+        .output()
+        .await
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn the_counter_command_increments_reads_and_queries() {
+    let node = TestNode::start(|_| {}).await;
+    let url = node.url.as_str();
+    let inc = [
+        "counter",
+        "inc",
+        "--url",
+        url,
+        "req_total",
+        "-l",
+        "code=200",
+        "-l",
+    ];
+    let (code, out, err) = cli(&[&inc[..], &["path=/a \"q\"", "--by", "3"]].concat()).await;
+    assert_eq!((code, out.as_str()), (Some(0), "3\n"), "{err}");
+    let (_, out, _) = cli(&[
+        "counter",
+        "inc",
+        "--url",
+        url,
+        "req_total",
+        "-l",
+        "code=500",
+    ])
+    .await;
+    assert_eq!(out, "1\n");
+    let (code, out, _) = cli(&["counter", "get", "--url", url]).await;
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        out,
+        "req_total{code=\"200\",path=\"/a \\\"q\\\"\"} 3\nreq_total{code=\"500\"} 1\n"
+    );
+    let (_, out, _) = cli(&["counter", "get", "--url", url, "other_total"]).await;
+    assert_eq!(out, "");
+    let (code, out, _) = cli(&[
+        "counter",
+        "query",
+        "--url",
+        url,
+        "sum by (code) (req_total)",
+    ])
+    .await;
+    assert_eq!(code, Some(0));
+    assert_eq!(out, "{code=\"200\"} 3\n{code=\"500\"} 1\n");
+
+    let (code, _, err) = cli(&["counter", "inc", "--url", url, "1bad"]).await;
+    assert_eq!(code, Some(1));
+    assert!(err.contains("is not a metric name"), "{err}");
+    let (code, _, err) = cli(&["counter", "query", "--url", url, "rate(x[1m])"]).await;
+    assert_eq!(code, Some(1));
+    assert!(err.contains("the function `rate`"), "{err}");
+    let (code, _, err) = cli(&["counter", "inc", "--url", url, "ok", "-l", "novalue"]).await;
+    assert_eq!(code, Some(2), "{err}");
+    let (code, _, err) = cli(&["counter", "inc", "--url", url, "ok", "--by", "-1"]).await;
+    assert_eq!(code, Some(2), "{err}");
+    let (code, _, err) = cli(&["counter", "get", "--url", "http://127.0.0.1:9"]).await;
+    assert_eq!(code, Some(1));
+    assert!(
+        err.starts_with("logmesh counter: http://127.0.0.1:9"),
+        "{err}"
+    );
+}

@@ -1,6 +1,8 @@
 //! The command line: one binary, one subcommand per job. Exit codes scripts can rely on:
 //! 0 success, 1 a failure while running, 2 bad usage or configuration.
 
+mod counter;
+
 use crate::bench::BenchCommand;
 use crate::config::{self, ServeArgs};
 use crate::node::Node;
@@ -25,6 +27,8 @@ pub enum Command {
     /// Measure a running node, or a database through the store.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Bump, read and query cluster-wide counters.
+    Counter(counter::CounterArgs),
 }
 
 /// Exit code for bad usage or configuration (clap uses the same).
@@ -34,6 +38,7 @@ pub async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve(*args).await,
         Command::Bench(command) => crate::bench::run(command).await,
+        Command::Counter(args) => counter::run(args).await,
     }
 }
 
