@@ -3,6 +3,7 @@
 //! `store` ([`store`]) writes straight into a database through the store port (commit
 //! latency). Speed is measured here, never in tests.
 
+pub mod counter;
 mod replication;
 pub mod store;
 
@@ -25,6 +26,8 @@ pub enum BenchCommand {
     /// Store load: batches of generated events written straight into an empty, throwaway
     /// database through the store port.
     Store(store::StoreBenchArgs),
+    /// Counter load: POST /metrics increments from many connections.
+    Counter(counter::CounterBenchArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -114,6 +117,7 @@ pub async fn run(command: BenchCommand) -> ExitCode {
             }
         },
         BenchCommand::Store(args) => store::run(args).await,
+        BenchCommand::Counter(args) => counter::run(args).await,
     }
 }
 
