@@ -585,7 +585,14 @@ async fn a_counter_never_overflows(backend: Backend) {
         store.increment_counter(&key, i64::MAX - 1).await.unwrap(),
         i64::MAX - 1
     );
-    let error = store.increment_counter(&key, 2).await.unwrap_err();
+    // Refused alone, even when it shares a commit with increments that fit.
+    let small = counter("small", &[]);
+    let (error, fits) = tokio::join!(
+        store.increment_counter(&key, 2),
+        store.increment_counter(&small, 1)
+    );
+    let error = error.unwrap_err();
+    assert_eq!(fits.unwrap(), 1);
     assert!(matches!(error, StoreError::Rejected(_)), "{error}");
     assert!(error.to_string().contains("largest value"), "{error}");
     assert_eq!(store.increment_counter(&key, 1).await.unwrap(), i64::MAX);

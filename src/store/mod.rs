@@ -20,6 +20,7 @@
 //! and [`mysql::MysqlStore`] (MySQL and MariaDB; cluster shape). The URL scheme picks one in
 //! [`open`].
 
+mod counter_groups;
 pub mod mysql;
 pub mod postgres;
 pub mod sqlite;

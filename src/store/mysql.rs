@@ -27,6 +27,7 @@
 //!   statements inside its one transaction. A single event larger than `max_allowed_packet`
 //!   cannot be stored: raise the server's limit above `--max-body-bytes`.
 
+use super::counter_groups::{ApplyIncrements, CounterGroups};
 use super::{
     ACQUIRE_TIMEOUT, BatchOutcome, CONNECT_TIMEOUT, MAX_CONNECTIONS, MIGRATION_LOCK_TIMEOUT,
     SeverityCount, Store, StoreError, counter_from_row, counter_overflow, health_check,
@@ -92,6 +93,57 @@ pub struct MysqlStore {
     pool: MySqlPool,
     /// The URL with its password redacted, for messages.
     shown_url: String,
+    /// Increments wait here to be committed in groups.
+    counters: CounterGroups,
+}
+
+/// Applies counter totals for [`CounterGroups`].
+struct MysqlCounters {
+    pool: MySqlPool,
+    shown_url: String,
+}
+
+#[async_trait]
+impl ApplyIncrements for MysqlCounters {
+    async fn apply(&self, totals: &[(CounterKey, i64)]) -> Result<Vec<i64>, StoreError> {
+        let error = |e| sqlx_error(&self.shown_url, e);
+        // MySQL has no RETURNING for an upsert: read each value back inside the transaction,
+        // while the upsert's row lock keeps every other increment out.
+        let mut transaction = self.pool.begin().await.map_err(error)?;
+        let mut values = Vec::with_capacity(totals.len());
+        for (key, by) in totals {
+            let upserted = sqlx::query(
+                "INSERT INTO counters (`key`, name, labels, value) VALUES (?, ?, ?, ?)
+                 ON DUPLICATE KEY UPDATE value = value + VALUES(value)",
+            )
+            .bind(key.storage_key())
+            .bind(&key.name)
+            .bind(key.labels_json())
+            .bind(by)
+            .execute(&mut *transaction)
+            .await;
+            if let Err(failure) = upserted {
+                // 1690: "BIGINT value is out of range".
+                let out_of_range = failure
+                    .as_database_error()
+                    .and_then(|e| e.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>())
+                    .is_some_and(|e| e.number() == 1690);
+                return Err(if out_of_range {
+                    counter_overflow(key, *by)
+                } else {
+                    error(failure)
+                });
+            }
+            let value: i64 = sqlx::query_scalar("SELECT value FROM counters WHERE `key` = ?")
+                .bind(key.storage_key())
+                .fetch_one(&mut *transaction)
+                .await
+                .map_err(error)?;
+            values.push(value);
+        }
+        transaction.commit().await.map_err(error)?;
+        Ok(values)
+    }
 }
 
 impl MysqlStore {
@@ -119,7 +171,15 @@ impl MysqlStore {
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_lazy_with(options);
-        Ok(MysqlStore { pool, shown_url })
+        let counters = CounterGroups::start(Arc::new(MysqlCounters {
+            pool: pool.clone(),
+            shown_url: shown_url.clone(),
+        }));
+        Ok(MysqlStore {
+            pool,
+            shown_url,
+            counters,
+        })
     }
 
     fn error(&self, error: sqlx::Error) -> StoreError {
@@ -324,38 +384,7 @@ impl Store for MysqlStore {
     }
 
     async fn increment_counter(&self, key: &CounterKey, by: i64) -> Result<i64, StoreError> {
-        // MySQL has no RETURNING for an upsert: read the value back inside the transaction,
-        // while the upsert's row lock keeps every other increment out.
-        let mut transaction = self.pool.begin().await.map_err(|e| self.error(e))?;
-        let upserted = sqlx::query(
-            "INSERT INTO counters (`key`, name, labels, value) VALUES (?, ?, ?, ?)
-             ON DUPLICATE KEY UPDATE value = value + VALUES(value)",
-        )
-        .bind(key.storage_key())
-        .bind(&key.name)
-        .bind(key.labels_json())
-        .bind(by)
-        .execute(&mut *transaction)
-        .await;
-        if let Err(error) = upserted {
-            // 1690: "BIGINT value is out of range".
-            let out_of_range = error
-                .as_database_error()
-                .and_then(|e| e.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>())
-                .is_some_and(|e| e.number() == 1690);
-            return Err(if out_of_range {
-                counter_overflow(key, by)
-            } else {
-                self.error(error)
-            });
-        }
-        let value: i64 = sqlx::query_scalar("SELECT value FROM counters WHERE `key` = ?")
-            .bind(key.storage_key())
-            .fetch_one(&mut *transaction)
-            .await
-            .map_err(|e| self.error(e))?;
-        transaction.commit().await.map_err(|e| self.error(e))?;
-        Ok(value)
+        self.counters.increment(key, by).await
     }
 
     async fn counters(&self) -> Result<Vec<Counter>, StoreError> {

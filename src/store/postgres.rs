@@ -19,6 +19,7 @@
 //! - PostgreSQL text cannot hold the NUL character, which JSON input may carry (`\u0000`):
 //!   a message's NULs are stored as U+FFFD rather than failing the batch for ever.
 
+use super::counter_groups::{ApplyIncrements, CounterGroups};
 use super::{
     ACQUIRE_TIMEOUT, BatchOutcome, CONNECT_TIMEOUT, MAX_CONNECTIONS, MIGRATION_LOCK_TIMEOUT,
     SeverityCount, Store, StoreError, counter_from_row, counter_overflow, health_check,
@@ -93,6 +94,43 @@ pub struct PostgresStore {
     pool: PgPool,
     /// The URL with its password redacted, for messages.
     shown_url: String,
+    /// Increments wait here to be committed in groups.
+    counters: CounterGroups,
+}
+
+/// Applies counter totals for [`CounterGroups`].
+struct PgCounters {
+    pool: PgPool,
+    shown_url: String,
+}
+
+#[async_trait]
+impl ApplyIncrements for PgCounters {
+    async fn apply(&self, totals: &[(CounterKey, i64)]) -> Result<Vec<i64>, StoreError> {
+        let error = |e| sqlx_error(&self.shown_url, e);
+        let mut transaction = self.pool.begin().await.map_err(error)?;
+        let mut values = Vec::with_capacity(totals.len());
+        for (key, by) in totals {
+            // The WHERE keeps an overflowing update from happening; no row comes back then,
+            // and dropping the transaction rolls the group back.
+            let value: Option<i64> = sqlx::query_scalar(
+                "INSERT INTO counters (key, name, labels, value) VALUES ($1::uuid, $2, $3, $4)
+                 ON CONFLICT (key) DO UPDATE SET value = counters.value + EXCLUDED.value
+                 WHERE counters.value <= 9223372036854775807 - EXCLUDED.value
+                 RETURNING value",
+            )
+            .bind(key.storage_key())
+            .bind(&key.name)
+            .bind(key.labels_json())
+            .bind(by)
+            .fetch_optional(&mut *transaction)
+            .await
+            .map_err(error)?;
+            values.push(value.ok_or_else(|| counter_overflow(key, *by))?);
+        }
+        transaction.commit().await.map_err(error)?;
+        Ok(values)
+    }
 }
 
 impl PostgresStore {
@@ -120,7 +158,15 @@ impl PostgresStore {
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_lazy_with(options);
-        Ok(PostgresStore { pool, shown_url })
+        let counters = CounterGroups::start(Arc::new(PgCounters {
+            pool: pool.clone(),
+            shown_url: shown_url.clone(),
+        }));
+        Ok(PostgresStore {
+            pool,
+            shown_url,
+            counters,
+        })
     }
 
     fn error(&self, error: sqlx::Error) -> StoreError {
@@ -282,21 +328,7 @@ impl Store for PostgresStore {
     }
 
     async fn increment_counter(&self, key: &CounterKey, by: i64) -> Result<i64, StoreError> {
-        // The WHERE keeps an overflowing update from happening; no row comes back then.
-        let value: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO counters (key, name, labels, value) VALUES ($1::uuid, $2, $3, $4)
-             ON CONFLICT (key) DO UPDATE SET value = counters.value + EXCLUDED.value
-             WHERE counters.value <= 9223372036854775807 - EXCLUDED.value
-             RETURNING value",
-        )
-        .bind(key.storage_key())
-        .bind(&key.name)
-        .bind(key.labels_json())
-        .bind(by)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(|e| self.error(e))?;
-        value.ok_or_else(|| counter_overflow(key, by))
+        self.counters.increment(key, by).await
     }
 
     async fn counters(&self) -> Result<Vec<Counter>, StoreError> {

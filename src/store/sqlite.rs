@@ -5,6 +5,7 @@
 //! `synchronous=FULL` because the ingest queue forgets a batch once its commit returns: the
 //! commit itself must survive a power cut.
 
+use super::counter_groups::{ApplyIncrements, CounterGroups};
 use super::{BatchOutcome, SeverityCount, Store, StoreError, counter_from_row, counter_overflow};
 use crate::counters::{Counter, CounterKey};
 use crate::event::Event;
@@ -13,7 +14,6 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use tokio::sync::{mpsc, oneshot};
 
 /// Schema migrations, applied in order once each; never edit one that has shipped.
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -51,19 +51,8 @@ const MIGRATIONS: &[(i64, &str)] = &[
 pub struct SqliteStore {
     writer: Arc<Mutex<Connection>>,
     reader: Arc<Mutex<Connection>>,
-    /// Increments waiting for the counter writer (see [`run_counter_writer`]).
-    increments: mpsc::Sender<Increment>,
-}
-
-/// Most increments committed together.
-const MAX_INCREMENTS_PER_COMMIT: usize = 4096;
-/// Increments that may wait for the counter writer; past that, callers wait for room.
-const INCREMENT_QUEUE: usize = 16 * 1024;
-
-struct Increment {
-    key: CounterKey,
-    by: i64,
-    reply: oneshot::Sender<Result<i64, StoreError>>,
+    /// Increments wait here to be committed in groups.
+    counters: CounterGroups,
 }
 
 fn database_error(error: rusqlite::Error) -> StoreError {
@@ -160,87 +149,58 @@ impl SqliteStore {
         .map_err(|e| StoreError::Database(format!("the database task failed: {e}")))?
         .map(|(writer, reader)| {
             let writer = Arc::new(Mutex::new(writer));
-            let (increments, queued) = mpsc::channel(INCREMENT_QUEUE);
-            tokio::spawn(run_counter_writer(writer.clone(), queued));
+            let counters = CounterGroups::start(Arc::new(SqliteCounters {
+                writer: writer.clone(),
+            }));
             SqliteStore {
                 writer,
                 reader: Arc::new(Mutex::new(reader)),
-                increments,
+                counters,
             }
         })
     }
 }
 
-/// Group commit for counters: every increment waiting when a commit starts goes into that
-/// commit, so concurrent increments share one fsync (`synchronous=FULL` costs a sync per
-/// commit). Each caller still gets the value its own increment produced, and only after the
-/// commit, so a read through any node right after sees it. Ends when the store is dropped.
-async fn run_counter_writer(writer: Arc<Mutex<Connection>>, mut queued: mpsc::Receiver<Increment>) {
-    let mut pending = Vec::with_capacity(MAX_INCREMENTS_PER_COMMIT);
-    while queued
-        .recv_many(&mut pending, MAX_INCREMENTS_PER_COMMIT)
-        .await
-        > 0
-    {
-        let batch = std::mem::take(&mut pending);
-        let committed = with_connection(&writer, move |connection| {
-            increment_all(connection, batch);
-            Ok(())
-        })
-        .await;
-        if let Err(error) = committed {
-            tracing::error!(%error, "The counter writer failed; its callers get the error.");
-        }
-    }
+/// Applies counter totals for [`CounterGroups`], on the writer connection.
+struct SqliteCounters {
+    writer: Arc<Mutex<Connection>>,
 }
 
-/// Applies `batch` in one transaction and answers every caller: with its value once the commit
-/// succeeded, with the error otherwise (then nothing of the batch is applied, except that an
-/// increment refused on its own, by overflow, leaves the others to commit).
-fn increment_all(connection: &mut Connection, batch: Vec<Increment>) {
-    type Answers = Vec<(Increment, Result<i64, StoreError>)>;
-    let result = (|| -> Result<Answers, rusqlite::Error> {
-        let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut answers = Vec::with_capacity(batch.len());
-        {
-            // The WHERE keeps an overflowing update from happening (SQLite would turn the sum
-            // into a float); no row comes back then.
-            let mut upsert = transaction.prepare_cached(
-                "INSERT INTO counters (key, name, labels, value) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (key) DO UPDATE SET value = value + excluded.value
-                 WHERE value <= 9223372036854775807 - excluded.value
-                 RETURNING value",
-            )?;
-            for increment in batch {
-                let value: Option<i64> = upsert
-                    .query_row(
-                        params![
-                            increment.key.storage_key(),
-                            increment.key.name,
-                            increment.key.labels_json(),
-                            increment.by
-                        ],
-                        |row| row.get(0),
+#[async_trait]
+impl ApplyIncrements for SqliteCounters {
+    async fn apply(&self, totals: &[(CounterKey, i64)]) -> Result<Vec<i64>, StoreError> {
+        let totals = totals.to_vec();
+        with_connection(&self.writer, move |connection| {
+            let transaction = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(database_error)?;
+            let mut values = Vec::with_capacity(totals.len());
+            {
+                // The WHERE keeps an overflowing update from happening (SQLite would turn the
+                // sum into a float); no row comes back then, and the transaction rolls back.
+                let mut upsert = transaction
+                    .prepare_cached(
+                        "INSERT INTO counters (key, name, labels, value) VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT (key) DO UPDATE SET value = value + excluded.value
+                         WHERE value <= 9223372036854775807 - excluded.value
+                         RETURNING value",
                     )
-                    .optional()?;
-                let answer = value.ok_or_else(|| counter_overflow(&increment.key, increment.by));
-                answers.push((increment, answer));
+                    .map_err(database_error)?;
+                for (key, by) in &totals {
+                    let value: Option<i64> = upsert
+                        .query_row(
+                            params![key.storage_key(), key.name, key.labels_json(), by],
+                            |row| row.get(0),
+                        )
+                        .optional()
+                        .map_err(database_error)?;
+                    values.push(value.ok_or_else(|| counter_overflow(key, *by))?);
+                }
             }
-        }
-        transaction.commit()?;
-        Ok(answers)
-    })();
-    match result {
-        Ok(answers) => {
-            for (increment, answer) in answers {
-                let _ = increment.reply.send(answer);
-            }
-        }
-        Err(error) => {
-            // The transaction rolled back; the increments are in `batch`, moved into the
-            // closure, so the callers learn of the failure through their dropped senders.
-            tracing::warn!(%error, "A counter commit failed.");
-        }
+            transaction.commit().map_err(database_error)?;
+            Ok(values)
+        })
+        .await
     }
 }
 
@@ -322,19 +282,7 @@ impl Store for SqliteStore {
     }
 
     async fn increment_counter(&self, key: &CounterKey, by: i64) -> Result<i64, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        let increment = Increment {
-            key: key.clone(),
-            by,
-            reply,
-        };
-        let gone = || StoreError::Database("the counter writer stopped".into());
-        self.increments.send(increment).await.map_err(|_| gone())?;
-        answer.await.unwrap_or_else(|_| {
-            Err(StoreError::Database(
-                "the counter commit failed; nothing of it was applied".into(),
-            ))
-        })
+        self.counters.increment(key, by).await
     }
 
     async fn counters(&self) -> Result<Vec<Counter>, StoreError> {
