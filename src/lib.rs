@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod config;
 pub mod event;
 pub mod eventlog;
+pub mod files;
 pub mod http;
 pub mod node;
 pub mod pipeline;

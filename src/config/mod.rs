@@ -111,6 +111,10 @@ pub struct ServeArgs {
     /// [env: LOGMESH_ADVERTISE] [default: http://<listen address>]
     #[arg(long, value_name = "URL")]
     pub advertise: Option<String>,
+    /// A directory whose files `GET /logs` may serve; repeatable [env: LOGMESH_LOG_ROOT,
+    /// colon-separated] [default: <data-dir>/eventlog]
+    #[arg(long = "log-root", value_name = "DIR")]
+    pub log_root: Vec<String>,
     /// Format of logmesh's own logs: human or json [env: LOGMESH_LOG_FORMAT] [default: human]
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<String>,
@@ -181,6 +185,7 @@ const SETTINGS: &[(&str, &[&str])] = &[
     ("replica-max-offline", &["LOGMESH_REPLICA_MAX_OFFLINE"]),
     ("member-ttl", &["LOGMESH_MEMBER_TTL"]),
     ("advertise", &["LOGMESH_ADVERTISE"]),
+    ("log-root", &["LOGMESH_LOG_ROOT"]),
 ];
 
 struct Resolver<'a> {
@@ -263,6 +268,9 @@ pub fn resolve(
     set("advertise", &args.advertise);
     if args.insecure {
         flags.insert("insecure", "true".to_owned());
+    }
+    if !args.log_root.is_empty() {
+        flags.insert("log-root", args.log_root.join("\n"));
     }
     let config_path = args.config.clone().or_else(|| {
         env("LOGMESH_CONFIG")
@@ -349,6 +357,30 @@ pub fn resolve(
     })?;
     let cluster = resolve_cluster(&resolver, &database, batch_size, flush_interval)?;
     let advertise = resolver.get("advertise", None, |v| parse_http_url(v).map(Some))?;
+    let log_roots = match resolver.raw("log-root") {
+        None => vec![data_dir.join("eventlog")],
+        Some((value, origin)) => {
+            // Flags and the file's array arrive one per line; the environment is colon-separated.
+            let separator = if matches!(origin, Source::Env(_)) {
+                ':'
+            } else {
+                '\n'
+            };
+            let roots: Vec<PathBuf> = value
+                .split(separator)
+                .filter(|root| !root.is_empty())
+                .map(PathBuf::from)
+                .collect();
+            if roots.is_empty() {
+                return Err(ConfigError::Invalid {
+                    value,
+                    origin,
+                    reason: "expected at least one directory".into(),
+                });
+            }
+            roots
+        }
+    };
     if max_bytes < max_body_bytes {
         return Err(ConfigError::Conflict(format!(
             "queue-max-bytes ({max_bytes}) is smaller than max-body-bytes ({max_body_bytes}): \
@@ -376,6 +408,7 @@ pub fn resolve(
         log_format,
         cluster,
         advertise,
+        log_roots,
     })
 }
 
@@ -527,6 +560,21 @@ fn read_file(path: &Path) -> Result<BTreeMap<String, String>, ConfigError> {
             )));
         }
         let raw = match value {
+            toml::Value::Array(items) if key == "log-root" => {
+                let mut roots = Vec::new();
+                for item in items {
+                    match item {
+                        toml::Value::String(root) if !root.contains('\n') => roots.push(root),
+                        other => {
+                            return Err(file_error(format!(
+                                "`log-root` must list directory names, not {}",
+                                other.type_str()
+                            )));
+                        }
+                    }
+                }
+                roots.join("\n")
+            }
             toml::Value::String(s) => s,
             toml::Value::Integer(i) => i.to_string(),
             toml::Value::Boolean(b) => b.to_string(),

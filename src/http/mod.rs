@@ -7,10 +7,12 @@
 //! - Every error leaves through [`error::ApiError`], so every endpoint answers the same shape.
 
 pub mod error;
+mod files;
 mod ingest;
 mod ops;
 
 use crate::cluster::Membership;
+use crate::files::LogRoots;
 use crate::queue::IngestQueue;
 use crate::store::Store;
 use axum::Router;
@@ -43,6 +45,9 @@ struct AppInner {
     body_budget: Semaphore,
     api_token: Option<String>,
     membership: Arc<Membership>,
+    log_roots: LogRoots,
+    /// Requests to other members (`GET /logs?hostname=`).
+    peers: reqwest::Client,
 }
 
 impl AppState {
@@ -53,6 +58,7 @@ impl AppState {
         max_body_bytes: usize,
         api_token: Option<String>,
         membership: Arc<Membership>,
+        log_roots: LogRoots,
     ) -> Self {
         let budget = max_body_bytes.saturating_mul(BODY_BUDGET_IN_MAX_BODIES);
         AppState {
@@ -64,6 +70,11 @@ impl AppState {
                 body_budget: Semaphore::new(budget.min(Semaphore::MAX_PERMITS)),
                 api_token,
                 membership,
+                log_roots,
+                peers: reqwest::Client::builder()
+                    .connect_timeout(files::PEER_CONNECT_TIMEOUT)
+                    .build()
+                    .expect("the HTTP client builds"),
             }),
         }
     }
@@ -78,6 +89,8 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/api/v1/cluster", get(ops::cluster))
+        .route("/logs", get(files::logs))
+        .route("/logs/files", get(files::list))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), require_token))

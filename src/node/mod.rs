@@ -9,6 +9,7 @@
 
 use crate::cluster::{ClusterError, Member, Membership};
 use crate::eventlog::{EventLogFile, Rotation};
+use crate::files::LogRoots;
 use crate::http::{self, AppState};
 use crate::pipeline::{EventLogSink, Pipeline, StoreSink};
 use crate::queue::jetstream::{JetStreamQueue, JetStreamSettings};
@@ -51,6 +52,8 @@ pub struct NodeConfig {
     pub cluster: Option<ClusterConfig>,
     /// The URL others reach this node at; `None`: `http://<bound address>`.
     pub advertise: Option<String>,
+    /// Directories whose files `GET /logs` serves (default: the event log directory).
+    pub log_roots: Vec<PathBuf>,
 }
 
 /// The cluster shape's settings (`--nats` and friends).
@@ -111,6 +114,7 @@ impl NodeConfig {
             log_format: LogFormat::Human,
             cluster: None,
             advertise: None,
+            log_roots: vec![data_dir.join("eventlog")],
         }
     }
 
@@ -135,6 +139,8 @@ pub enum NodeError {
     Insecure { addr: SocketAddr },
     #[error("cannot use the data directory {path}: {reason}")]
     DataDir { path: PathBuf, reason: String },
+    #[error("cannot serve files: {0}")]
+    LogRoot(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -172,6 +178,9 @@ impl Node {
         .expect("opening the event log does not panic")
         .map_err(|(path, reason)| NodeError::DataDir { path, reason })?;
 
+        let log_roots = LogRoots::new(&config.log_roots).map_err(|e| {
+            NodeError::LogRoot(format!("{e} (set --log-root to an existing directory)"))
+        })?;
         let floor = event_log.last_seq();
         let advertise = config
             .advertise
@@ -252,6 +261,7 @@ impl Node {
             config.max_body_bytes,
             config.api_token.clone(),
             membership,
+            log_roots,
         );
         let (stop_http, mut http_stopped) = watch::channel(false);
         let server = tokio::spawn(async move {
