@@ -7,7 +7,7 @@
 //! - Every error leaves through [`error::ApiError`], so every endpoint answers the same shape.
 
 pub mod error;
-mod files;
+pub mod files;
 mod ingest;
 mod ops;
 
