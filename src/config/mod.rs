@@ -773,6 +773,48 @@ mod tests {
     }
 
     #[test]
+    fn log_roots_come_from_repeated_flags_a_colon_list_or_a_toml_array() {
+        let default = resolve(&ServeArgs::default(), &no_env()).unwrap();
+        assert_eq!(
+            default.log_roots,
+            [PathBuf::from("./logmesh-data/eventlog")]
+        );
+        let args = ServeArgs {
+            log_root: vec!["/var/log/a".into(), "/var/log/b".into()],
+            ..ServeArgs::default()
+        };
+        let env = env_of(&[("LOGMESH_LOG_ROOT", "/x:/y")]);
+        let config = resolve(&args, &env).unwrap();
+        assert_eq!(
+            config.log_roots,
+            [PathBuf::from("/var/log/a"), "/var/log/b".into()]
+        );
+        let config = resolve(&ServeArgs::default(), &env).unwrap();
+        assert_eq!(config.log_roots, [PathBuf::from("/x"), "/y".into()]);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        for (toml, expected) in [
+            ("log-root = [\"/p\", \"/q\"]\n", vec!["/p", "/q"]),
+            ("log-root = \"/p\"\n", vec!["/p"]),
+        ] {
+            std::fs::write(&file, toml).unwrap();
+            let args = ServeArgs {
+                config: Some(file.clone()),
+                ..ServeArgs::default()
+            };
+            let config = resolve(&args, &no_env()).unwrap();
+            let expected: Vec<PathBuf> = expected.into_iter().map(PathBuf::from).collect();
+            assert_eq!(config.log_roots, expected);
+        }
+        std::fs::write(&file, "log-root = [1]\n").unwrap();
+        let args = ServeArgs {
+            config: Some(file.clone()),
+            ..ServeArgs::default()
+        };
+        assert!(resolve(&args, &no_env()).is_err());
+    }
+
+    #[test]
     fn the_config_file_may_come_from_the_environment() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.toml");

@@ -15,7 +15,7 @@
 pub mod scan;
 
 use flate2::read::MultiGzDecoder;
-use scan::{Assembler, Backward, Line, Matcher, ScanOptions};
+use scan::{Assembler, Backward, Line, Matcher, Prefetch, ScanOptions};
 use serde::Serialize;
 use std::fs::{self, File};
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
@@ -326,7 +326,7 @@ const BATCH_BYTES: usize = 64 * 1024;
 /// client as the error line.
 pub fn tail(request: &TailRequest, sink: &mut dyn Sink) -> Result<(), FilesError> {
     let io = |path: &Path, e: io::Error| FilesError::Io(format!("{}: {e}", display_name(path)));
-    let mut file = File::open(&request.path).map_err(|e| io(&request.path, e))?;
+    let file = File::open(&request.path).map_err(|e| io(&request.path, e))?;
     let len = file.metadata().map_err(|e| io(&request.path, e))?.len();
     let ino = file.metadata().map_err(|e| io(&request.path, e))?.ino();
     let mut out = Vec::new();
@@ -337,7 +337,9 @@ pub fn tail(request: &TailRequest, sink: &mut dyn Sink) -> Result<(), FilesError
         Order::Asc => collected.push(line),
     };
     {
-        let mut lines = Backward::new(&mut file, len, request.matcher.clone(), request.scan);
+        let ahead = file.try_clone().map_err(|e| io(&request.path, e))?;
+        let source = Prefetch::new(ahead, request.scan.chunk_bytes);
+        let mut lines = Backward::new(source, len, request.matcher.clone(), request.scan);
         while remaining > 0 {
             let Some(line) = lines.next() else {
                 break;
@@ -366,7 +368,8 @@ pub fn tail(request: &TailRequest, sink: &mut dyn Sink) -> Result<(), FilesError
             .map_err(|e| io(&sibling, e))?
         } else {
             let len = opened.metadata().map_err(|e| io(&sibling, e))?.len();
-            Backward::new(opened, len, request.matcher.clone(), request.scan)
+            let source = Prefetch::new(opened, request.scan.chunk_bytes);
+            Backward::new(source, len, request.matcher.clone(), request.scan)
                 .take(remaining)
                 .collect::<io::Result<Vec<Line>>>()
                 .map_err(|e| io(&sibling, e))?

@@ -15,7 +15,10 @@
 use memchr::memmem::Finder;
 use memchr::{memchr, memrchr};
 use std::collections::VecDeque;
+use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
+use std::sync::{Arc, mpsc};
 
 /// Bytes read per step when scanning backwards.
 pub const DEFAULT_CHUNK_BYTES: usize = 1024 * 1024;
@@ -103,6 +106,98 @@ impl Line {
     }
 }
 
+/// Where [`Backward`] gets its chunks from: any `Read + Seek`, or a [`Prefetch`].
+pub trait ChunkSource {
+    /// Fills `into` with exactly the `len` bytes at `start`.
+    fn chunk(&mut self, start: u64, len: usize, into: &mut Vec<u8>) -> io::Result<()>;
+}
+
+impl<R: Read + Seek> ChunkSource for R {
+    fn chunk(&mut self, start: u64, len: usize, into: &mut Vec<u8>) -> io::Result<()> {
+        into.resize(len, 0);
+        self.seek(SeekFrom::Start(start))?;
+        self.read_exact(into)
+    }
+}
+
+/// A file read backwards chunk by chunk with the next (earlier) chunk read ahead on a helper
+/// thread, so that copying from the page cache and searching overlap. Holds at most two
+/// chunks; the helper stops when this is dropped.
+pub struct Prefetch {
+    file: Arc<File>,
+    chunk_bytes: usize,
+    requests: Option<mpsc::SyncSender<(u64, Vec<u8>)>>,
+    results: mpsc::Receiver<(u64, io::Result<Vec<u8>>)>,
+    /// The start of the chunk the helper is reading.
+    expected: Option<u64>,
+    spare: Vec<u8>,
+}
+
+impl Prefetch {
+    pub fn new(file: File, chunk_bytes: usize) -> Prefetch {
+        let file = Arc::new(file);
+        let (requests, jobs) = mpsc::sync_channel::<(u64, Vec<u8>)>(1);
+        let (done, results) = mpsc::sync_channel(1);
+        let reader = file.clone();
+        std::thread::spawn(move || {
+            for (start, mut buffer) in jobs {
+                let result = reader.read_exact_at(&mut buffer, start).map(|()| buffer);
+                if done.send((start, result)).is_err() {
+                    return;
+                }
+            }
+        });
+        Prefetch {
+            file,
+            chunk_bytes,
+            requests: Some(requests),
+            results,
+            expected: None,
+            spare: Vec::new(),
+        }
+    }
+}
+
+impl ChunkSource for Prefetch {
+    fn chunk(&mut self, start: u64, len: usize, into: &mut Vec<u8>) -> io::Result<()> {
+        let ahead = match self.expected.take() {
+            Some(expected) => match self.results.recv() {
+                Ok((at, result)) if at == expected => Some((at, result?)),
+                _ => None,
+            },
+            None => None,
+        };
+        match ahead {
+            Some((at, buffer)) if at == start && buffer.len() == len => {
+                self.spare = std::mem::replace(into, buffer);
+            }
+            Some((_, buffer)) => {
+                self.spare = buffer;
+                into.resize(len, 0);
+                self.file.read_exact_at(into, start)?;
+            }
+            None => {
+                into.resize(len, 0);
+                self.file.read_exact_at(into, start)?;
+            }
+        }
+        let next_len = start.min(self.chunk_bytes as u64) as usize;
+        if next_len > 0
+            && let Some(requests) = &self.requests
+        {
+            let mut buffer = std::mem::take(&mut self.spare);
+            buffer.resize(next_len, 0);
+            let next_start = start - next_len as u64;
+            if requests.send((next_start, buffer)).is_ok() {
+                self.expected = Some(next_start);
+            } else {
+                self.requests = None;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The matching lines of `reader`'s first `len` bytes, newest first.
 pub struct Backward<R> {
     reader: R,
@@ -124,7 +219,7 @@ pub struct Backward<R> {
     done: bool,
 }
 
-impl<R: Read + Seek> Backward<R> {
+impl<R: ChunkSource> Backward<R> {
     /// Scans `reader` from byte `len` (its length when the scan starts) back to the start.
     pub fn new(reader: R, len: u64, matcher: Matcher, options: ScanOptions) -> Backward<R> {
         Backward {
@@ -151,9 +246,7 @@ impl<R: Read + Seek> Backward<R> {
     fn scan_chunk(&mut self) -> io::Result<()> {
         let size = (self.pos.min(self.options.chunk_bytes as u64)) as usize;
         let start = self.pos - size as u64;
-        self.buffer.resize(size, 0);
-        self.reader.seek(SeekFrom::Start(start))?;
-        self.reader.read_exact(&mut self.buffer)?;
+        self.reader.chunk(start, size, &mut self.buffer)?;
         self.pos = start;
         let limit = self.options.line_limit;
         let chunk = &self.buffer;
@@ -234,7 +327,7 @@ impl<R: Read + Seek> Backward<R> {
     }
 }
 
-impl<R: Read + Seek> Iterator for Backward<R> {
+impl<R: ChunkSource> Iterator for Backward<R> {
     type Item = io::Result<Line>;
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -481,6 +574,30 @@ mod tests {
             backward(text, regex, 7, 100),
             vec![b"bar".to_vec(), b"foo".to_vec()]
         );
+    }
+
+    #[test]
+    fn prefetching_reads_the_same_lines() {
+        let mut file = tempfile::tempfile().unwrap();
+        let text: String = (0..5000).map(|i| format!("line {i} {}\n", i % 7)).collect();
+        std::io::Write::write_all(&mut file, text.as_bytes()).unwrap();
+        let expected = backward(text.as_bytes(), Matcher::keyword(" 3", false), 1000, 100);
+        for chunk in [100, 1000, 4096, 1 << 20] {
+            let options = ScanOptions {
+                chunk_bytes: chunk,
+                line_limit: 100,
+            };
+            let source = Prefetch::new(file.try_clone().unwrap(), chunk);
+            let got: Vec<Vec<u8>> = Backward::new(
+                source,
+                text.len() as u64,
+                Matcher::keyword(" 3", false),
+                options,
+            )
+            .map(|line| line.unwrap().bytes)
+            .collect();
+            assert_eq!(got, expected, "chunk {chunk}");
+        }
     }
 
     #[test]
