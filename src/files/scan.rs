@@ -30,8 +30,10 @@ pub const DEFAULT_LINE_LIMIT: usize = 64 * 1024;
 pub enum Matcher {
     /// A literal keyword (empty: every line).
     Literal(Box<Finder<'static>>),
-    /// A regular expression (also used for case-insensitive keywords).
-    Regex(regex::bytes::Regex),
+    /// A regular expression (also used for case-insensitive keywords), with a literal every
+    /// match contains when the pattern has one: lines are then located by that literal and
+    /// only they are given to the regex.
+    Regex(regex::bytes::Regex, Option<Box<Finder<'static>>>),
 }
 
 impl Matcher {
@@ -42,7 +44,7 @@ impl Matcher {
                 .case_insensitive(true)
                 .build()
                 .expect("an escaped literal is a valid regex");
-            Matcher::Regex(regex)
+            Matcher::Regex(regex, None)
         } else {
             Matcher::Literal(Box::new(Finder::new(keyword.as_bytes()).into_owned()))
         }
@@ -50,28 +52,61 @@ impl Matcher {
 
     /// A regular expression in the `regex` crate's syntax; `^` and `$` match at line bounds.
     pub fn regex(pattern: &str, ignore_case: bool) -> Result<Matcher, regex::Error> {
-        regex::bytes::RegexBuilder::new(pattern)
+        let regex = regex::bytes::RegexBuilder::new(pattern)
             .case_insensitive(ignore_case)
             .multi_line(true)
             .size_limit(10 * 1024 * 1024)
-            .build()
-            .map(Matcher::Regex)
+            .build()?;
+        let required = if ignore_case {
+            None
+        } else {
+            required_literal(pattern).map(|literal| Box::new(Finder::new(&literal).into_owned()))
+        };
+        Ok(Matcher::Regex(regex, required))
     }
 
     /// Where the first match at or after `from` starts.
     fn find_at(&self, haystack: &[u8], from: usize) -> Option<usize> {
         match self {
             Matcher::Literal(finder) => finder.find(&haystack[from..]).map(|at| at + from),
-            Matcher::Regex(regex) => regex.find_at(haystack, from).map(|m| m.start()),
+            // Any position on the line will do: the caller checks the line with the regex.
+            Matcher::Regex(_, Some(required)) => {
+                required.find(&haystack[from..]).map(|at| at + from)
+            }
+            Matcher::Regex(regex, None) => regex.find_at(haystack, from).map(|m| m.start()),
         }
     }
 
     pub fn is_match(&self, line: &[u8]) -> bool {
         match self {
             Matcher::Literal(finder) => finder.find(line).is_some(),
-            Matcher::Regex(regex) => regex.is_match(line),
+            Matcher::Regex(regex, _) => regex.is_match(line),
         }
     }
+}
+
+/// The longest literal (of at least 3 bytes, without a newline) that every match of `pattern`
+/// contains: a literal item of the pattern's top-level concatenation, as ripgrep uses inner
+/// literals. `None` when there is none or the pattern does not parse.
+fn required_literal(pattern: &str) -> Option<Vec<u8>> {
+    use regex_syntax::hir::{HirKind, Literal};
+    let mut hir = regex_syntax::Parser::new().parse(pattern).ok()?;
+    while let HirKind::Capture(capture) = hir.kind() {
+        hir = (*capture.sub).clone();
+    }
+    let items = match hir.kind() {
+        HirKind::Concat(items) => items.clone(),
+        _ => vec![hir],
+    };
+    items
+        .iter()
+        .filter_map(|item| match item.kind() {
+            HirKind::Literal(Literal(bytes)) if bytes.len() >= 3 && !bytes.contains(&b'\n') => {
+                Some(bytes.to_vec())
+            }
+            _ => None,
+        })
+        .max_by_key(Vec::len)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -573,6 +608,25 @@ mod tests {
         assert_eq!(
             backward(text, regex, 7, 100),
             vec![b"bar".to_vec(), b"foo".to_vec()]
+        );
+        assert_eq!(
+            required_literal(r"user=u\d+ path=/v2/"),
+            Some(b" path=/v2/".to_vec())
+        );
+        assert_eq!(required_literal(r"(a|bcd)x"), None);
+        assert_eq!(required_literal(r"(?i)abcd"), None);
+        let text = b"user=u1 path=/v2/a\nuser=x path=/v2/b\npath=/v2/ user=u3 path=/v2/c\n";
+        assert_eq!(
+            backward(
+                text,
+                Matcher::regex(r"user=u\d+ path=/v2/", false).unwrap(),
+                9,
+                100
+            ),
+            vec![
+                b"path=/v2/ user=u3 path=/v2/c".to_vec(),
+                b"user=u1 path=/v2/a".to_vec()
+            ]
         );
     }
 
