@@ -473,10 +473,14 @@ fn nats_url() -> String {
         .expect("LOGMESH_TEST_NATS_URL is not set: run the tests through scripts/test.sh")
 }
 
+/// The cluster's API token: forwarded requests must carry the client's.
+const TOKEN: &str = "files-test-token";
+
 async fn cluster_get(cluster: &TestCluster, index: usize, query: &str) -> (StatusCode, String) {
     let response = cluster
         .client
         .get(format!("{}{query}", cluster.nodes[index].url()))
+        .bearer_auth(TOKEN)
         .send()
         .await
         .expect("the node answers");
@@ -487,7 +491,7 @@ async fn cluster_get(cluster: &TestCluster, index: usize, query: &str) -> (Statu
 #[tokio::test]
 async fn any_member_serves_any_members_files_and_all_of_them_at_once() {
     let database = TestDatabase::create(Server::Postgres).await;
-    let mut cluster = TestCluster::start(2, &nats_url(), database.url(), &[]);
+    let mut cluster = TestCluster::start(2, &nats_url(), database.url(), &["--api-token", TOKEN]);
     for (index, node) in cluster.nodes.iter().enumerate() {
         write(
             &node.event_log_dir().join("app.log"),
