@@ -253,6 +253,14 @@ async fn names_that_leave_the_log_roots_are_forbidden() {
         root.path().join("inside-link.log"),
     )
     .unwrap();
+    // A rotated sibling that is a symlink out is never read.
+    std::os::unix::fs::symlink(
+        outside.path().join("secret.log"),
+        root.path().join("sub/app.log.1"),
+    )
+    .unwrap();
+    let (_, body) = get(&node, "/logs?filename=sub/app.log&keyword=key&n=100").await;
+    assert_eq!(body, "inside key\n");
     let secret = outside.path().join("secret.log");
     let attacks = [
         "../secret.log".to_owned(),

@@ -253,7 +253,8 @@ pub struct FileInfo {
     pub rotated: Vec<FileInfo>,
 }
 
-/// The rotated siblings of `path` (`path.1`, `path.2.gz`, …), newest (lowest number) first.
+/// The rotated siblings of `path` (`path.1`, `path.2.gz`, …), newest (lowest number) first;
+/// symlinks are skipped, so siblings stay inside the root `path` is in.
 pub fn siblings(path: &Path) -> Vec<(PathBuf, bool)> {
     let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
         return Vec::new();
@@ -264,6 +265,10 @@ pub fn siblings(path: &Path) -> Vec<(PathBuf, bool)> {
     let mut found: Vec<(u32, PathBuf, bool)> = entries
         .flatten()
         .filter_map(|entry| {
+            // A symlinked sibling could lead out of the root; rotation never makes one.
+            if entry.file_type().ok()?.is_symlink() {
+                return None;
+            }
             let file_name = entry.file_name().into_string().ok()?;
             let rest = file_name.strip_prefix(name)?.strip_prefix('.')?;
             let (number, gz) = match rest.strip_suffix(".gz") {
