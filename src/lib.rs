@@ -10,6 +10,7 @@ pub mod config;
 pub mod counters;
 pub mod event;
 pub mod eventlog;
+pub mod files;
 pub mod http;
 pub mod live;
 pub mod node;

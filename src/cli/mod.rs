@@ -9,6 +9,8 @@ use crate::node::Node;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+pub mod tail;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "logmesh",
@@ -24,6 +26,8 @@ pub struct Cli {
 pub enum Command {
     /// Run a node: ingest over HTTP, durable queue, batched store, event log file.
     Serve(Box<ServeArgs>),
+    /// Print the last lines of a file on a node that contain a keyword or match a regex.
+    Tail(Box<tail::TailArgs>),
     /// Measure a running node, or a database through the store.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -37,6 +41,7 @@ pub const EXIT_USAGE: u8 = 2;
 pub async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve(*args).await,
+        Command::Tail(args) => tail::run(*args).await,
         Command::Bench(command) => crate::bench::run(command).await,
         Command::Counter(args) => counter::run(args).await,
     }

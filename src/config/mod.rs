@@ -115,6 +115,10 @@ pub struct ServeArgs {
     /// [env: LOGMESH_TAIL_BUFFER] [default: 4096]
     #[arg(long, value_name = "N")]
     pub tail_buffer: Option<String>,
+    /// A directory whose files `GET /logs` may serve; repeatable [env: LOGMESH_LOG_ROOT,
+    /// colon-separated] [default: <data-dir>/eventlog]
+    #[arg(long = "log-root", value_name = "DIR")]
+    pub log_root: Vec<String>,
     /// Format of logmesh's own logs: human or json [env: LOGMESH_LOG_FORMAT] [default: human]
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<String>,
@@ -186,6 +190,7 @@ const SETTINGS: &[(&str, &[&str])] = &[
     ("member-ttl", &["LOGMESH_MEMBER_TTL"]),
     ("advertise", &["LOGMESH_ADVERTISE"]),
     ("tail-buffer", &["LOGMESH_TAIL_BUFFER"]),
+    ("log-root", &["LOGMESH_LOG_ROOT"]),
 ];
 
 struct Resolver<'a> {
@@ -269,6 +274,9 @@ pub fn resolve(
     set("tail-buffer", &args.tail_buffer);
     if args.insecure {
         flags.insert("insecure", "true".to_owned());
+    }
+    if !args.log_root.is_empty() {
+        flags.insert("log-root", args.log_root.join("\n"));
     }
     let config_path = args.config.clone().or_else(|| {
         env("LOGMESH_CONFIG")
@@ -358,6 +366,30 @@ pub fn resolve(
     let tail_buffer = resolver.get("tail-buffer", crate::live::DEFAULT_CLIENT_BUFFER, |v| {
         parse_count(v, 1, 1_000_000)
     })?;
+    let log_roots = match resolver.raw("log-root") {
+        None => vec![data_dir.join("eventlog")],
+        Some((value, origin)) => {
+            // Flags and the file's array arrive one per line; the environment is colon-separated.
+            let separator = if matches!(origin, Source::Env(_)) {
+                ':'
+            } else {
+                '\n'
+            };
+            let roots: Vec<PathBuf> = value
+                .split(separator)
+                .filter(|root| !root.is_empty())
+                .map(PathBuf::from)
+                .collect();
+            if roots.is_empty() {
+                return Err(ConfigError::Invalid {
+                    value,
+                    origin,
+                    reason: "expected at least one directory".into(),
+                });
+            }
+            roots
+        }
+    };
     if max_bytes < max_body_bytes {
         return Err(ConfigError::Conflict(format!(
             "queue-max-bytes ({max_bytes}) is smaller than max-body-bytes ({max_body_bytes}): \
@@ -386,6 +418,7 @@ pub fn resolve(
         cluster,
         advertise,
         tail_buffer,
+        log_roots,
     })
 }
 
@@ -537,6 +570,21 @@ fn read_file(path: &Path) -> Result<BTreeMap<String, String>, ConfigError> {
             )));
         }
         let raw = match value {
+            toml::Value::Array(items) if key == "log-root" => {
+                let mut roots = Vec::new();
+                for item in items {
+                    match item {
+                        toml::Value::String(root) if !root.contains('\n') => roots.push(root),
+                        other => {
+                            return Err(file_error(format!(
+                                "`log-root` must list directory names, not {}",
+                                other.type_str()
+                            )));
+                        }
+                    }
+                }
+                roots.join("\n")
+            }
             toml::Value::String(s) => s,
             toml::Value::Integer(i) => i.to_string(),
             toml::Value::Boolean(b) => b.to_string(),
@@ -732,6 +780,48 @@ mod tests {
             resolve(&ServeArgs::default(), &both).unwrap().batch_size,
             11
         );
+    }
+
+    #[test]
+    fn log_roots_come_from_repeated_flags_a_colon_list_or_a_toml_array() {
+        let default = resolve(&ServeArgs::default(), &no_env()).unwrap();
+        assert_eq!(
+            default.log_roots,
+            [PathBuf::from("./logmesh-data/eventlog")]
+        );
+        let args = ServeArgs {
+            log_root: vec!["/var/log/a".into(), "/var/log/b".into()],
+            ..ServeArgs::default()
+        };
+        let env = env_of(&[("LOGMESH_LOG_ROOT", "/x:/y")]);
+        let config = resolve(&args, &env).unwrap();
+        assert_eq!(
+            config.log_roots,
+            [PathBuf::from("/var/log/a"), "/var/log/b".into()]
+        );
+        let config = resolve(&ServeArgs::default(), &env).unwrap();
+        assert_eq!(config.log_roots, [PathBuf::from("/x"), "/y".into()]);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        for (toml, expected) in [
+            ("log-root = [\"/p\", \"/q\"]\n", vec!["/p", "/q"]),
+            ("log-root = \"/p\"\n", vec!["/p"]),
+        ] {
+            std::fs::write(&file, toml).unwrap();
+            let args = ServeArgs {
+                config: Some(file.clone()),
+                ..ServeArgs::default()
+            };
+            let config = resolve(&args, &no_env()).unwrap();
+            let expected: Vec<PathBuf> = expected.into_iter().map(PathBuf::from).collect();
+            assert_eq!(config.log_roots, expected);
+        }
+        std::fs::write(&file, "log-root = [1]\n").unwrap();
+        let args = ServeArgs {
+            config: Some(file.clone()),
+            ..ServeArgs::default()
+        };
+        assert!(resolve(&args, &no_env()).is_err());
     }
 
     #[test]

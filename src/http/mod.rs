@@ -7,12 +7,14 @@
 //! - Every error leaves through [`error::ApiError`], so every endpoint answers the same shape.
 
 pub mod error;
+pub mod files;
 mod ingest;
 mod metrics;
 mod ops;
 mod tail;
 
 use crate::cluster::Membership;
+use crate::files::LogRoots;
 use crate::live::LiveFeed;
 use crate::node::metrics::NodeMetrics;
 use crate::queue::IngestQueue;
@@ -49,6 +51,9 @@ struct AppInner {
     membership: Arc<Membership>,
     live: Arc<LiveFeed>,
     metrics: Arc<NodeMetrics>,
+    log_roots: LogRoots,
+    /// Requests to other members (`GET /logs?hostname=`).
+    peers: reqwest::Client,
 }
 
 /// What the API serves from: the node's parts, assembled by `Node::start`.
@@ -61,6 +66,7 @@ pub struct AppParts {
     pub membership: Arc<Membership>,
     pub live: Arc<LiveFeed>,
     pub metrics: Arc<NodeMetrics>,
+    pub log_roots: LogRoots,
 }
 
 impl AppState {
@@ -79,6 +85,11 @@ impl AppState {
                 membership: parts.membership,
                 live: parts.live,
                 metrics: parts.metrics,
+                log_roots: parts.log_roots,
+                peers: reqwest::Client::builder()
+                    .connect_timeout(files::PEER_CONNECT_TIMEOUT)
+                    .build()
+                    .expect("the HTTP client builds"),
             }),
         }
     }
@@ -99,6 +110,8 @@ pub fn app(state: AppState) -> Router {
             get(metrics::exposition).post(metrics::increment),
         )
         .route("/metrics/query", get(metrics::query))
+        .route("/logs", get(files::logs))
+        .route("/logs/files", get(files::list))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
@@ -123,6 +136,8 @@ const ROUTES: &[&str] = &[
     "/api/v1/tail",
     "/metrics",
     "/metrics/query",
+    "/logs",
+    "/logs/files",
 ];
 
 /// Counts every answered request (401s and 404s included) in the node's metrics.

@@ -11,6 +11,7 @@ pub mod metrics;
 
 use crate::cluster::{ClusterError, Member, Membership};
 use crate::eventlog::{EventLogFile, Rotation};
+use crate::files::LogRoots;
 use crate::http::{self, AppParts, AppState};
 use crate::live::LiveFeed;
 use crate::pipeline::{EventLogSink, Pipeline, StoreSink};
@@ -56,6 +57,8 @@ pub struct NodeConfig {
     pub advertise: Option<String>,
     /// Events a live tail client may fall behind before it is dropped.
     pub tail_buffer: usize,
+    /// Directories whose files `GET /logs` serves (default: the event log directory).
+    pub log_roots: Vec<PathBuf>,
 }
 
 /// The cluster shape's settings (`--nats` and friends).
@@ -117,6 +120,7 @@ impl NodeConfig {
             cluster: None,
             advertise: None,
             tail_buffer: crate::live::DEFAULT_CLIENT_BUFFER,
+            log_roots: vec![data_dir.join("eventlog")],
         }
     }
 
@@ -141,6 +145,8 @@ pub enum NodeError {
     Insecure { addr: SocketAddr },
     #[error("cannot use the data directory {path}: {reason}")]
     DataDir { path: PathBuf, reason: String },
+    #[error("cannot serve files: {0}")]
+    LogRoot(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -178,6 +184,9 @@ impl Node {
         .expect("opening the event log does not panic")
         .map_err(|(path, reason)| NodeError::DataDir { path, reason })?;
 
+        let log_roots = LogRoots::new(&config.log_roots).map_err(|e| {
+            NodeError::LogRoot(format!("{e} (set --log-root to an existing directory)"))
+        })?;
         let floor = event_log.last_seq();
         let advertise = config
             .advertise
@@ -267,6 +276,7 @@ impl Node {
             membership,
             live,
             metrics,
+            log_roots,
         });
         let (stop_http, mut http_stopped) = watch::channel(false);
         let server = tokio::spawn(async move {

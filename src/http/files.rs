@@ -1,0 +1,495 @@
+//! Files on hosts: `GET /logs` streams the last matching lines of a file on this node, on
+//! another member (the request is forwarded and its body streamed through) or on every member
+//! (`hostname=*`, lines merged and prefixed with the host); `GET /logs/files` lists what a
+//! node serves.
+//!
+//! Invariants:
+//! - Files are read only by [`crate::files`] on the blocking pool; handlers only move bytes
+//!   through bounded channels, so a slow disk or a slow client stalls nothing else, and a full
+//!   channel pauses the scan (or the upstream read) instead of buffering.
+//! - Bad parameters are JSON errors before any line is sent; a failure after that ends the
+//!   stream with one final line `logmesh-error: <message>`.
+//! - A forwarded request carries [`FORWARDED_HEADER`] and is never forwarded again.
+
+use super::AppState;
+use super::error::ApiError;
+use crate::cluster::Member;
+use crate::files::scan::{Matcher, ScanOptions};
+use crate::files::{self, ERROR_LINE_PREFIX, FOLLOW_POLL, FilesError, Order, Sink, TailRequest};
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// The largest `n`.
+pub const MAX_N: usize = 100_000;
+/// `n` when the request gives none.
+pub const DEFAULT_N: usize = 10;
+/// Marks a request one node forwarded to another.
+pub const FORWARDED_HEADER: &str = "x-logmesh-forwarded";
+pub const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Batches of output in flight between a producer and the response body.
+const CHANNEL_BATCHES: usize = 8;
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogsParams {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hostname: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    filename: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    keyword: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    n: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    regex: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ignore_case: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    order: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    follow: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hostname: Option<String>,
+}
+
+/// What the parameters ask for, checked.
+struct Checked {
+    filename: String,
+    matcher: Matcher,
+    n: usize,
+    order: Order,
+    follow: bool,
+}
+
+fn check(params: &LogsParams) -> Result<Checked, ApiError> {
+    let filename = params
+        .filename
+        .clone()
+        .filter(|f| !f.is_empty())
+        .ok_or_else(|| ApiError::bad_request("`filename` is required"))?;
+    let n = match params.n.as_deref() {
+        None => DEFAULT_N,
+        Some(value) => value
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_N).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "`n` must be a whole number from 1 to {MAX_N}, not `{value}`"
+                ))
+            })?,
+    };
+    let ignore_case = flag(params.ignore_case.as_deref(), "ignore_case")?;
+    let follow = flag(params.follow.as_deref(), "follow")?;
+    let order = match params.order.as_deref() {
+        None | Some("desc") => Order::Desc,
+        Some("asc") => Order::Asc,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "`order` must be `asc` or `desc`, not `{other}`"
+            )));
+        }
+    };
+    let matcher = match (&params.keyword, &params.regex) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "give either `keyword` or `regex`, not both",
+            ));
+        }
+        (_, Some(pattern)) => Matcher::regex(pattern, ignore_case).map_err(|e| {
+            ApiError::bad_request(format!(
+                "`regex` is not a valid regular expression: {}",
+                e.to_string().replace('\n', " ")
+            ))
+        })?,
+        (keyword, None) => Matcher::keyword(keyword.as_deref().unwrap_or(""), ignore_case),
+    };
+    Ok(Checked {
+        filename,
+        matcher,
+        n,
+        order,
+        follow,
+    })
+}
+
+fn flag(value: Option<&str>, name: &str) -> Result<bool, ApiError> {
+    match value {
+        None | Some("false") | Some("0") => Ok(false),
+        Some("true") | Some("1") | Some("") => Ok(true),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "`{name}` must be `true` or `false`, not `{other}`"
+        ))),
+    }
+}
+
+/// Where a request is served.
+enum Target {
+    Here,
+    Member(Member),
+    Everyone(Vec<Member>),
+}
+
+async fn target(
+    state: &AppState,
+    hostname: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<Target, ApiError> {
+    let me = &state.inner.node_name;
+    let hostname = match hostname {
+        None | Some("") => return Ok(Target::Here),
+        Some(name) if name == me => return Ok(Target::Here),
+        Some(name) => name,
+    };
+    if headers.contains_key(FORWARDED_HEADER) {
+        return Err(ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "bad_gateway",
+            format!("a forwarded request for `{hostname}` reached {me}: the membership is stale"),
+        ));
+    }
+    let members = state.inner.membership.members().await?;
+    if hostname == "*" {
+        return Ok(Target::Everyone(members));
+    }
+    match members.iter().find(|m| m.name == hostname) {
+        Some(member) => Ok(Target::Member(member.clone())),
+        None => {
+            let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
+            Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_host",
+                format!(
+                    "no cluster member is named `{hostname}`; members: {}",
+                    names.join(", ")
+                ),
+            ))
+        }
+    }
+}
+
+/// `GET /logs`.
+pub async fn logs(
+    State(state): State<AppState>,
+    params: Result<Query<LogsParams>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Query(params) = params.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let checked = check(&params)?;
+    match target(&state, params.hostname.as_deref(), &headers).await? {
+        Target::Here => serve_here(&state, checked).await,
+        Target::Member(member) => {
+            let upstream = forward(&state, &member, "/logs", &params, &headers).await?;
+            if !upstream.status().is_success() {
+                return Ok(pass_error(upstream).await);
+            }
+            let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
+            tokio::spawn(relay(member.name, upstream, None, tx));
+            Ok(text_stream(rx))
+        }
+        Target::Everyone(members) => {
+            let requests = members.iter().map(|member| {
+                let mut params = params.clone();
+                params.hostname = Some(member.name.clone());
+                let state = &state;
+                let headers = &headers;
+                async move { forward(state, member, "/logs", &params, headers).await }
+            });
+            let answers = futures_util::future::join_all(requests).await;
+            let mut upstreams = Vec::new();
+            for (member, answer) in members.into_iter().zip(answers) {
+                let upstream = answer?;
+                if !upstream.status().is_success() {
+                    return Ok(pass_error(upstream).await);
+                }
+                upstreams.push((member.name, upstream));
+            }
+            let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
+            for (name, upstream) in upstreams {
+                let prefix = format!("{name}: ");
+                tokio::spawn(relay(name, upstream, Some(prefix), tx.clone()));
+            }
+            Ok(text_stream(rx))
+        }
+    }
+}
+
+async fn serve_here(state: &AppState, checked: Checked) -> Result<Response, ApiError> {
+    let roots = state.inner.log_roots.clone();
+    let filename = checked.filename.clone();
+    let path = tokio::task::spawn_blocking(move || roots.resolve(&filename))
+        .await
+        .map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        })??;
+    let request = TailRequest {
+        path,
+        matcher: checked.matcher,
+        n: checked.n,
+        order: checked.order,
+        follow: checked.follow,
+        scan: ScanOptions::default(),
+        poll: FOLLOW_POLL,
+    };
+    let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
+    tokio::task::spawn_blocking(move || {
+        let mut sink = ChannelSink { tx };
+        if let Err(error) = files::tail(&request, &mut sink) {
+            tracing::warn!(file = %request.path.display(), %error, "A file stream failed.");
+            let _ = sink
+                .tx
+                .blocking_send(Chunk::Last(error_line(&error.to_string())));
+        }
+    });
+    Ok(text_stream(rx))
+}
+
+/// A piece of a streamed body; `Last` ends it (the error line).
+enum Chunk {
+    Data(Bytes),
+    Last(Bytes),
+}
+
+fn error_line(message: &str) -> Bytes {
+    Bytes::from(format!(
+        "{ERROR_LINE_PREFIX}{}\n",
+        message.replace(['\n', '\r'], " ")
+    ))
+}
+
+struct ChannelSink {
+    tx: mpsc::Sender<Chunk>,
+}
+
+impl Sink for ChannelSink {
+    fn send(&mut self, bytes: Vec<u8>) -> bool {
+        self.tx
+            .blocking_send(Chunk::Data(Bytes::from(bytes)))
+            .is_ok()
+    }
+
+    fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
+
+/// A chunked `text/plain` response fed by `rx`; it ends after a `Last` chunk or when every
+/// sender is gone.
+fn text_stream(rx: mpsc::Receiver<Chunk>) -> Response {
+    let stream = futures_util::stream::unfold(Some(rx), |rx| async move {
+        let mut rx = rx?;
+        match rx.recv().await? {
+            Chunk::Data(bytes) => Some((Ok::<_, std::io::Error>(bytes), Some(rx))),
+            Chunk::Last(bytes) => Some((Ok(bytes), None)),
+        }
+    });
+    let mut response = Body::from_stream(stream).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
+/// Sends the request to `member`, as that member's own (`hostname` = its name), with the
+/// client's Authorization header.
+async fn forward<P: Serialize>(
+    state: &AppState,
+    member: &Member,
+    path: &str,
+    params: &P,
+    headers: &HeaderMap,
+) -> Result<reqwest::Response, ApiError> {
+    let mut params = serde_json::to_value(params).unwrap_or(Value::Null);
+    params["hostname"] = Value::String(member.name.clone());
+    let mut request = state
+        .inner
+        .peers
+        .get(format!("{}{path}", member.address))
+        .query(&params)
+        .header(FORWARDED_HEADER, "1");
+    if let Some(authorization) = headers.get(header::AUTHORIZATION) {
+        request = request.header(header::AUTHORIZATION, authorization.clone());
+    }
+    request.send().await.map_err(|error| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "bad_gateway",
+            format!(
+                "cluster member {} at {} is unreachable: {}",
+                member.name,
+                member.address,
+                error_chain(&error)
+            ),
+        )
+    })
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// The member's error answer, status and JSON body as they came.
+async fn pass_error(upstream: reqwest::Response) -> Response {
+    let status =
+        StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let body = upstream.bytes().await.unwrap_or_default();
+    let mut response = (status, body).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// Moves a member's streamed body into `tx`: as it comes, or with `prefix` before every line.
+/// A failure ends the whole response with the error line.
+async fn relay(
+    name: String,
+    upstream: reqwest::Response,
+    prefix: Option<String>,
+    tx: mpsc::Sender<Chunk>,
+) {
+    let mut body = upstream.bytes_stream();
+    let mut partial: Vec<u8> = Vec::new();
+    while let Some(piece) = body.next().await {
+        let bytes = match piece {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                let message = format!("{name}: the stream broke: {}", error_chain(&error));
+                let _ = tx.send(Chunk::Last(error_line(&message))).await;
+                return;
+            }
+        };
+        let Some(prefix) = &prefix else {
+            if tx.send(Chunk::Data(bytes)).await.is_err() {
+                return;
+            }
+            continue;
+        };
+        partial.extend_from_slice(&bytes);
+        let Some(end) = memchr::memrchr(b'\n', &partial) else {
+            continue;
+        };
+        let mut out = Vec::with_capacity(end + 64);
+        for line in partial[..=end].split_inclusive(|b| *b == b'\n') {
+            if let Some(message) = line.strip_prefix(ERROR_LINE_PREFIX.as_bytes()) {
+                let message = String::from_utf8_lossy(message);
+                if !out.is_empty() {
+                    let _ = tx.send(Chunk::Data(Bytes::from(out))).await;
+                }
+                let _ = tx
+                    .send(Chunk::Last(error_line(&format!(
+                        "{name}: {}",
+                        message.trim_end()
+                    ))))
+                    .await;
+                return;
+            }
+            out.extend_from_slice(prefix.as_bytes());
+            out.extend_from_slice(line);
+        }
+        partial.drain(..=end);
+        if tx.send(Chunk::Data(Bytes::from(out))).await.is_err() {
+            return;
+        }
+    }
+    if let Some(prefix) = &prefix
+        && !partial.is_empty()
+    {
+        let mut out = prefix.as_bytes().to_vec();
+        out.extend_from_slice(&partial);
+        out.push(b'\n');
+        let _ = tx.send(Chunk::Data(Bytes::from(out))).await;
+    }
+}
+
+/// `GET /logs/files`.
+pub async fn list(
+    State(state): State<AppState>,
+    params: Result<Query<ListParams>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Query(params) = params.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    match target(&state, params.hostname.as_deref(), &headers).await? {
+        Target::Here => Ok(Json(list_here(&state).await?).into_response()),
+        Target::Member(member) => {
+            let upstream = forward(&state, &member, "/logs/files", &params, &headers).await?;
+            Ok(pass_error(upstream).await)
+        }
+        Target::Everyone(members) => {
+            let mut nodes = Vec::new();
+            for member in &members {
+                let upstream = forward(&state, member, "/logs/files", &params, &headers).await?;
+                let status = upstream.status();
+                let body: Value = upstream.json().await.unwrap_or(Value::Null);
+                if !status.is_success() {
+                    return Err(ApiError::new(
+                        StatusCode::BAD_GATEWAY,
+                        "bad_gateway",
+                        format!("cluster member {} answered {status}: {body}", member.name),
+                    ));
+                }
+                nodes.push(body);
+            }
+            Ok(Json(json!({"nodes": nodes})).into_response())
+        }
+    }
+}
+
+async fn list_here(state: &AppState) -> Result<Value, ApiError> {
+    let roots = state.inner.log_roots.clone();
+    let files = tokio::task::spawn_blocking(move || roots.list())
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    let roots: Vec<String> = state
+        .inner
+        .log_roots
+        .paths()
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    Ok(json!({"node": state.inner.node_name, "roots": roots, "files": files}))
+}
+
+impl From<FilesError> for ApiError {
+    fn from(error: FilesError) -> Self {
+        match error {
+            FilesError::Forbidden(message) => {
+                ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+            }
+            FilesError::NotFound(message) => {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+            }
+            FilesError::Io(message) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "io_error", message)
+            }
+        }
+    }
+}
