@@ -173,9 +173,14 @@ pub fn event_log_lines(dir: &Path) -> Vec<serde_json::Value> {
     files
         .iter()
         .flat_map(|(_, path)| {
-            std::fs::read_to_string(path)
-                .expect("read event log")
-                .lines()
+            // A file renamed by a rotation between listing and reading is read on the next
+            // poll; the callers wait on a condition.
+            let text = match std::fs::read_to_string(path) {
+                Ok(text) => text,
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => String::new(),
+                Err(error) => panic!("read event log {}: {error}", path.display()),
+            };
+            text.lines()
                 .map(|line| serde_json::from_str(line).expect("event log lines are JSON"))
                 .collect::<Vec<_>>()
         })
