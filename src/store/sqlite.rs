@@ -4,8 +4,16 @@
 //! (the store writer is the only writer); another serves reads, which WAL lets run beside it.
 //! `synchronous=FULL` because the ingest queue forgets a batch once its commit returns: the
 //! commit itself must survive a power cut.
+//!
+//! Keyword search reads `service_logs_fts`, an FTS5 index over `message` with external content
+//! (the text lives only in `service_logs`), kept in step by triggers inside the writer's own
+//! transaction: a row and its index entry commit together. The tokenizer is `unicode61` with
+//! `_` as a word character and diacritics kept, which matches [`SearchQuery::words`].
 
-use super::{BatchOutcome, SeverityCount, Store, StoreError};
+use super::{
+    BatchOutcome, SearchPage, SearchQuery, SeverityCount, Store, StoreError, StoredEvent,
+    stored_severity,
+};
 use crate::event::Event;
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
@@ -14,9 +22,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 /// Schema migrations, applied in order once each; never edit one that has shipped.
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    "CREATE TABLE service_logs (
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        "CREATE TABLE service_logs (
         row_id INTEGER PRIMARY KEY,
         id TEXT NOT NULL UNIQUE,
         ts_us INTEGER NOT NULL,
@@ -33,7 +42,32 @@ const MIGRATIONS: &[(i64, &str)] = &[(
         count INTEGER NOT NULL,
         PRIMARY KEY (service, severity)
     ) WITHOUT ROWID;",
-)];
+    ),
+    // Search: newest-first order and the keyword index, filled from the rows already stored.
+    (
+        2,
+        "CREATE INDEX service_logs_ts ON service_logs (ts_us);
+        CREATE VIRTUAL TABLE service_logs_fts USING fts5(
+            message,
+            content = 'service_logs',
+            content_rowid = 'row_id',
+            tokenize = \"unicode61 remove_diacritics 0 tokenchars '_'\"
+        );
+        CREATE TRIGGER service_logs_fts_insert AFTER INSERT ON service_logs BEGIN
+            INSERT INTO service_logs_fts (rowid, message) VALUES (new.row_id, new.message);
+        END;
+        CREATE TRIGGER service_logs_fts_delete AFTER DELETE ON service_logs BEGIN
+            INSERT INTO service_logs_fts (service_logs_fts, rowid, message)
+                VALUES ('delete', old.row_id, old.message);
+        END;
+        CREATE TRIGGER service_logs_fts_update AFTER UPDATE OF message ON service_logs BEGIN
+            INSERT INTO service_logs_fts (service_logs_fts, rowid, message)
+                VALUES ('delete', old.row_id, old.message);
+            INSERT INTO service_logs_fts (rowid, message) VALUES (new.row_id, new.message);
+        END;
+        INSERT INTO service_logs_fts (service_logs_fts) VALUES ('rebuild');",
+    ),
+];
 
 pub struct SqliteStore {
     writer: Arc<Mutex<Connection>>,
@@ -184,8 +218,113 @@ fn write_batch(
     Ok(outcome)
 }
 
+/// The SQL and its parameters for `query` (already checked).
+fn search_sql(query: &SearchQuery) -> (String, Vec<rusqlite::types::Value>) {
+    use rusqlite::types::Value;
+    let mut sql = String::from(
+        "SELECT row_id, id, ts_us, service, severity, message, attributes, node, received_us
+         FROM service_logs WHERE 1 = 1",
+    );
+    let mut values: Vec<Value> = Vec::new();
+    let words = query.words();
+    if !words.is_empty() {
+        // Each word a quoted FTS5 string: words hold no quote, so nothing else is syntax.
+        let matched: Vec<String> = words.iter().map(|w| format!("\"{w}\"")).collect();
+        sql.push_str(
+            " AND row_id IN (SELECT rowid FROM service_logs_fts WHERE service_logs_fts MATCH ?)",
+        );
+        values.push(Value::Text(matched.join(" ")));
+    }
+    if let Some(service) = &query.service {
+        sql.push_str(" AND service = ?");
+        values.push(Value::Text(service.clone()));
+    }
+    if let Some(severities) = query.severities() {
+        let marks = vec!["?"; severities.len()].join(", ");
+        sql.push_str(&format!(" AND severity IN ({marks})"));
+        values.extend(severities.into_iter().map(|s| Value::Text(s.into())));
+    }
+    if let Some(since) = query.since {
+        sql.push_str(" AND ts_us >= ?");
+        values.push(Value::Integer(since));
+    }
+    if let Some(until) = query.until {
+        sql.push_str(" AND ts_us < ?");
+        values.push(Value::Integer(until));
+    }
+    if let Some(cursor) = query.cursor {
+        sql.push_str(" AND (ts_us < ? OR (ts_us = ? AND row_id < ?))");
+        values.extend([
+            Value::Integer(cursor.ts_us),
+            Value::Integer(cursor.ts_us),
+            Value::Integer(cursor.row_id),
+        ]);
+    }
+    sql.push_str(" ORDER BY ts_us DESC, row_id DESC LIMIT ?");
+    values.push(Value::Integer(i64::from(query.limit) + 1));
+    (sql, values)
+}
+
+fn search(connection: &Connection, query: &SearchQuery) -> Result<SearchPage, StoreError> {
+    let (sql, values) = search_sql(query);
+    let mut statement = connection.prepare_cached(&sql).map_err(database_error)?;
+    let rows = statement
+        .query_map(rusqlite::params_from_iter(values), |row| {
+            Ok((
+                StoredEvent {
+                    row_id: row.get(0)?,
+                    id: row.get(1)?,
+                    ts_us: row.get(2)?,
+                    service: row.get(3)?,
+                    severity: crate::event::Severity::Info,
+                    message: row.get(5)?,
+                    attributes: row.get(6)?,
+                    node: row.get(7)?,
+                    received_us: row.get(8)?,
+                },
+                row.get::<_, String>(4)?,
+            ))
+        })
+        .map_err(database_error)?;
+    let mut events = Vec::new();
+    for row in rows {
+        let (mut event, severity) = row.map_err(database_error)?;
+        event.severity = stored_severity(&severity)?;
+        events.push(event);
+    }
+    Ok(SearchPage::from_rows(events, query.limit))
+}
+
+impl SqliteStore {
+    /// SQLite's plan for [`Store::search`] of `query` (`EXPLAIN QUERY PLAN` details, one per
+    /// line): which index a search reads.
+    pub async fn explain_search(&self, query: &SearchQuery) -> Result<String, StoreError> {
+        query.check()?;
+        let (sql, values) = search_sql(query);
+        with_connection(&self.reader, move |connection| {
+            let mut statement = connection
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .map_err(database_error)?;
+            let details = statement
+                .query_map(rusqlite::params_from_iter(values), |row| {
+                    row.get::<_, String>(3)
+                })
+                .map_err(database_error)?;
+            let details: Vec<String> = details.collect::<Result<_, _>>().map_err(database_error)?;
+            Ok(details.join("\n"))
+        })
+        .await
+    }
+}
+
 #[async_trait]
 impl Store for SqliteStore {
+    async fn search(&self, query: &SearchQuery) -> Result<SearchPage, StoreError> {
+        query.check()?;
+        let query = query.clone();
+        with_connection(&self.reader, move |connection| search(connection, &query)).await
+    }
+
     async fn write_batch(&self, events: Vec<Arc<Event>>) -> Result<BatchOutcome, StoreError> {
         with_connection(&self.writer, move |connection| {
             write_batch(connection, &events).map_err(database_error)
