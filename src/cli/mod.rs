@@ -1,6 +1,8 @@
 //! The command line: one binary, one subcommand per job. Exit codes scripts can rely on:
 //! 0 success, 1 a failure while running, 2 bad usage or configuration.
 
+pub mod search;
+
 use crate::bench::BenchCommand;
 use crate::config::{self, ServeArgs};
 use crate::node::Node;
@@ -22,6 +24,8 @@ pub struct Cli {
 pub enum Command {
     /// Run a node: ingest over HTTP, durable queue, batched store, event log file.
     Serve(Box<ServeArgs>),
+    /// Search stored events on a node: one line per event, newest first.
+    Search(search::SearchArgs),
     /// Measure a running node, or a database through the store.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -33,6 +37,7 @@ pub const EXIT_USAGE: u8 = 2;
 pub async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve(*args).await,
+        Command::Search(args) => search::run(args).await,
         Command::Bench(command) => crate::bench::run(command).await,
     }
 }

@@ -102,6 +102,9 @@ impl From<ClusterError> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
+        if let StoreError::InvalidQuery(message) = error {
+            return ApiError::bad_request(message);
+        }
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "store_unavailable",

@@ -9,6 +9,7 @@
 pub mod error;
 mod ingest;
 mod ops;
+mod search;
 
 use crate::cluster::Membership;
 use crate::queue::IngestQueue;
@@ -75,6 +76,7 @@ pub fn app(state: AppState) -> Router {
         .route("/event", post(ingest::post_event))
         .route("/api/v1/logs", post(ingest::post_logs))
         .route("/api/v1/logs/stats", get(ops::stats))
+        .route("/api/v1/logs/search", get(search::search))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/api/v1/cluster", get(ops::cluster))
