@@ -1,9 +1,11 @@
 //! `logmesh bench`: load generators that report throughput and latency. `ingest` drives
 //! running nodes over HTTP (acknowledgement latency and, with `--event-log`, replication lag);
 //! `store` ([`store`]) writes straight into a database through the store port (commit
-//! latency). Speed is measured here, never in tests.
+//! latency); `search` ([`search`]) fills a database through the store port and times keyword
+//! searches. Speed is measured here, never in tests.
 
 mod replication;
+pub mod search;
 pub mod store;
 
 use crate::config::parse_duration;
@@ -25,6 +27,9 @@ pub enum BenchCommand {
     /// Store load: batches of generated events written straight into an empty, throwaway
     /// database through the store port.
     Store(store::StoreBenchArgs),
+    /// Search latency: fills an empty, throwaway database with generated events through the
+    /// store port, then times keyword searches of three selectivities.
+    Search(search::SearchBenchArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -114,6 +119,7 @@ pub async fn run(command: BenchCommand) -> ExitCode {
             }
         },
         BenchCommand::Store(args) => store::run(args).await,
+        BenchCommand::Search(args) => search::run(args).await,
     }
 }
 
