@@ -656,9 +656,18 @@ async fn the_search_migration_indexes_rows_stored_before_it(backend: Backend) {
         .unwrap();
     drop(store);
     let store = db.open().await;
-    assert_eq!(ids(&search(store.as_ref(), keyword("before")).await), ["b", "a"]);
+    assert_eq!(
+        ids(&search(store.as_ref(), keyword("before")).await),
+        ["b", "a"]
+    );
     store
-        .write_batch(timed_events(&[("c", "api", "info", "after, not before", 3_000)]))
+        .write_batch(timed_events(&[(
+            "c",
+            "api",
+            "info",
+            "after, not before",
+            3_000,
+        )]))
         .await
         .unwrap();
     assert_eq!(
@@ -991,4 +1000,41 @@ async fn an_unreachable_server_fails_to_open_without_showing_the_password() {
         );
         assert!(!message.contains("s3cret"), "{message}");
     }
+}
+
+#[tokio::test]
+async fn postgres_without_pg_trgm_rights_fails_to_open_saying_what_to_do() {
+    let database = TestDatabase::create(Server::Postgres).await;
+    let role = format!("logmesh_r_{}", uuid::Uuid::now_v7().simple());
+    let admin = |sql: String| {
+        let url = database.url().to_owned();
+        async move {
+            let mut connection = sqlx::PgConnection::connect(&url).await.unwrap();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&mut connection)
+                .await
+                .unwrap();
+        }
+    };
+    // May create tables, but not extensions (no CREATE on the database).
+    admin(format!(
+        "CREATE ROLE {role} LOGIN; GRANT CREATE, USAGE ON SCHEMA public TO {role}"
+    ))
+    .await;
+    let url = database
+        .url()
+        .replacen("postgres://postgres@", &format!("postgres://{role}@"), 1);
+    assert_ne!(url, database.url(), "the admin URL's user is postgres");
+    let opened = store::open(&DatabaseUrl::parse(&url).unwrap()).await;
+    admin(format!("DROP OWNED BY {role}; DROP ROLE {role}")).await;
+    let error = match opened {
+        Ok(_) => panic!("opened without pg_trgm"),
+        Err(error) => error,
+    };
+    assert!(
+        matches!(error, StoreError::Migration { version: 2, .. }),
+        "{error:?}"
+    );
+    let message = error.to_string();
+    assert!(message.contains("CREATE EXTENSION pg_trgm"), "{message}");
 }
