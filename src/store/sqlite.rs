@@ -1,7 +1,8 @@
 //! SQLite adapter of the store (the embedded shape), on rusqlite.
 //!
 //! rusqlite is synchronous, so every call runs on tokio's blocking pool. One connection writes
-//! (the store writer is the only writer); another serves reads, which WAL lets run beside it.
+//! (the store writer is the only writer); another serves reads and a third searches, which WAL
+//! lets run beside it.
 //! `synchronous=FULL` because the ingest queue forgets a batch once its commit returns: the
 //! commit itself must survive a power cut.
 //!
@@ -72,6 +73,9 @@ const MIGRATIONS: &[(i64, &str)] = &[
 pub struct SqliteStore {
     writer: Arc<Mutex<Connection>>,
     reader: Arc<Mutex<Connection>>,
+    /// Searches run here, so that a slow one (a common word over millions of rows) never
+    /// delays `health` or the counts; searches wait for each other.
+    searcher: Arc<Mutex<Connection>>,
 }
 
 fn database_error(error: rusqlite::Error) -> StoreError {
@@ -162,9 +166,11 @@ impl SqliteStore {
             let mut writer = connect(&path)?;
             migrate(&mut writer)?;
             let reader = connect(&path)?;
+            let searcher = connect(&path)?;
             Ok(SqliteStore {
                 writer: Arc::new(Mutex::new(writer)),
                 reader: Arc::new(Mutex::new(reader)),
+                searcher: Arc::new(Mutex::new(searcher)),
             })
         })
         .await
@@ -270,28 +276,31 @@ fn search(connection: &Connection, query: &SearchQuery) -> Result<SearchPage, St
     let mut statement = connection.prepare_cached(&sql).map_err(database_error)?;
     let rows = statement
         .query_map(rusqlite::params_from_iter(values), |row| {
-            Ok((
-                StoredEvent {
-                    row_id: row.get(0)?,
-                    id: row.get(1)?,
-                    ts_us: row.get(2)?,
-                    service: row.get(3)?,
-                    severity: crate::event::Severity::Info,
-                    message: row.get(5)?,
-                    attributes: row.get(6)?,
-                    node: row.get(7)?,
-                    received_us: row.get(8)?,
+            Ok(StoredEvent {
+                row_id: row.get(0)?,
+                id: row.get(1)?,
+                ts_us: row.get(2)?,
+                service: row.get(3)?,
+                severity: {
+                    let name: String = row.get(4)?;
+                    stored_severity(&name).map_err(|e| {
+                        rusqlite::Error::FromSqlConversionFailure(
+                            4,
+                            rusqlite::types::Type::Text,
+                            Box::new(e),
+                        )
+                    })?
                 },
-                row.get::<_, String>(4)?,
-            ))
+                message: row.get(5)?,
+                attributes: row.get(6)?,
+                node: row.get(7)?,
+                received_us: row.get(8)?,
+            })
         })
         .map_err(database_error)?;
-    let mut events = Vec::new();
-    for row in rows {
-        let (mut event, severity) = row.map_err(database_error)?;
-        event.severity = stored_severity(&severity)?;
-        events.push(event);
-    }
+    let events = rows
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(database_error)?;
     Ok(SearchPage::from_rows(events, query.limit))
 }
 
@@ -301,7 +310,7 @@ impl SqliteStore {
     pub async fn explain_search(&self, query: &SearchQuery) -> Result<String, StoreError> {
         query.check()?;
         let (sql, values) = search_sql(query);
-        with_connection(&self.reader, move |connection| {
+        with_connection(&self.searcher, move |connection| {
             let mut statement = connection
                 .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
                 .map_err(database_error)?;
@@ -322,7 +331,7 @@ impl Store for SqliteStore {
     async fn search(&self, query: &SearchQuery) -> Result<SearchPage, StoreError> {
         query.check()?;
         let query = query.clone();
-        with_connection(&self.reader, move |connection| search(connection, &query)).await
+        with_connection(&self.searcher, move |connection| search(connection, &query)).await
     }
 
     async fn write_batch(&self, events: Vec<Arc<Event>>) -> Result<BatchOutcome, StoreError> {
