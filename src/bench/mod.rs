@@ -1,10 +1,12 @@
 //! `logmesh bench`: load generators that report throughput and latency. `ingest` drives
 //! running nodes over HTTP (acknowledgement latency and, with `--event-log`, replication lag);
 //! `store` ([`store`]) writes straight into a database through the store port (commit
-//! latency). Speed is measured here, never in tests.
+//! latency); `search` ([`search`]) fills a database through the store port and times keyword
+//! searches. Speed is measured here, never in tests.
 
 pub mod counter;
 mod replication;
+pub mod search;
 pub mod store;
 
 use crate::config::parse_duration;
@@ -28,6 +30,9 @@ pub enum BenchCommand {
     Store(store::StoreBenchArgs),
     /// Counter load: POST /metrics increments from many connections.
     Counter(counter::CounterBenchArgs),
+    /// Search latency: fills an empty, throwaway database with generated events through the
+    /// store port, then times keyword searches of three selectivities.
+    Search(search::SearchBenchArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -118,6 +123,7 @@ pub async fn run(command: BenchCommand) -> ExitCode {
         },
         BenchCommand::Store(args) => store::run(args).await,
         BenchCommand::Counter(args) => counter::run(args).await,
+        BenchCommand::Search(args) => search::run(args).await,
     }
 }
 

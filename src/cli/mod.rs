@@ -2,6 +2,7 @@
 //! 0 success, 1 a failure while running, 2 bad usage or configuration.
 
 mod counter;
+pub mod search;
 
 use crate::bench::BenchCommand;
 use crate::config::{self, ServeArgs};
@@ -28,6 +29,8 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Print the last lines of a file on a node that contain a keyword or match a regex.
     Tail(Box<tail::TailArgs>),
+    /// Search stored events on a node: one line per event, newest first.
+    Search(search::SearchArgs),
     /// Measure a running node, or a database through the store.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -42,6 +45,7 @@ pub async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve(*args).await,
         Command::Tail(args) => tail::run(*args).await,
+        Command::Search(args) => search::run(args).await,
         Command::Bench(command) => crate::bench::run(command).await,
         Command::Counter(args) => counter::run(args).await,
     }

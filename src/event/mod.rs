@@ -14,7 +14,7 @@ use std::fmt;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-pub use parse::{IngestContext, InputError, parse_json_body, parse_raw_body};
+pub use parse::{IngestContext, InputError, parse_json_body, parse_raw_body, parse_timestamp_text};
 
 /// Longest id, service or node name accepted, in bytes.
 pub const MAX_NAME_BYTES: usize = 128;

@@ -363,6 +363,16 @@ fn parse_timestamp(value: &Value) -> Result<i64, String> {
     }
 }
 
+/// Parses a timestamp given as text (a query parameter, a flag): RFC 3339, or epoch
+/// milliseconds when it is a whole number, with the same rules and messages as the `timestamp`
+/// field of a JSON event. Answers epoch microseconds.
+pub fn parse_timestamp_text(text: &str) -> Result<i64, String> {
+    match text.parse::<i64>() {
+        Ok(ms) => parse_timestamp(&Value::from(ms)),
+        Err(_) => parse_timestamp(&Value::String(text.to_owned())),
+    }
+}
+
 /// Checks an id or service name: 1 to [`MAX_NAME_BYTES`] bytes, no whitespace or control
 /// characters (they would make the event log file and later labels ambiguous).
 pub fn check_name(name: &str) -> Result<&str, String> {
@@ -417,6 +427,24 @@ mod tests {
 
     fn parse(body: &str) -> Result<Vec<Event>, InputError> {
         parse_json_body(body.as_bytes(), CTX)
+    }
+
+    #[test]
+    fn timestamps_as_text_are_rfc3339_or_epoch_milliseconds() {
+        assert_eq!(
+            parse_timestamp_text("2023-11-14T22:13:20.5Z"),
+            Ok(1_700_000_000_500_000)
+        );
+        assert_eq!(
+            parse_timestamp_text("1700000000500"),
+            Ok(1_700_000_000_500_000)
+        );
+        assert!(parse_timestamp_text("-1").is_err());
+        assert!(
+            parse_timestamp_text("yesterday")
+                .unwrap_err()
+                .contains("RFC 3339")
+        );
     }
 
     fn rejection(body: &str) -> String {

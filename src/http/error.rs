@@ -102,7 +102,7 @@ impl From<ClusterError> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
-        if let StoreError::Rejected(message) = error {
+        if let StoreError::Rejected(message) | StoreError::InvalidQuery(message) = error {
             return ApiError::bad_request(message);
         }
         ApiError::new(

@@ -11,6 +11,7 @@ pub mod files;
 mod ingest;
 mod metrics;
 mod ops;
+mod search;
 mod tail;
 
 use crate::cluster::Membership;
@@ -101,6 +102,7 @@ pub fn app(state: AppState) -> Router {
         .route("/event", post(ingest::post_event))
         .route("/api/v1/logs", post(ingest::post_logs))
         .route("/api/v1/logs/stats", get(ops::stats))
+        .route("/api/v1/logs/search", get(search::search))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/api/v1/cluster", get(ops::cluster))

@@ -16,6 +16,13 @@
 //! - never show a password: errors and logs name the database by its redacted URL
 //!   ([`redact_url`], `Display` of [`DatabaseUrl`]).
 //!
+//! - answer [`Store::search`] newest first (`ts_us` descending, then `row_id` descending) with
+//!   keyset pagination on `(ts_us, row_id)`, so a cursor stays valid and skips or repeats no
+//!   row while new events arrive; a keyword query reads the backend's text index (SQLite FTS5,
+//!   PostgreSQL `pg_trgm` GIN, InnoDB FULLTEXT), never a scan of every message. Every backend
+//!   matches whole words case-insensitively (see [`SearchQuery::words`]); what else matches
+//!   differs per backend and is documented in the README.
+//!
 //! Adapters, one file each: [`sqlite::SqliteStore`] (embedded shape), [`postgres::PostgresStore`]
 //! and [`mysql::MysqlStore`] (MySQL and MariaDB; cluster shape). The URL scheme picks one in
 //! [`open`].
@@ -26,8 +33,10 @@ pub mod postgres;
 pub mod sqlite;
 
 use crate::counters::{Counter, CounterKey};
-use crate::event::Event;
+use crate::event::{Event, Severity};
 use async_trait::async_trait;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -88,6 +97,200 @@ pub enum StoreError {
     /// The request cannot be carried out as asked (e.g. a counter would overflow).
     #[error("{0}")]
     Rejected(String),
+    /// A search this backend cannot answer as asked (the caller's input, not the database).
+    #[error("{0}")]
+    InvalidQuery(String),
+}
+
+/// Results per page when the caller does not say.
+pub const DEFAULT_SEARCH_LIMIT: u32 = 100;
+
+/// Most results per page.
+pub const MAX_SEARCH_LIMIT: u32 = 1000;
+
+/// Longest keyword query, in bytes, and most words in it.
+pub const MAX_QUERY_BYTES: usize = 1024;
+pub const MAX_QUERY_WORDS: usize = 16;
+
+/// A search over stored events. Every filter given must hold (AND).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchQuery {
+    /// Keywords: every word of it must occur in the message as a whole word (see [`words`]).
+    ///
+    /// [`words`]: SearchQuery::words
+    pub q: Option<String>,
+    /// Exact service name (byte for byte).
+    pub service: Option<String>,
+    /// Minimum severity: `warn` finds warn, error and fatal.
+    pub severity: Option<Severity>,
+    /// Events at or after this time, epoch µs (inclusive).
+    pub since: Option<i64>,
+    /// Events before this time, epoch µs (exclusive).
+    pub until: Option<i64>,
+    /// Results per page, 1 to [`MAX_SEARCH_LIMIT`].
+    pub limit: u32,
+    /// Continue after the last event of a previous page.
+    pub cursor: Option<Cursor>,
+}
+
+impl Default for SearchQuery {
+    fn default() -> Self {
+        SearchQuery {
+            q: None,
+            service: None,
+            severity: None,
+            since: None,
+            until: None,
+            limit: DEFAULT_SEARCH_LIMIT,
+            cursor: None,
+        }
+    }
+}
+
+impl SearchQuery {
+    /// The words of `q`: maximal runs of letters, digits and `_`, lower-cased. Whatever else `q`
+    /// holds (spaces, punctuation) only separates words. Every backend tokenises messages the
+    /// same way for this purpose, so `timeout` finds `Connection timeout, retrying` everywhere.
+    pub fn words(&self) -> Vec<String> {
+        query_words(self.q.as_deref().unwrap_or(""))
+    }
+
+    /// Checks what every adapter relies on; adapters call it first.
+    pub fn check(&self) -> Result<(), StoreError> {
+        if !(1..=MAX_SEARCH_LIMIT).contains(&self.limit) {
+            return Err(StoreError::InvalidQuery(format!(
+                "limit must be between 1 and {MAX_SEARCH_LIMIT}, found {}",
+                self.limit
+            )));
+        }
+        if let Some(q) = &self.q {
+            if q.len() > MAX_QUERY_BYTES {
+                return Err(StoreError::InvalidQuery(format!(
+                    "q is {} bytes long; at most {MAX_QUERY_BYTES} are allowed",
+                    q.len()
+                )));
+            }
+            let words = self.words().len();
+            if words == 0 {
+                return Err(StoreError::InvalidQuery(
+                    "q holds no word (letters, digits or _) to search for".into(),
+                ));
+            }
+            if words > MAX_QUERY_WORDS {
+                return Err(StoreError::InvalidQuery(format!(
+                    "q holds {words} words; at most {MAX_QUERY_WORDS} are allowed"
+                )));
+            }
+        }
+        if let (Some(since), Some(until)) = (self.since, self.until)
+            && since > until
+        {
+            return Err(StoreError::InvalidQuery("since is later than until".into()));
+        }
+        Ok(())
+    }
+
+    /// The stored severity names at or above the minimum, if one is set.
+    pub(crate) fn severities(&self) -> Option<Vec<&'static str>> {
+        self.severity.map(|minimum| {
+            Severity::ALL
+                .iter()
+                .filter(|s| **s >= minimum)
+                .map(|s| s.as_str())
+                .collect()
+        })
+    }
+}
+
+fn query_words(q: &str) -> Vec<String> {
+    q.split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .filter(|word| !word.is_empty())
+        .map(str::to_lowercase)
+        .collect()
+}
+
+/// Where a page ended: the `(ts_us, row_id)` of its last event. The next page holds the events
+/// strictly after it in the result order, which rows written later cannot disturb.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    pub ts_us: i64,
+    pub row_id: i64,
+}
+
+impl Cursor {
+    /// The opaque form handed to clients: base64url of `ts_us:row_id`.
+    pub fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(format!("{}:{}", self.ts_us, self.row_id))
+    }
+
+    /// Parses what [`Cursor::encode`] produced.
+    pub fn decode(text: &str) -> Result<Cursor, String> {
+        let invalid = || "is not a cursor this node handed out (use next_cursor as is)".to_owned();
+        let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| invalid())?;
+        let text = std::str::from_utf8(&bytes).map_err(|_| invalid())?;
+        let (ts, row) = text.split_once(':').ok_or_else(invalid)?;
+        Ok(Cursor {
+            ts_us: ts.parse().map_err(|_| invalid())?,
+            row_id: row.parse().map_err(|_| invalid())?,
+        })
+    }
+}
+
+/// One row of `service_logs`, as a search returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    /// The store's own row number: ties between equal timestamps are broken by it.
+    pub row_id: i64,
+    pub id: String,
+    pub ts_us: i64,
+    pub service: String,
+    pub severity: Severity,
+    pub message: String,
+    /// The attributes' JSON text, as stored.
+    pub attributes: Option<String>,
+    pub node: String,
+    pub received_us: i64,
+}
+
+/// A page of search results, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchPage {
+    pub events: Vec<StoredEvent>,
+    /// Set when more events match: pass it back as the query's cursor for the next page.
+    pub next_cursor: Option<String>,
+}
+
+impl SearchPage {
+    /// Builds a page from up to `limit + 1` rows in result order: the extra row only says that
+    /// there is a next page.
+    pub(crate) fn from_rows(mut rows: Vec<StoredEvent>, limit: u32) -> SearchPage {
+        let limit = limit as usize;
+        let next_cursor = if rows.len() > limit {
+            rows.truncate(limit);
+            rows.last().map(|last| {
+                Cursor {
+                    ts_us: last.ts_us,
+                    row_id: last.row_id,
+                }
+                .encode()
+            })
+        } else {
+            None
+        };
+        SearchPage {
+            events: rows,
+            next_cursor,
+        }
+    }
+}
+
+/// A stored severity name as a [`Severity`]; only the store writes them, so anything else is
+/// a damaged row.
+pub(crate) fn stored_severity(name: &str) -> Result<Severity, StoreError> {
+    Severity::ALL
+        .into_iter()
+        .find(|s| s.as_str() == name)
+        .ok_or_else(|| StoreError::Database(format!("a stored event has severity `{name}`")))
 }
 
 #[async_trait]
@@ -97,6 +300,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// The `service_severity` table, ordered by service then severity.
     async fn severity_counts(&self) -> Result<Vec<SeverityCount>, StoreError>;
+
+    /// Stored events matching `query`, newest first, one page at a time (see the module docs).
+    /// Fails with [`StoreError::InvalidQuery`] when the query is out of bounds.
+    async fn search(&self, query: &SearchQuery) -> Result<SearchPage, StoreError>;
 
     /// A real round trip to the database.
     async fn health(&self) -> Result<(), StoreError>;
@@ -388,6 +595,66 @@ mod tests {
             assert!(error.contains(expected), "{url}: {error}");
             assert!(!error.contains("secret"), "{url}: {error}");
         }
+    }
+
+    #[test]
+    fn query_words_are_runs_of_letters_digits_and_underscores() {
+        assert_eq!(
+            query_words("Connection TIMEOUT, user_id=42; café!"),
+            ["connection", "timeout", "user_id", "42", "café"]
+        );
+        assert!(query_words(" -- ,;").is_empty());
+    }
+
+    #[test]
+    fn cursors_round_trip_and_garbage_is_refused() {
+        let cursor = Cursor {
+            ts_us: 1_700_000_000_000_000,
+            row_id: 42,
+        };
+        assert_eq!(Cursor::decode(&cursor.encode()), Ok(cursor));
+        for bad in ["", "!!", "MTIz", &URL_SAFE_NO_PAD.encode("a:b")] {
+            assert!(Cursor::decode(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn queries_out_of_bounds_are_refused() {
+        let ok = SearchQuery::default();
+        assert!(ok.check().is_ok());
+        for bad in [
+            SearchQuery {
+                limit: 0,
+                ..ok.clone()
+            },
+            SearchQuery {
+                limit: 1001,
+                ..ok.clone()
+            },
+            SearchQuery {
+                q: Some(" ,; ".into()),
+                ..ok.clone()
+            },
+            SearchQuery {
+                q: Some("x".repeat(MAX_QUERY_BYTES + 1)),
+                ..ok.clone()
+            },
+            SearchQuery {
+                since: Some(2),
+                until: Some(1),
+                ..ok.clone()
+            },
+        ] {
+            assert!(
+                matches!(bad.check(), Err(StoreError::InvalidQuery(_))),
+                "{bad:?}"
+            );
+        }
+        let warn = SearchQuery {
+            severity: Some(Severity::Warn),
+            ..ok
+        };
+        assert_eq!(warn.severities().unwrap(), ["warn", "error", "fatal"]);
     }
 
     #[test]

@@ -26,17 +26,26 @@
 //!   (below `max_allowed_packet`, 16 MiB by default), so a batch of any size is several
 //!   statements inside its one transaction. A single event larger than `max_allowed_packet`
 //!   cannot be stored: raise the server's limit above `--max-body-bytes`.
+//! - Keyword search is `MATCH (message) AGAINST ('+"word" …' IN BOOLEAN MODE)` on a FULLTEXT
+//!   index. `message` uses `utf8mb4_unicode_ci` (migration 2), because InnoDB's FULLTEXT is
+//!   case-sensitive on a binary collation; the index is built without stopwords. InnoDB does
+//!   not index words shorter than `innodb_ft_min_token_size` (3) or longer than 84 characters:
+//!   such words are checked with `REGEXP '\bword\b'` on the rows the index found, and a query
+//!   made only of them is refused ([`StoreError::InvalidQuery`]) rather than scanning the table.
 
 use super::counter_groups::{ApplyIncrements, CounterGroups};
 use super::{
     ACQUIRE_TIMEOUT, BatchOutcome, CONNECT_TIMEOUT, MAX_CONNECTIONS, MIGRATION_LOCK_TIMEOUT,
-    SeverityCount, Store, StoreError, counter_from_row, counter_overflow, health_check,
-    log_if_slow, redact_url, sqlx_error, tally, unique_by_id,
+    SearchPage, SearchQuery, SeverityCount, Store, StoreError, StoredEvent, counter_from_row,
+    counter_overflow, health_check, log_if_slow, redact_url, sqlx_error, stored_severity, tally,
+    unique_by_id,
 };
 use crate::counters::{Counter, CounterKey};
 use crate::event::Event;
 use async_trait::async_trait;
-use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOptions};
+use sqlx::mysql::{
+    MySql, MySqlConnectOptions, MySqlConnection, MySqlDatabaseError, MySqlPool, MySqlPoolOptions,
+};
 use sqlx::{ConnectOptions, Connection, QueryBuilder, Row};
 use std::collections::HashSet;
 use std::str::FromStr;
@@ -69,6 +78,20 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
         ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin",
         ],
     ),
+    // Search: newest-first order and the keyword index over the rows already stored. An index
+    // that already exists (a re-run) fails with ER_DUP_KEYNAME, which the runner skips:
+    // MySQL has no CREATE INDEX IF NOT EXISTS.
+    (
+        2,
+        &[
+            "ALTER TABLE service_logs
+                MODIFY message LONGTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci NOT NULL",
+            "CREATE INDEX service_logs_ts ON service_logs (ts_us, row_id)",
+            // Read when the index is created: this index then has no stopword list.
+            "SET SESSION innodb_ft_enable_stopword = OFF",
+            "CREATE FULLTEXT INDEX service_logs_message_ft ON service_logs (message)",
+        ],
+    ),
     (
         3,
         &["CREATE TABLE IF NOT EXISTS counters (
@@ -79,6 +102,13 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
         ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin"],
     ),
 ];
+
+/// MySQL's error number for "Duplicate key name": the index a re-run migration creates exists.
+const ER_DUP_KEYNAME: u16 = 1061;
+
+/// The word lengths, in characters, InnoDB's FULLTEXT index holds (`innodb_ft_min_token_size`
+/// default and the fixed maximum).
+const FULLTEXT_WORD_CHARS: std::ops::RangeInclusive<usize> = 3..=84;
 
 /// Bound parameters per statement allowed by the MySQL protocol.
 const MAX_PLACEHOLDERS: usize = 65_535;
@@ -185,6 +215,36 @@ impl MysqlStore {
     fn error(&self, error: sqlx::Error) -> StoreError {
         sqlx_error(&self.shown_url, error)
     }
+
+    /// The server's plan for [`Store::search`] of `query`: one line per `EXPLAIN` row, as
+    /// `table type key extra`, saying which index a search reads.
+    pub async fn explain_search(&self, query: &SearchQuery) -> Result<String, StoreError> {
+        query.check()?;
+        let rows = search_statement(query, "EXPLAIN ")?
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.error(e))?;
+        let text = |row: &sqlx::mysql::MySqlRow, column: &str| -> String {
+            row.try_get::<Option<String>, _>(column)
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+        };
+        Ok(rows
+            .iter()
+            .map(|row| {
+                format!(
+                    "{} {} {} {}",
+                    text(row, "table"),
+                    text(row, "type"),
+                    text(row, "key"),
+                    text(row, "Extra")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n"))
+    }
 }
 
 async fn migrate(session: &mut MySqlConnection) -> Result<(), StoreError> {
@@ -230,10 +290,15 @@ async fn migrate(session: &mut MySqlConnection) -> Result<(), StoreError> {
             continue;
         }
         for statement in *statements {
-            sqlx::query(*statement)
-                .execute(&mut *session)
-                .await
-                .map_err(failed)?;
+            match sqlx::query(*statement).execute(&mut *session).await {
+                Err(sqlx::Error::Database(error))
+                    if error
+                        .try_downcast_ref::<MySqlDatabaseError>()
+                        .is_some_and(|e| e.number() == ER_DUP_KEYNAME) => {}
+                executed => {
+                    executed.map_err(failed)?;
+                }
+            }
         }
         sqlx::query("INSERT INTO logmesh_migrations (version, applied_us) VALUES (?, ?)")
             .bind(version)
@@ -274,8 +339,93 @@ fn row_bytes(event: &&Event) -> usize {
         + 32
 }
 
+/// The search statement for `query` (already checked), or why this backend cannot answer it.
+fn search_statement(query: &SearchQuery, prefix: &str) -> Result<QueryBuilder<MySql>, StoreError> {
+    let words = query.words();
+    let (indexed, checked): (Vec<&String>, Vec<&String>) = words
+        .iter()
+        .partition(|w| FULLTEXT_WORD_CHARS.contains(&w.chars().count()));
+    if !words.is_empty() && indexed.is_empty() {
+        return Err(StoreError::InvalidQuery(format!(
+            "on MySQL/MariaDB, q needs at least one word of {} to {} characters, the word \
+             lengths its FULLTEXT index holds",
+            FULLTEXT_WORD_CHARS.start(),
+            FULLTEXT_WORD_CHARS.end()
+        )));
+    }
+    let mut sql = QueryBuilder::new(format!(
+        "{prefix}SELECT row_id, id, ts_us, service, severity, message, attributes, node, received_us
+         FROM service_logs WHERE TRUE"
+    ));
+    if !indexed.is_empty() {
+        // Words are letters, digits and `_` only: no boolean-mode operator can hide in them.
+        let against: Vec<String> = indexed.iter().map(|w| format!("+\"{w}\"")).collect();
+        sql.push(" AND MATCH (message) AGAINST (")
+            .push_bind(against.join(" "))
+            .push(" IN BOOLEAN MODE)");
+    }
+    for word in checked {
+        sql.push(" AND message REGEXP ")
+            .push_bind(format!("\\b{word}\\b"));
+    }
+    if let Some(service) = &query.service {
+        sql.push(" AND service = ").push_bind(service.clone());
+    }
+    if let Some(severities) = query.severities() {
+        sql.push(" AND severity IN (");
+        let mut list = sql.separated(", ");
+        for severity in severities {
+            list.push_bind(severity);
+        }
+        list.push_unseparated(")");
+    }
+    if let Some(since) = query.since {
+        sql.push(" AND ts_us >= ").push_bind(since);
+    }
+    if let Some(until) = query.until {
+        sql.push(" AND ts_us < ").push_bind(until);
+    }
+    if let Some(cursor) = query.cursor {
+        sql.push(" AND (ts_us < ")
+            .push_bind(cursor.ts_us)
+            .push(" OR (ts_us = ")
+            .push_bind(cursor.ts_us)
+            .push(" AND row_id < ")
+            .push_bind(cursor.row_id)
+            .push("))");
+    }
+    sql.push(" ORDER BY ts_us DESC, row_id DESC LIMIT ")
+        .push_bind(i64::from(query.limit) + 1);
+    Ok(sql)
+}
+
 #[async_trait]
 impl Store for MysqlStore {
+    async fn search(&self, query: &SearchQuery) -> Result<SearchPage, StoreError> {
+        query.check()?;
+        let rows = search_statement(query, "")?
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.error(e))?;
+        let mut events = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let severity: String = row.try_get(4).map_err(|e| self.error(e))?;
+            events.push(StoredEvent {
+                row_id: row.try_get(0).map_err(|e| self.error(e))?,
+                id: row.try_get(1).map_err(|e| self.error(e))?,
+                ts_us: row.try_get(2).map_err(|e| self.error(e))?,
+                service: row.try_get(3).map_err(|e| self.error(e))?,
+                severity: stored_severity(&severity)?,
+                message: row.try_get(5).map_err(|e| self.error(e))?,
+                attributes: row.try_get(6).map_err(|e| self.error(e))?,
+                node: row.try_get(7).map_err(|e| self.error(e))?,
+                received_us: row.try_get(8).map_err(|e| self.error(e))?,
+            });
+        }
+        Ok(SearchPage::from_rows(events, query.limit))
+    }
+
     #[tracing::instrument(skip_all, fields(events = events.len()))]
     async fn write_batch(&self, events: Vec<Arc<Event>>) -> Result<BatchOutcome, StoreError> {
         if events.is_empty() {

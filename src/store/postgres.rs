@@ -18,18 +18,24 @@
 //!   failure, the batch fails whole and the caller retries it.
 //! - PostgreSQL text cannot hold the NUL character, which JSON input may carry (`\u0000`):
 //!   a message's NULs are stored as U+FFFD rather than failing the batch for ever.
+//! - Keyword search is `message ~* '\mword\M'` per word, which a `pg_trgm` GIN index on
+//!   `message` answers (trigrams of the word, then a recheck of the regular expression): whole
+//!   words, case-insensitive, `_` a word character. Migration 2 creates the extension
+//!   (trusted since PostgreSQL 13: a database owner may) and fails saying what to do if it
+//!   cannot.
 
 use super::counter_groups::{ApplyIncrements, CounterGroups};
 use super::{
     ACQUIRE_TIMEOUT, BatchOutcome, CONNECT_TIMEOUT, MAX_CONNECTIONS, MIGRATION_LOCK_TIMEOUT,
-    SeverityCount, Store, StoreError, counter_from_row, counter_overflow, health_check,
-    log_if_slow, redact_url, sqlx_error, tally, unique_by_id,
+    SearchPage, SearchQuery, SeverityCount, Store, StoreError, StoredEvent, counter_from_row,
+    counter_overflow, health_check, log_if_slow, redact_url, sqlx_error, stored_severity, tally,
+    unique_by_id,
 };
 use crate::counters::{Counter, CounterKey};
 use crate::event::Event;
 use async_trait::async_trait;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
-use sqlx::{ConnectOptions, Connection, Row};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, Postgres};
+use sqlx::{ConnectOptions, Connection, QueryBuilder, Row};
 use std::borrow::Cow;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -64,6 +70,16 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
         )",
         ],
     ),
+    // Search: newest-first order and the keyword index over the rows already stored.
+    (
+        2,
+        &[
+            CREATE_TRGM,
+            "CREATE INDEX service_logs_ts ON service_logs (ts_us, row_id)",
+            "CREATE INDEX service_logs_message_trgm ON service_logs
+                USING gin (message gin_trgm_ops)",
+        ],
+    ),
     (
         3,
         &["CREATE TABLE counters (
@@ -74,6 +90,8 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
         )"],
     ),
 ];
+
+const CREATE_TRGM: &str = "CREATE EXTENSION IF NOT EXISTS pg_trgm";
 
 /// The advisory lock key every logmesh node takes to migrate ("logmesh" in ASCII). Advisory
 /// locks are scoped to the database, so databases on one server do not wait for each other.
@@ -172,6 +190,18 @@ impl PostgresStore {
     fn error(&self, error: sqlx::Error) -> StoreError {
         sqlx_error(&self.shown_url, error)
     }
+
+    /// PostgreSQL's plan for [`Store::search`] of `query` (`EXPLAIN` output, one line per
+    /// row): which index a search reads.
+    pub async fn explain_search(&self, query: &SearchQuery) -> Result<String, StoreError> {
+        query.check()?;
+        let lines: Vec<String> = search_statement(query, "EXPLAIN ")
+            .build_query_scalar()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(lines.join("\n"))
+    }
 }
 
 async fn migrate(session: &mut PgConnection) -> Result<(), StoreError> {
@@ -220,10 +250,22 @@ async fn migrate(session: &mut PgConnection) -> Result<(), StoreError> {
             continue;
         }
         for statement in *statements {
-            sqlx::query(*statement)
-                .execute(&mut *transaction)
-                .await
-                .map_err(failed)?;
+            let executed = sqlx::query(*statement).execute(&mut *transaction).await;
+            if let Err(error) = &executed
+                && *statement == CREATE_TRGM
+            {
+                return Err(StoreError::Migration {
+                    version: *version,
+                    reason: format!(
+                        "the pg_trgm extension, which keyword search needs, could not be \
+                         created ({error}); install PostgreSQL's contrib modules if they are \
+                         missing, and have the database owner or a superuser run \
+                         `CREATE EXTENSION pg_trgm` in this database (PostgreSQL 13 or newer \
+                         lets a database owner do it)"
+                    ),
+                });
+            }
+            executed.map_err(failed)?;
         }
         sqlx::query("INSERT INTO logmesh_migrations (version, applied_us) VALUES ($1, $2)")
             .bind(version)
@@ -246,8 +288,70 @@ fn without_nul(text: &str) -> Cow<'_, str> {
     }
 }
 
+/// The search statement for `query` (already checked).
+fn search_statement(query: &SearchQuery, prefix: &str) -> QueryBuilder<Postgres> {
+    let mut sql = QueryBuilder::new(format!(
+        "{prefix}SELECT row_id, id, ts_us, service, severity, message, attributes, node, received_us
+         FROM service_logs WHERE TRUE"
+    ));
+    for word in query.words() {
+        // Words are letters, digits and `_` only: nothing in them is regex syntax.
+        sql.push(" AND message ~* ")
+            .push_bind(format!("\\m{word}\\M"));
+    }
+    if let Some(service) = &query.service {
+        sql.push(" AND service = ").push_bind(service.clone());
+    }
+    if let Some(severities) = query.severities() {
+        sql.push(" AND severity = ANY(")
+            .push_bind(severities)
+            .push(")");
+    }
+    if let Some(since) = query.since {
+        sql.push(" AND ts_us >= ").push_bind(since);
+    }
+    if let Some(until) = query.until {
+        sql.push(" AND ts_us < ").push_bind(until);
+    }
+    if let Some(cursor) = query.cursor {
+        sql.push(" AND (ts_us, row_id) < (")
+            .push_bind(cursor.ts_us)
+            .push(", ")
+            .push_bind(cursor.row_id)
+            .push(")");
+    }
+    sql.push(" ORDER BY ts_us DESC, row_id DESC LIMIT ")
+        .push_bind(i64::from(query.limit) + 1);
+    sql
+}
+
 #[async_trait]
 impl Store for PostgresStore {
+    async fn search(&self, query: &SearchQuery) -> Result<SearchPage, StoreError> {
+        query.check()?;
+        let rows = search_statement(query, "")
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.error(e))?;
+        let mut events = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let severity: String = row.try_get(4).map_err(|e| self.error(e))?;
+            events.push(StoredEvent {
+                row_id: row.try_get(0).map_err(|e| self.error(e))?,
+                id: row.try_get(1).map_err(|e| self.error(e))?,
+                ts_us: row.try_get(2).map_err(|e| self.error(e))?,
+                service: row.try_get(3).map_err(|e| self.error(e))?,
+                severity: stored_severity(&severity)?,
+                message: row.try_get(5).map_err(|e| self.error(e))?,
+                attributes: row.try_get(6).map_err(|e| self.error(e))?,
+                node: row.try_get(7).map_err(|e| self.error(e))?,
+                received_us: row.try_get(8).map_err(|e| self.error(e))?,
+            });
+        }
+        Ok(SearchPage::from_rows(events, query.limit))
+    }
+
     #[tracing::instrument(skip_all, fields(events = events.len()))]
     async fn write_batch(&self, events: Vec<Arc<Event>>) -> Result<BatchOutcome, StoreError> {
         if events.is_empty() {

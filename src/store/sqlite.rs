@@ -1,12 +1,21 @@
 //! SQLite adapter of the store (the embedded shape), on rusqlite.
 //!
 //! rusqlite is synchronous, so every call runs on tokio's blocking pool. One connection writes
-//! (the store writer is the only writer); another serves reads, which WAL lets run beside it.
+//! (the store writer is the only writer); another serves reads and a third searches, which WAL
+//! lets run beside it.
 //! `synchronous=FULL` because the ingest queue forgets a batch once its commit returns: the
 //! commit itself must survive a power cut.
+//!
+//! Keyword search reads `service_logs_fts`, an FTS5 index over `message` with external content
+//! (the text lives only in `service_logs`), kept in step by triggers inside the writer's own
+//! transaction: a row and its index entry commit together. The tokenizer is `unicode61` with
+//! `_` as a word character and diacritics kept, which matches [`SearchQuery::words`].
 
 use super::counter_groups::{ApplyIncrements, CounterGroups};
-use super::{BatchOutcome, SeverityCount, Store, StoreError, counter_from_row, counter_overflow};
+use super::{
+    BatchOutcome, SearchPage, SearchQuery, SeverityCount, Store, StoreError, StoredEvent,
+    counter_from_row, counter_overflow, stored_severity,
+};
 use crate::counters::{Counter, CounterKey};
 use crate::event::Event;
 use async_trait::async_trait;
@@ -37,6 +46,30 @@ const MIGRATIONS: &[(i64, &str)] = &[
         PRIMARY KEY (service, severity)
     ) WITHOUT ROWID;",
     ),
+    // Search: newest-first order and the keyword index, filled from the rows already stored.
+    (
+        2,
+        "CREATE INDEX service_logs_ts ON service_logs (ts_us);
+        CREATE VIRTUAL TABLE service_logs_fts USING fts5(
+            message,
+            content = 'service_logs',
+            content_rowid = 'row_id',
+            tokenize = \"unicode61 remove_diacritics 0 tokenchars '_'\"
+        );
+        CREATE TRIGGER service_logs_fts_insert AFTER INSERT ON service_logs BEGIN
+            INSERT INTO service_logs_fts (rowid, message) VALUES (new.row_id, new.message);
+        END;
+        CREATE TRIGGER service_logs_fts_delete AFTER DELETE ON service_logs BEGIN
+            INSERT INTO service_logs_fts (service_logs_fts, rowid, message)
+                VALUES ('delete', old.row_id, old.message);
+        END;
+        CREATE TRIGGER service_logs_fts_update AFTER UPDATE OF message ON service_logs BEGIN
+            INSERT INTO service_logs_fts (service_logs_fts, rowid, message)
+                VALUES ('delete', old.row_id, old.message);
+            INSERT INTO service_logs_fts (rowid, message) VALUES (new.row_id, new.message);
+        END;
+        INSERT INTO service_logs_fts (service_logs_fts) VALUES ('rebuild');",
+    ),
     (
         3,
         "CREATE TABLE counters (
@@ -53,6 +86,9 @@ pub struct SqliteStore {
     reader: Arc<Mutex<Connection>>,
     /// Increments wait here to be committed in groups.
     counters: CounterGroups,
+    /// Searches run here, so that a slow one (a common word over millions of rows) never
+    /// delays `health` or the counts; searches wait for each other.
+    searcher: Arc<Mutex<Connection>>,
 }
 
 fn database_error(error: rusqlite::Error) -> StoreError {
@@ -143,11 +179,12 @@ impl SqliteStore {
             let mut writer = connect(&path)?;
             migrate(&mut writer)?;
             let reader = connect(&path)?;
-            Ok((writer, reader))
+            let searcher = connect(&path)?;
+            Ok((writer, reader, searcher))
         })
         .await
         .map_err(|e| StoreError::Database(format!("the database task failed: {e}")))?
-        .map(|(writer, reader)| {
+        .map(|(writer, reader, searcher)| {
             let writer = Arc::new(Mutex::new(writer));
             let counters = CounterGroups::start(Arc::new(SqliteCounters {
                 writer: writer.clone(),
@@ -155,6 +192,7 @@ impl SqliteStore {
             SqliteStore {
                 writer,
                 reader: Arc::new(Mutex::new(reader)),
+                searcher: Arc::new(Mutex::new(searcher)),
                 counters,
             }
         })
@@ -250,8 +288,116 @@ fn write_batch(
     Ok(outcome)
 }
 
+/// The SQL and its parameters for `query` (already checked).
+fn search_sql(query: &SearchQuery) -> (String, Vec<rusqlite::types::Value>) {
+    use rusqlite::types::Value;
+    let mut sql = String::from(
+        "SELECT row_id, id, ts_us, service, severity, message, attributes, node, received_us
+         FROM service_logs WHERE 1 = 1",
+    );
+    let mut values: Vec<Value> = Vec::new();
+    let words = query.words();
+    if !words.is_empty() {
+        // Each word a quoted FTS5 string: words hold no quote, so nothing else is syntax.
+        let matched: Vec<String> = words.iter().map(|w| format!("\"{w}\"")).collect();
+        sql.push_str(
+            " AND row_id IN (SELECT rowid FROM service_logs_fts WHERE service_logs_fts MATCH ?)",
+        );
+        values.push(Value::Text(matched.join(" ")));
+    }
+    if let Some(service) = &query.service {
+        sql.push_str(" AND service = ?");
+        values.push(Value::Text(service.clone()));
+    }
+    if let Some(severities) = query.severities() {
+        let marks = vec!["?"; severities.len()].join(", ");
+        sql.push_str(&format!(" AND severity IN ({marks})"));
+        values.extend(severities.into_iter().map(|s| Value::Text(s.into())));
+    }
+    if let Some(since) = query.since {
+        sql.push_str(" AND ts_us >= ?");
+        values.push(Value::Integer(since));
+    }
+    if let Some(until) = query.until {
+        sql.push_str(" AND ts_us < ?");
+        values.push(Value::Integer(until));
+    }
+    if let Some(cursor) = query.cursor {
+        sql.push_str(" AND (ts_us < ? OR (ts_us = ? AND row_id < ?))");
+        values.extend([
+            Value::Integer(cursor.ts_us),
+            Value::Integer(cursor.ts_us),
+            Value::Integer(cursor.row_id),
+        ]);
+    }
+    sql.push_str(" ORDER BY ts_us DESC, row_id DESC LIMIT ?");
+    values.push(Value::Integer(i64::from(query.limit) + 1));
+    (sql, values)
+}
+
+fn search(connection: &Connection, query: &SearchQuery) -> Result<SearchPage, StoreError> {
+    let (sql, values) = search_sql(query);
+    let mut statement = connection.prepare_cached(&sql).map_err(database_error)?;
+    let rows = statement
+        .query_map(rusqlite::params_from_iter(values), |row| {
+            Ok(StoredEvent {
+                row_id: row.get(0)?,
+                id: row.get(1)?,
+                ts_us: row.get(2)?,
+                service: row.get(3)?,
+                severity: {
+                    let name: String = row.get(4)?;
+                    stored_severity(&name).map_err(|e| {
+                        rusqlite::Error::FromSqlConversionFailure(
+                            4,
+                            rusqlite::types::Type::Text,
+                            Box::new(e),
+                        )
+                    })?
+                },
+                message: row.get(5)?,
+                attributes: row.get(6)?,
+                node: row.get(7)?,
+                received_us: row.get(8)?,
+            })
+        })
+        .map_err(database_error)?;
+    let events = rows
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(database_error)?;
+    Ok(SearchPage::from_rows(events, query.limit))
+}
+
+impl SqliteStore {
+    /// SQLite's plan for [`Store::search`] of `query` (`EXPLAIN QUERY PLAN` details, one per
+    /// line): which index a search reads.
+    pub async fn explain_search(&self, query: &SearchQuery) -> Result<String, StoreError> {
+        query.check()?;
+        let (sql, values) = search_sql(query);
+        with_connection(&self.searcher, move |connection| {
+            let mut statement = connection
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .map_err(database_error)?;
+            let details = statement
+                .query_map(rusqlite::params_from_iter(values), |row| {
+                    row.get::<_, String>(3)
+                })
+                .map_err(database_error)?;
+            let details: Vec<String> = details.collect::<Result<_, _>>().map_err(database_error)?;
+            Ok(details.join("\n"))
+        })
+        .await
+    }
+}
+
 #[async_trait]
 impl Store for SqliteStore {
+    async fn search(&self, query: &SearchQuery) -> Result<SearchPage, StoreError> {
+        query.check()?;
+        let query = query.clone();
+        with_connection(&self.searcher, move |connection| search(connection, &query)).await
+    }
+
     async fn write_batch(&self, events: Vec<Arc<Event>>) -> Result<BatchOutcome, StoreError> {
         with_connection(&self.writer, move |connection| {
             write_batch(connection, &events).map_err(database_error)

@@ -1,0 +1,138 @@
+//! `GET /api/v1/logs/search`: stored events, newest first, a page at a time, through
+//! [`Store::search`](crate::store::Store::search).
+//!
+//! Invariants: every parameter is checked here and a bad one (or an unknown one) is a 400 that
+//! names it; the answer's `next_cursor` is the store's opaque cursor, handed back unchanged.
+
+use super::AppState;
+use super::error::ApiError;
+use crate::event::{Severity, format_us, parse_timestamp_text};
+use crate::store::{Cursor, DEFAULT_SEARCH_LIMIT, MAX_SEARCH_LIMIT, SearchQuery, StoredEvent};
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchParams {
+    q: Option<String>,
+    service: Option<String>,
+    severity: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SearchAnswer {
+    events: Vec<EventJson>,
+    next_cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct EventJson {
+    id: String,
+    timestamp: String,
+    service: String,
+    severity: Severity,
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attributes: Option<Box<RawValue>>,
+    node: String,
+}
+
+impl From<StoredEvent> for EventJson {
+    fn from(event: StoredEvent) -> Self {
+        EventJson {
+            id: event.id,
+            timestamp: format_us(event.ts_us),
+            service: event.service,
+            severity: event.severity,
+            message: event.message,
+            // The store only holds attributes that were a valid JSON object.
+            attributes: event
+                .attributes
+                .and_then(|text| RawValue::from_string(text).ok()),
+            node: event.node,
+        }
+    }
+}
+
+/// A 400 naming the parameter.
+fn bad(parameter: &str, problem: impl std::fmt::Display) -> ApiError {
+    ApiError::bad_request(format!("query parameter `{parameter}`: {problem}"))
+}
+
+/// The query the parameters describe, or a 400 naming the first bad one.
+pub fn search_query(params: SearchParams) -> Result<SearchQuery, ApiError> {
+    let time = |name: &str, value: Option<String>| {
+        value
+            .map(|text| parse_timestamp_text(&text).map_err(|e| bad(name, e)))
+            .transpose()
+    };
+    let limit = match params.limit {
+        None => DEFAULT_SEARCH_LIMIT,
+        Some(text) => text
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX_SEARCH_LIMIT).contains(n))
+            .ok_or_else(|| {
+                bad(
+                    "limit",
+                    format!("`{text}` is not a whole number from 1 to {MAX_SEARCH_LIMIT}"),
+                )
+            })?,
+    };
+    let severity = params
+        .severity
+        .map(|text| {
+            Severity::from_name(&text).ok_or_else(|| {
+                bad(
+                    "severity",
+                    format!(
+                        "unknown severity `{text}` (expected trace, debug, info, warn, error or \
+                         fatal, an alias such as warning, or a syslog number 0-7); it is a \
+                         minimum: warn also finds error and fatal"
+                    ),
+                )
+            })
+        })
+        .transpose()?;
+    let service = match params.service {
+        Some(service) if service.is_empty() => return Err(bad("service", "must not be empty")),
+        other => other,
+    };
+    let q = params.q.filter(|q| !q.trim().is_empty());
+    let cursor = params
+        .cursor
+        .map(|text| Cursor::decode(&text).map_err(|e| bad("cursor", format!("`{text}` {e}"))))
+        .transpose()?;
+    let query = SearchQuery {
+        q,
+        service,
+        severity,
+        since: time("since", params.since)?,
+        until: time("until", params.until)?,
+        limit,
+        cursor,
+    };
+    query.check()?;
+    Ok(query)
+}
+
+#[tracing::instrument(skip_all)]
+pub async fn search(
+    State(state): State<AppState>,
+    params: Result<Query<SearchParams>, QueryRejection>,
+) -> Result<Json<SearchAnswer>, ApiError> {
+    let Query(params) = params.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let query = search_query(params)?;
+    let page = state.inner.store.search(&query).await?;
+    Ok(Json(SearchAnswer {
+        events: page.events.into_iter().map(EventJson::from).collect(),
+        next_cursor: page.next_cursor,
+    }))
+}
