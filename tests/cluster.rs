@@ -8,7 +8,7 @@ mod common;
 use common::cluster::TestCluster;
 use common::databases::{Server, TestDatabase};
 use common::eventually;
-use common::services::{NatsServer, Postgres};
+use common::services::{NatsServer, Postgres, nats_url};
 use reqwest::StatusCode;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -16,11 +16,6 @@ use std::time::Duration;
 
 /// Generous: several processes share two cores with NATS and the database.
 const CONVERGE: Duration = Duration::from_secs(60);
-
-fn nats_url() -> String {
-    std::env::var("LOGMESH_TEST_NATS_URL")
-        .expect("LOGMESH_TEST_NATS_URL is not set: run the tests through scripts/test.sh")
-}
 
 fn ndjson(ids: &[String]) -> String {
     ids.iter()

@@ -291,8 +291,7 @@ async fn concurrent_increments_through_three_nodes_are_exact() {
     const CLIENTS: usize = 12;
     const INCREMENTS: usize = 40;
     let database = TestDatabase::create(Server::Postgres).await;
-    let nats = std::env::var("LOGMESH_TEST_NATS_URL")
-        .expect("LOGMESH_TEST_NATS_URL is not set: run the tests through scripts/test.sh");
+    let nats = common::services::nats_url();
     let cluster = TestCluster::start(3, &nats, database.url(), &[]);
     let urls: Vec<String> = cluster.nodes.iter().map(|n| n.url()).collect();
     let mut clients = Vec::new();

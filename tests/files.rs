@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::services::nats_url;
+
 use common::cluster::TestCluster;
 use common::databases::{Server, TestDatabase};
 use common::{TestNode, eventually};
@@ -474,11 +476,6 @@ async fn the_tail_command_prints_lines_and_exits_by_outcome() {
             .await
             .unwrap();
     assert_eq!(unreachable.status.code(), Some(1));
-}
-
-fn nats_url() -> String {
-    std::env::var("LOGMESH_TEST_NATS_URL")
-        .expect("LOGMESH_TEST_NATS_URL is not set: run the tests through scripts/test.sh")
 }
 
 /// The cluster's API token: forwarded requests must carry the client's.

@@ -138,8 +138,7 @@ async fn bad_tail_parameters_are_rejected() {
 #[tokio::test]
 async fn a_cluster_node_streams_events_accepted_by_another() {
     let database = TestDatabase::create(Server::Postgres).await;
-    let nats = std::env::var("LOGMESH_TEST_NATS_URL")
-        .expect("LOGMESH_TEST_NATS_URL is not set: run the tests through scripts/test.sh");
+    let nats = common::services::nats_url();
     let cluster = TestCluster::start(2, &nats, database.url(), &[]);
     let mut response = cluster
         .client

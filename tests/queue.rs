@@ -7,6 +7,8 @@
 
 mod common;
 
+use common::services::nats_url;
+
 use logmesh::event::{Event, IngestContext, parse_json_body};
 use logmesh::queue::jetstream::{JetStreamQueue, JetStreamSettings};
 use logmesh::queue::local::LocalQueue;
@@ -34,11 +36,6 @@ fn events(ids: &[&str]) -> Vec<Event> {
         },
     )
     .unwrap()
-}
-
-fn nats_url() -> String {
-    std::env::var("LOGMESH_TEST_NATS_URL")
-        .expect("LOGMESH_TEST_NATS_URL is not set: run the tests through scripts/test.sh")
 }
 
 /// Settings with a stream of its own, so tests sharing the server never meet.
@@ -269,11 +266,7 @@ async fn jetstream_refuses_an_incompatible_existing_stream() {
 
 #[tokio::test]
 async fn jetstream_unreachable_at_start_is_a_clear_error() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::services::free_port();
     let settings = JetStreamSettings {
         url: format!("nats://127.0.0.1:{port}"),
         ..jetstream_settings(10)

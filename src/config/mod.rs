@@ -942,6 +942,11 @@ mod tests {
             ),
             (
                 ServeArgs::default(),
+                vec![("LOGMESH_TAIL_BUFFER", "0")],
+                "for environment variable LOGMESH_TAIL_BUFFER: must be between 1 and 1000000",
+            ),
+            (
+                ServeArgs::default(),
                 vec![("LOGMESH_INSECURE", "maybe")],
                 "for environment variable LOGMESH_INSECURE: expected true or false",
             ),

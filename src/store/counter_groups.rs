@@ -92,16 +92,8 @@ async fn commit(applier: &dyn ApplyIncrements, groups: BTreeMap<CounterKey, Vec<
                 totals.push((key, sum));
                 waiting.push(pendings);
             }
-            None => {
-                // Even on their own these could not all fit: answer them one by one.
-                for pending in pendings {
-                    let answer = applier
-                        .apply(&[(pending.key.clone(), pending.by)])
-                        .await
-                        .map(|values| values[0]);
-                    let _ = pending.reply.send(answer);
-                }
-            }
+            // Even on their own these could not all fit.
+            None => apply_one_by_one(applier, pendings).await,
         }
     }
     if totals.is_empty() {
@@ -119,15 +111,7 @@ async fn commit(applier: &dyn ApplyIncrements, groups: BTreeMap<CounterKey, Vec<
             for ((key, sum), pendings) in totals.into_iter().zip(waiting) {
                 match applier.apply(&[(key.clone(), sum)]).await {
                     Ok(values) => answer_in_order(values[0], pendings),
-                    Err(StoreError::Rejected(_)) => {
-                        for pending in pendings {
-                            let answer = applier
-                                .apply(&[(pending.key.clone(), pending.by)])
-                                .await
-                                .map(|values| values[0]);
-                            let _ = pending.reply.send(answer);
-                        }
-                    }
+                    Err(StoreError::Rejected(_)) => apply_one_by_one(applier, pendings).await,
                     Err(error) => answer_all(pendings, &error),
                 }
             }
@@ -137,6 +121,17 @@ async fn commit(applier: &dyn ApplyIncrements, groups: BTreeMap<CounterKey, Vec<
                 answer_all(pendings, &error);
             }
         }
+    }
+}
+
+/// Commits each increment on its own, so that only the ones that overflow are refused.
+async fn apply_one_by_one(applier: &dyn ApplyIncrements, pendings: Vec<Pending>) {
+    for pending in pendings {
+        let answer = applier
+            .apply(&[(pending.key.clone(), pending.by)])
+            .await
+            .map(|values| values[0]);
+        let _ = pending.reply.send(answer);
     }
 }
 

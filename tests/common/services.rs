@@ -35,6 +35,12 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A port on 127.0.0.1 that nothing listens on right now, and that this process has not
 /// handed out before.
+/// The suite's shared NATS (JetStream on), from `LOGMESH_TEST_NATS_URL`.
+pub fn nats_url() -> String {
+    std::env::var("LOGMESH_TEST_NATS_URL")
+        .expect("LOGMESH_TEST_NATS_URL is not set: run the tests through scripts/test.sh")
+}
+
 pub fn free_port() -> u16 {
     static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
     loop {
