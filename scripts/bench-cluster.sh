@@ -4,6 +4,8 @@
 # in the three event log files.
 #
 #   scripts/bench-cluster.sh [bench ingest flags…]       e.g. --duration 20s --rate 100000
+#   BENCH=work scripts/bench-cluster.sh [bench work flags…]      e.g. --jobs 2000 --clients 16
+#   BENCH=counter scripts/bench-cluster.sh [bench counter flags…] e.g. --keys 1 --duration 10s
 #
 # Needs a release build (cargo build --release), NATS 2.10+ with JetStream at $NATS_URL
 # (default nats://127.0.0.1:4222) and a PostgreSQL superuser URL in $PG_ADMIN_URL (default
@@ -45,6 +47,12 @@ for n in 1 2 3; do
   done
 done
 
+case "${BENCH:-ingest}" in
+  work | counter)
+    "$bin" bench "$BENCH" "${urls[@]}" "$@"
+    exit
+    ;;
+esac
 "$bin" bench ingest "${urls[@]}" "${logs[@]}" --connections 6 "$@"
 echo "stored (rows, sum of counts) right after the run:"
 psql "$database" -tAc "SELECT count(*), (SELECT sum(count) FROM service_severity) FROM service_logs"

@@ -16,6 +16,9 @@
 #   LOGMESH_TEST_MARIADBD            the mariadbd server binary
 #   LOGMESH_TEST_PYTHONPATH          where PyPI's prometheus_client (the reference text parser) is
 #
+# With LOGMESH_SERVICES_NO_AUTOSTART=1 sourcing only defines the functions: call
+# logmesh_services_nats, logmesh_services_postgres or logmesh_services_mariadb as needed.
+#
 # The caller must run `logmesh_services_stop` on exit (scripts/test.sh sets a trap): it stops
 # and removes every throwaway this file started, and nothing else.
 #
@@ -365,4 +368,5 @@ logmesh_services_start() {
   logmesh_services_mariadb
 }
 
-logmesh_services_start
+# scripts/e2e.sh sets LOGMESH_SERVICES_NO_AUTOSTART=1 to pick the services it needs itself.
+[ "${LOGMESH_SERVICES_NO_AUTOSTART:-}" = 1 ] || logmesh_services_start

@@ -32,6 +32,18 @@ if have rustup; then
   done
 fi
 
+# The console's browser tests (tests/console.rs): Debian's Chromium, driven by playwright-core
+# from tests/console/ under Node.js 18+.
+if [ -z "${LOGMESH_TEST_CHROMIUM:-}" ]; then
+  have chromium || apt_install chromium
+  LOGMESH_TEST_CHROMIUM=$(command -v chromium)
+fi
+export LOGMESH_TEST_CHROMIUM
+have node && have npm || apt_install nodejs npm
+if [ ! -d tests/console/node_modules/playwright-core ]; then
+  (cd tests/console && npm ci --no-audit --no-fund)
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"

@@ -4,9 +4,9 @@
 
 mod common;
 
-use common::TestNode;
 use common::cluster::TestCluster;
 use common::databases::{Server, TestDatabase};
+use common::{TestNode, cli};
 use serde_json::{Value, json};
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -336,21 +336,6 @@ async fn concurrent_increments_through_three_nodes_are_exact() {
     }
 }
 
-async fn cli(args: &[&str]) -> (Option<i32>, String, String) {
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_logmesh"))
-        .args(args)
-        .env_remove("LOGMESH_URL")
-        .env_remove("LOGMESH_API_TOKEN")
-        .output()
-        .await
-        .unwrap();
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
 #[tokio::test]
 async fn the_counter_command_increments_reads_and_queries() {
     let node = TestNode::start(|_| {}).await;
@@ -413,4 +398,47 @@ async fn the_counter_command_increments_reads_and_queries() {
         err.starts_with("logmesh counter: http://127.0.0.1:9"),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn the_counter_benchmark_reports_what_it_stored() {
+    let node = TestNode::start(|_| {}).await;
+    let url = node.url.as_str();
+    let (code, out, err) = cli(&[
+        "bench",
+        "counter",
+        "--url",
+        url,
+        "--duration",
+        "500ms",
+        "--connections",
+        "4",
+        "--keys",
+        "3",
+        "--json",
+    ])
+    .await;
+    assert_eq!(code, Some(0), "{err}");
+    let report: Value = serde_json::from_str(&out).expect("a JSON report");
+    let reported = report["increments"].as_u64().unwrap();
+    assert!(reported > 0, "{report}");
+    assert_eq!(report["failed"], 0, "{report}");
+
+    let (_, out, _) = cli(&["counter", "get", "--url", url, "bench_increments_total"]).await;
+    let stored: u64 = out
+        .lines()
+        .map(|line| line.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(out.lines().count(), 3, "{out}");
+    assert_eq!(stored, reported, "every reported increment is stored once");
+
+    for (bad, says) in [
+        ("https://127.0.0.1:1", "plain http only"),
+        ("not a url", "not a URL"),
+        ("http://127.0.0.1:9", "cannot connect"),
+    ] {
+        let (code, _, err) = cli(&["bench", "counter", "--url", bad, "--duration", "100ms"]).await;
+        assert_eq!(code, Some(1), "{bad}: {err}");
+        assert!(err.contains(says), "{bad}: {err}");
+    }
 }

@@ -202,15 +202,25 @@ async fn bad_input_is_rejected_whole_and_changes_nothing() {
     }
     let response = node
         .post("/api/v1/logs")
+        .header("content-encoding", "br")
+        .body(good.clone())
+        .send()
+        .await
+        .unwrap();
+    let (status, code, message) = error_of(response).await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(code, "unsupported_encoding");
+    assert!(message.contains("as gzip or uncompressed"), "{message}");
+    let response = node
+        .post("/api/v1/logs")
         .header("content-encoding", "gzip")
         .body(good.clone())
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        error_of(response).await.0,
-        StatusCode::UNSUPPORTED_MEDIA_TYPE
-    );
+    let (status, _, message) = error_of(response).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(message.contains("not valid gzip"), "{message}");
 
     // A marker sent after all of the above is the only event that arrives.
     let response = node
@@ -530,4 +540,65 @@ async fn bodies_in_flight_are_bounded_and_the_excess_is_shed() {
         node.post("/event").body("m").send().await.unwrap().status() == StatusCode::ACCEPTED
     })
     .await;
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(data).unwrap();
+    encoder.finish().unwrap()
+}
+
+#[tokio::test]
+async fn gzip_bodies_are_decompressed_within_the_limit() {
+    let node = TestNode::start(|config| config.max_body_bytes = 64 * 1024).await;
+    // NDJSON in two gzip members, as `cat a.gz b.gz` makes them.
+    let mut body = gzip(ndjson_line("g1", "api", "info", "first").as_bytes());
+    body.extend(gzip(ndjson_line("g2", "api", "warn", "second").as_bytes()));
+    let response = node
+        .post("/api/v1/logs")
+        .header("content-type", "application/x-ndjson")
+        .header("content-encoding", "gzip")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let response = node
+        .post("/event?service=raw")
+        .header("content-encoding", "x-gzip")
+        .body(gzip(b"a raw line"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+
+    // Small on the wire, past the limit once decompressed: refused whole.
+    let bomb: String = (0..2000)
+        .map(|i| ndjson_line(&format!("b{i}"), "api", "info", "x"))
+        .collect();
+    assert!(bomb.len() > 64 * 1024);
+    let compressed = gzip(bomb.as_bytes());
+    assert!(compressed.len() < 64 * 1024);
+    let response = node
+        .post("/api/v1/logs")
+        .header("content-encoding", "gzip")
+        .body(compressed)
+        .send()
+        .await
+        .unwrap();
+    let (status, _, message) = error_of(response).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(message.contains("decompresses to more than"), "{message}");
+
+    node.wait_for_stored(3).await;
+    let db = stored(&node.db_path());
+    let mut ids: Vec<&String> = db.ids.keys().collect();
+    ids.sort();
+    assert_eq!(ids.len(), 3, "{ids:?}");
+    assert!(ids.contains(&&"g1".to_owned()) && ids.contains(&&"g2".to_owned()));
+    assert!(
+        db.ids.keys().all(|id| !id.starts_with('b')),
+        "nothing of the bomb"
+    );
 }

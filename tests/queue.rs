@@ -243,6 +243,43 @@ async fn jetstream_event_log_consumer_starts_after_what_the_file_holds() {
 }
 
 #[tokio::test]
+async fn jetstream_event_log_of_a_restarted_node_first_logs_what_its_dead_run_fetched() {
+    // A long ack_wait: JetStream must not be what brings the orphan back within the test.
+    let settings = JetStreamSettings {
+        ack_wait: Duration::from_secs(30),
+        ..jetstream_settings(1_000)
+    };
+    let first_run = JetStreamQueue::connect(settings.clone(), 0).await.unwrap();
+    let mut log = first_run.consumer(ConsumerRole::EventLog).await.unwrap();
+    first_run.append(events(&["a-1", "a-2"])).await.unwrap();
+    first_run.append(events(&["b"])).await.unwrap();
+    // The first message is logged and acknowledged; the second fetched, then the node dies.
+    let (ids, written) = fetch_ids(&mut log, 1).await;
+    assert_eq!(ids, ["a-1", "a-2"]);
+    log.ack(&written).await.unwrap();
+    let (ids, _orphan) = fetch_ids(&mut log, 1).await;
+    assert_eq!(ids, ["b"]);
+    drop(log);
+    first_run.close().await;
+    drop(first_run);
+
+    let floor = written.events.last().unwrap().seq;
+    let second_run = JetStreamQueue::connect(settings, floor).await.unwrap();
+    second_run.append(events(&["c"])).await.unwrap();
+    let mut log = second_run.consumer(ConsumerRole::EventLog).await.unwrap();
+    let resumed: Vec<String> = collect(&mut log, 2)
+        .await
+        .into_iter()
+        .map(|(_, id)| id)
+        .collect();
+    assert_eq!(
+        resumed,
+        ["b", "c"],
+        "the orphan first, then what came after"
+    );
+}
+
+#[tokio::test]
 async fn jetstream_refuses_an_incompatible_existing_stream() {
     let settings = jetstream_settings(1_000);
     let client = async_nats::connect(&settings.url).await.unwrap();

@@ -3,8 +3,12 @@
 //! one hot counter (the worst case for row contention); more keys spread the load.
 
 use crate::config::parse_duration;
+use bytes::Bytes;
 use clap::Args;
 use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -81,29 +85,17 @@ pub async fn run(args: CounterBenchArgs) -> ExitCode {
 }
 
 pub async fn measure(args: &CounterBenchArgs) -> Result<CounterReport, String> {
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.connections as usize)
-        .timeout(Duration::from_secs(30))
-        .build()
-        .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
     let started = Instant::now();
     let deadline = started + args.duration;
     let failed = Arc::new(AtomicU64::new(0));
     let mut workers = Vec::new();
     for worker in 0..args.connections {
-        let url = format!(
-            "{}/metrics",
-            args.urls[worker as usize % args.urls.len()].trim_end_matches('/')
-        );
-        let (client, token, failed, keys) = (
-            client.clone(),
-            args.api_token.clone(),
-            failed.clone(),
-            args.keys,
-        );
+        let target = Target::parse(&args.urls[worker as usize % args.urls.len()])?;
+        let (token, failed, keys) = (args.api_token.clone(), failed.clone(), args.keys);
         workers.push(tokio::spawn(async move {
             let mut latencies =
                 Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+            let mut connection = target.connect().await?;
             let mut n = worker;
             while Instant::now() < deadline {
                 let body = format!(
@@ -111,29 +103,30 @@ pub async fn measure(args: &CounterBenchArgs) -> Result<CounterReport, String> {
                     n % keys
                 );
                 n += 1;
-                let mut request = client.post(&url).body(body);
-                if let Some(token) = &token {
-                    request = request.bearer_auth(token);
-                }
+                let request = target.request(body, token.as_deref())?;
                 let sent = Instant::now();
-                match request.send().await {
-                    Ok(response) if response.status().is_success() => {
-                        let _ = response.bytes().await;
-                        let _ = latencies.record((sent.elapsed().as_micros() as u64).max(1));
-                    }
-                    Ok(response) => {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                        let status = response.status();
-                        if status.is_client_error() {
-                            return Err(format!(
-                                "{url} answered {status}: {}",
-                                response.text().await.unwrap_or_default()
-                            ));
-                        }
-                    }
-                    Err(error) => {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                        return Err(format!("{url}: {error}"));
+                connection.ready().await.map_err(|e| target.failure(e))?;
+                let response = connection
+                    .send_request(request)
+                    .await
+                    .map_err(|e| target.failure(e))?;
+                let status = response.status();
+                let body = response
+                    .into_body()
+                    .collect()
+                    .await
+                    .map_err(|e| target.failure(e))?
+                    .to_bytes();
+                if status.is_success() {
+                    let _ = latencies.record((sent.elapsed().as_micros() as u64).max(1));
+                } else {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                    if status.is_client_error() {
+                        return Err(format!(
+                            "{} answered {status}: {}",
+                            target.url,
+                            String::from_utf8_lossy(&body)
+                        ));
                     }
                 }
             }
@@ -170,4 +163,69 @@ pub async fn measure(args: &CounterBenchArgs) -> Result<CounterReport, String> {
         latency_ms_p50: ms(latencies.value_at_quantile(0.50)),
         latency_ms_p99: ms(latencies.value_at_quantile(0.99)),
     })
+}
+
+/// One node's `/metrics` endpoint, driven over plain HTTP/1.1 connections of our own (one per
+/// worker, no pool), so the load generator costs as little CPU as it can: it shares the
+/// machine's cores with the node under test, as `redis-benchmark` shares them with Redis.
+struct Target {
+    url: String,
+    path: String,
+    address: String,
+    host: String,
+}
+
+impl Target {
+    fn parse(url: &str) -> Result<Target, String> {
+        let parsed =
+            reqwest::Url::parse(url).map_err(|e| format!("--url {url}: not a URL: {e}"))?;
+        if parsed.scheme() != "http" {
+            return Err(format!(
+                "--url {url}: bench counter speaks plain http only; run it next to the node"
+            ));
+        }
+        let host = parsed
+            .host_str()
+            .ok_or_else(|| format!("--url {url}: no host"))?
+            .to_owned();
+        let port = parsed.port_or_known_default().unwrap_or(80);
+        Ok(Target {
+            url: format!("{}/metrics", url.trim_end_matches('/')),
+            path: format!("{}/metrics", parsed.path().trim_end_matches('/')),
+            address: format!("{host}:{port}"),
+            host,
+        })
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, String> {
+        let stream = tokio::net::TcpStream::connect(&self.address)
+            .await
+            .map_err(|e| format!("{}: cannot connect: {e}", self.url))?;
+        let _ = stream.set_nodelay(true);
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| self.failure(e))?;
+        tokio::spawn(connection);
+        Ok(sender)
+    }
+
+    fn request(
+        &self,
+        body: String,
+        token: Option<&str>,
+    ) -> Result<hyper::Request<Full<Bytes>>, String> {
+        let mut request = hyper::Request::post(self.path.as_str())
+            .header(hyper::header::HOST, self.host.as_str())
+            .header(hyper::header::CONTENT_TYPE, "application/json");
+        if let Some(token) = token {
+            request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        request
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| format!("{}: {e}", self.url))
+    }
+
+    fn failure(&self, error: impl std::fmt::Display) -> String {
+        format!("{}: {error}", self.url)
+    }
 }

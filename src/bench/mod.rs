@@ -8,6 +8,7 @@ pub mod counter;
 mod replication;
 pub mod search;
 pub mod store;
+pub mod work;
 
 use crate::config::parse_duration;
 use clap::{Args, Subcommand, ValueEnum};
@@ -33,6 +34,8 @@ pub enum BenchCommand {
     /// Search latency: fills an empty, throwaway database with generated events through the
     /// store port, then times keyword searches of three selectivities.
     Search(search::SearchBenchArgs),
+    /// Work throughput: small count jobs from submission to worked, and their latency.
+    Work(work::WorkBenchArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -124,6 +127,7 @@ pub async fn run(command: BenchCommand) -> ExitCode {
         BenchCommand::Store(args) => store::run(args).await,
         BenchCommand::Counter(args) => counter::run(args).await,
         BenchCommand::Search(args) => search::run(args).await,
+        BenchCommand::Work(args) => work::run(args).await,
     }
 }
 

@@ -2,7 +2,11 @@
 //! 0 success, 1 a failure while running, 2 bad usage or configuration.
 
 mod counter;
+pub mod pub_cmd;
 pub mod search;
+pub mod send;
+pub mod sim;
+mod work;
 
 use crate::bench::BenchCommand;
 use crate::config::{self, ServeArgs};
@@ -36,6 +40,15 @@ pub enum Command {
     Bench(BenchCommand),
     /// Bump, read and query cluster-wide counters.
     Counter(counter::CounterArgs),
+    /// Submit asynchronous work (search, count, export) and follow it to its result.
+    Work(work::WorkArgs),
+    /// Publish N generated events, or the events of an NDJSON file or stdin, to nodes.
+    Pub(pub_cmd::PubArgs),
+    /// Simulate several services sending at varying, bursty rates to several nodes.
+    Sim(sim::SimArgs),
+    /// The end-to-end proof: load a running cluster, then verify that every acknowledged
+    /// event was stored once, counted, and logged by every node.
+    E2e(crate::e2e::E2eArgs),
 }
 
 /// Exit code for bad usage or configuration (clap uses the same).
@@ -48,6 +61,10 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Search(args) => search::run(args).await,
         Command::Bench(command) => crate::bench::run(command).await,
         Command::Counter(args) => counter::run(args).await,
+        Command::Work(args) => work::run(args).await,
+        Command::Pub(args) => pub_cmd::run(args).await,
+        Command::Sim(args) => sim::run(args).await,
+        Command::E2e(args) => crate::e2e::run(args).await,
     }
 }
 

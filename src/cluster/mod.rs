@@ -10,7 +10,7 @@
 //! - Two live nodes never share a name: a node refuses to join while another instance with its
 //!   name and a different address is still heart-beating (names key the per-node consumers).
 
-use crate::queue::jetstream::nats_safe_name;
+use crate::queue::jetstream::{nats_safe_name, open_kv_with_ttl};
 use async_nats::jetstream::{self, kv};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -252,39 +252,10 @@ async fn open_bucket(
     name: &str,
     ttl: Duration,
 ) -> Result<(kv::Store, Duration), ClusterError> {
-    let failed = |e: &dyn std::fmt::Display| ClusterError::Bucket {
-        bucket: name.to_owned(),
-        reason: e.to_string(),
-    };
-    if let Ok(bucket) = jetstream.get_key_value(name).await {
-        let status = bucket.status().await.map_err(|e| failed(&e))?;
-        let bucket_ttl = status.max_age();
-        if bucket_ttl != ttl {
-            tracing::warn!(
-                bucket = name,
-                ttl_ms = bucket_ttl.as_millis() as u64,
-                "The membership bucket exists with another TTL than this node's; using the bucket's."
-            );
-        }
-        return Ok((bucket, bucket_ttl));
-    }
-    let created = jetstream
-        .create_key_value(kv::Config {
+    open_kv_with_ttl(jetstream, name, "logmesh cluster members", ttl)
+        .await
+        .map_err(|reason| ClusterError::Bucket {
             bucket: name.to_owned(),
-            description: "logmesh cluster members".to_owned(),
-            history: 1,
-            max_age: ttl,
-            storage: jetstream::stream::StorageType::File,
-            ..Default::default()
+            reason,
         })
-        .await;
-    match created {
-        Ok(bucket) => Ok((bucket, ttl)),
-        // Another node created it at the same moment.
-        Err(error) => jetstream
-            .get_key_value(name)
-            .await
-            .map(|bucket| (bucket, ttl))
-            .map_err(|_| failed(&error)),
-    }
 }

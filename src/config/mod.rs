@@ -8,6 +8,7 @@ use crate::eventlog::Rotation;
 use crate::node::{ClusterConfig, LogFormat, NodeConfig};
 use crate::queue::QueueLimits;
 use crate::store::{DatabaseUrl, redact_url};
+use crate::work::WorkSettings;
 use clap::Args;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -119,6 +120,25 @@ pub struct ServeArgs {
     /// colon-separated] [default: <data-dir>/eventlog]
     #[arg(long = "log-root", value_name = "DIR")]
     pub log_root: Vec<String>,
+    /// Jobs (POST /api/v1/work) this node runs at once [env: LOGMESH_WORK_CONCURRENCY]
+    /// [default: 2]
+    #[arg(long, value_name = "N")]
+    pub work_concurrency: Option<String>,
+    /// How long a job's status and result are kept after its last change
+    /// [env: LOGMESH_WORK_TTL] [default: 10m]
+    #[arg(long, value_name = "DURATION")]
+    pub work_ttl: Option<String>,
+    /// How long a worker may go silent before its job is given to another worker
+    /// [env: LOGMESH_WORK_LEASE] [default: 30s]
+    #[arg(long, value_name = "DURATION")]
+    pub work_lease: Option<String>,
+    /// Attempts a job gets before it fails for good [env: LOGMESH_WORK_MAX_ATTEMPTS] [default: 5]
+    #[arg(long, value_name = "N")]
+    pub work_max_attempts: Option<String>,
+    /// Wait before a failed job's second attempt, doubling after each further failure (at most
+    /// 1m) [env: LOGMESH_WORK_RETRY_BACKOFF] [default: 1s]
+    #[arg(long, value_name = "DURATION")]
+    pub work_retry_backoff: Option<String>,
     /// Format of logmesh's own logs: human or json [env: LOGMESH_LOG_FORMAT] [default: human]
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<String>,
@@ -191,6 +211,11 @@ const SETTINGS: &[(&str, &[&str])] = &[
     ("advertise", &["LOGMESH_ADVERTISE"]),
     ("tail-buffer", &["LOGMESH_TAIL_BUFFER"]),
     ("log-root", &["LOGMESH_LOG_ROOT"]),
+    ("work-concurrency", &["LOGMESH_WORK_CONCURRENCY"]),
+    ("work-ttl", &["LOGMESH_WORK_TTL"]),
+    ("work-lease", &["LOGMESH_WORK_LEASE"]),
+    ("work-max-attempts", &["LOGMESH_WORK_MAX_ATTEMPTS"]),
+    ("work-retry-backoff", &["LOGMESH_WORK_RETRY_BACKOFF"]),
 ];
 
 struct Resolver<'a> {
@@ -272,6 +297,11 @@ pub fn resolve(
     set("member-ttl", &args.member_ttl);
     set("advertise", &args.advertise);
     set("tail-buffer", &args.tail_buffer);
+    set("work-concurrency", &args.work_concurrency);
+    set("work-ttl", &args.work_ttl);
+    set("work-lease", &args.work_lease);
+    set("work-max-attempts", &args.work_max_attempts);
+    set("work-retry-backoff", &args.work_retry_backoff);
     if args.insecure {
         flags.insert("insecure", "true".to_owned());
     }
@@ -390,6 +420,7 @@ pub fn resolve(
             roots
         }
     };
+    let work = resolve_work(&resolver)?;
     if max_bytes < max_body_bytes {
         return Err(ConfigError::Conflict(format!(
             "queue-max-bytes ({max_bytes}) is smaller than max-body-bytes ({max_body_bytes}): \
@@ -419,6 +450,37 @@ pub fn resolve(
         advertise,
         tail_buffer,
         log_roots,
+        work,
+    })
+}
+
+fn resolve_work(resolver: &Resolver) -> Result<WorkSettings, ConfigError> {
+    use crate::work::*;
+    let concurrency = resolver.get("work-concurrency", DEFAULT_WORK_CONCURRENCY, |v| {
+        parse_count(v, 1, 1024)
+    })?;
+    let ttl = resolver.get("work-ttl", DEFAULT_WORK_TTL, |v| {
+        parse_duration_between(
+            v,
+            Duration::from_secs(1),
+            Duration::from_secs(30 * 24 * 3600),
+        )
+    })?;
+    let lease = resolver.get("work-lease", DEFAULT_WORK_LEASE, |v| {
+        parse_duration_between(v, Duration::from_secs(1), Duration::from_secs(3600))
+    })?;
+    let max_attempts = resolver.get("work-max-attempts", DEFAULT_WORK_MAX_ATTEMPTS, |v| {
+        parse_count(v, 1, 100).map(|n| n as u32)
+    })?;
+    let retry_backoff = resolver.get("work-retry-backoff", DEFAULT_WORK_RETRY_BACKOFF, |v| {
+        parse_duration_between(v, Duration::from_millis(1), crate::work::MAX_RETRY_BACKOFF)
+    })?;
+    Ok(WorkSettings {
+        concurrency,
+        ttl,
+        lease,
+        max_attempts,
+        retry_backoff,
     })
 }
 
@@ -944,6 +1006,35 @@ mod tests {
                 ServeArgs::default(),
                 vec![("LOGMESH_TAIL_BUFFER", "0")],
                 "for environment variable LOGMESH_TAIL_BUFFER: must be between 1 and 1000000",
+            ),
+            (
+                ServeArgs {
+                    work_concurrency: Some("0".into()),
+                    ..Default::default()
+                },
+                vec![],
+                "for --work-concurrency: must be between 1 and 1024",
+            ),
+            (
+                ServeArgs::default(),
+                vec![("LOGMESH_WORK_TTL", "ten minutes")],
+                "for environment variable LOGMESH_WORK_TTL",
+            ),
+            (
+                ServeArgs {
+                    work_max_attempts: Some("0".into()),
+                    ..Default::default()
+                },
+                vec![],
+                "for --work-max-attempts: must be between 1 and 100",
+            ),
+            (
+                ServeArgs {
+                    work_retry_backoff: Some("2m".into()),
+                    ..Default::default()
+                },
+                vec![],
+                "for --work-retry-backoff",
             ),
             (
                 ServeArgs::default(),

@@ -333,7 +333,7 @@ fn unknown_severity(text: &str) -> String {
 /// Largest timestamp accepted: 9999-12-31T23:59:59.999Z in epoch milliseconds.
 const MAX_EPOCH_MS: i64 = 253_402_300_799_999;
 
-fn parse_timestamp(value: &Value) -> Result<i64, String> {
+pub fn parse_timestamp(value: &Value) -> Result<i64, String> {
     match value {
         Value::String(text) => OffsetDateTime::parse(text, &Rfc3339)
             .map(|t| (t.unix_timestamp_nanos() / 1_000) as i64)

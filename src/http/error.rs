@@ -5,6 +5,7 @@ use crate::cluster::ClusterError;
 use crate::event::InputError;
 use crate::queue::QueueError;
 use crate::store::StoreError;
+use crate::work::WorkError;
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -110,5 +111,20 @@ impl From<StoreError> for ApiError {
             "store_unavailable",
             error.to_string(),
         )
+    }
+}
+
+impl From<WorkError> for ApiError {
+    fn from(error: WorkError) -> Self {
+        let (status, code) = match &error {
+            WorkError::Invalid(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            WorkError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            WorkError::NotWorked(_) => (StatusCode::CONFLICT, "not_worked"),
+            WorkError::Full(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            WorkError::Unavailable(_) | WorkError::Config(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "work_unavailable")
+            }
+        };
+        ApiError::new(status, code, error.to_string())
     }
 }

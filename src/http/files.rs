@@ -312,7 +312,7 @@ fn text_stream(rx: mpsc::Receiver<Chunk>) -> Response {
 
 /// Sends the request to `member`, as that member's own (`hostname` = its name), with the
 /// client's Authorization header.
-async fn forward<P: Serialize>(
+pub(super) async fn forward<P: Serialize>(
     state: &AppState,
     member: &Member,
     path: &str,

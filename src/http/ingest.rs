@@ -104,24 +104,40 @@ pub async fn post_logs(
 #[serde(deny_unknown_fields)]
 pub struct NoParams {}
 
-/// Reads the whole body within the size limit and the node's in-flight body budget.
+/// How a request body is encoded (`Content-Encoding`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Identity,
+    Gzip,
+}
+
+fn encoding_of(headers: &HeaderMap) -> Result<Encoding, ApiError> {
+    let Some(value) = headers.get(header::CONTENT_ENCODING) else {
+        return Ok(Encoding::Identity);
+    };
+    match value.as_bytes().to_ascii_lowercase().as_slice() {
+        b"identity" => Ok(Encoding::Identity),
+        b"gzip" | b"x-gzip" => Ok(Encoding::Gzip),
+        _ => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_encoding",
+            format!(
+                "Content-Encoding {:?} is not supported; send the body as gzip or uncompressed",
+                String::from_utf8_lossy(value.as_bytes())
+            ),
+        )),
+    }
+}
+
+/// Reads the whole body within the size limit and the node's in-flight body budget. A gzip
+/// body is decompressed (on the blocking pool); the limit applies to both its compressed and
+/// its decompressed size, so a small bomb cannot grow past it.
 async fn read_body<'a>(
     state: &'a AppState,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(Bytes, SemaphorePermit<'a>), ApiError> {
-    if let Some(encoding) = headers.get(header::CONTENT_ENCODING)
-        && encoding.as_bytes() != b"identity"
-    {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_encoding",
-            format!(
-                "Content-Encoding {:?} is not supported; send the body uncompressed",
-                String::from_utf8_lossy(encoding.as_bytes())
-            ),
-        ));
-    }
+    let encoding = encoding_of(headers)?;
     let limit = state.inner.max_body_bytes;
     let too_large = || {
         ApiError::too_large(format!(
@@ -135,7 +151,12 @@ async fn read_body<'a>(
     if declared.is_some_and(|length| length > limit) {
         return Err(too_large());
     }
-    let wanted = declared.unwrap_or(limit).clamp(1, u32::MAX as usize) as u32;
+    // A compressed body may grow to the limit once decompressed: budget for that.
+    let wanted = match encoding {
+        Encoding::Identity => declared.unwrap_or(limit),
+        Encoding::Gzip => limit,
+    };
+    let wanted = wanted.clamp(1, u32::MAX as usize) as u32;
     let permit = state
         .inner
         .body_budget
@@ -148,7 +169,31 @@ async fn read_body<'a>(
             ApiError::bad_request(format!("could not read the request body: {error}"))
         }
     })?;
+    let bytes = match encoding {
+        Encoding::Identity => bytes,
+        Encoding::Gzip => tokio::task::spawn_blocking(move || gunzip(&bytes, limit))
+            .await
+            .expect("decompressing does not panic")?,
+    };
     Ok((bytes, permit))
+}
+
+/// Decompresses a gzip body (several members are one stream, as `cat a.gz b.gz` makes), reading
+/// at most `limit` bytes of output.
+fn gunzip(compressed: &[u8], limit: usize) -> Result<Bytes, ApiError> {
+    use std::io::Read;
+    let mut decompressed = Vec::with_capacity(compressed.len().saturating_mul(4).min(limit));
+    flate2::read::MultiGzDecoder::new(compressed)
+        .take(limit as u64 + 1)
+        .read_to_end(&mut decompressed)
+        .map_err(|e| ApiError::bad_request(format!("the body is not valid gzip: {e}")))?;
+    if decompressed.len() > limit {
+        return Err(ApiError::too_large(format!(
+            "the body decompresses to more than the {limit}-byte limit; split it into several \
+             requests"
+        )));
+    }
+    Ok(Bytes::from(decompressed))
 }
 
 fn is_length_limit(error: &axum::Error) -> bool {

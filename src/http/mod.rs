@@ -6,6 +6,7 @@
 //!   queue and store ports.
 //! - Every error leaves through [`error::ApiError`], so every endpoint answers the same shape.
 
+mod console;
 pub mod error;
 pub mod files;
 mod ingest;
@@ -13,6 +14,7 @@ mod metrics;
 mod ops;
 mod search;
 mod tail;
+mod work;
 
 use crate::cluster::Membership;
 use crate::files::LogRoots;
@@ -20,6 +22,7 @@ use crate::live::LiveFeed;
 use crate::node::metrics::NodeMetrics;
 use crate::queue::IngestQueue;
 use crate::store::Store;
+use crate::work::Work;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
@@ -53,6 +56,7 @@ struct AppInner {
     live: Arc<LiveFeed>,
     metrics: Arc<NodeMetrics>,
     log_roots: LogRoots,
+    work: Arc<Work>,
     /// Requests to other members (`GET /logs?hostname=`).
     peers: reqwest::Client,
 }
@@ -68,6 +72,7 @@ pub struct AppParts {
     pub live: Arc<LiveFeed>,
     pub metrics: Arc<NodeMetrics>,
     pub log_roots: LogRoots,
+    pub work: Arc<Work>,
 }
 
 impl AppState {
@@ -87,6 +92,7 @@ impl AppState {
                 live: parts.live,
                 metrics: parts.metrics,
                 log_roots: parts.log_roots,
+                work: parts.work,
                 peers: reqwest::Client::builder()
                     .connect_timeout(files::PEER_CONNECT_TIMEOUT)
                     .build()
@@ -114,6 +120,12 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics/query", get(metrics::query))
         .route("/logs", get(files::logs))
         .route("/logs/files", get(files::list))
+        .route("/api/v1/work", post(work::submit))
+        .route("/api/v1/work/{callback}", get(work::status))
+        .route("/api/v1/work/{callback}/result", get(work::result))
+        .route("/api/v1/node/stats", get(ops::node_stats))
+        .route("/", get(console::index))
+        .route("/console/{file}", get(console::file))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
@@ -132,6 +144,7 @@ const ROUTES: &[&str] = &[
     "/event",
     "/api/v1/logs",
     "/api/v1/logs/stats",
+    "/api/v1/logs/search",
     "/healthz",
     "/readyz",
     "/api/v1/cluster",
@@ -140,6 +153,9 @@ const ROUTES: &[&str] = &[
     "/metrics/query",
     "/logs",
     "/logs/files",
+    "/api/v1/work",
+    "/api/v1/node/stats",
+    "/",
 ];
 
 /// Counts every answered request (401s and 404s included) in the node's metrics.
@@ -149,6 +165,14 @@ async fn count_request(State(state): State<AppState>, request: Request, next: Ne
         .iter()
         .find(|route| **route == path)
         .copied()
+        .or_else(|| path.starts_with("/console/").then_some("/console/{file}"))
+        .or_else(|| {
+            let callback = path.strip_prefix("/api/v1/work/")?;
+            Some(match callback.strip_suffix("/result") {
+                Some(_) => "/api/v1/work/{callback}/result",
+                None => "/api/v1/work/{callback}",
+            })
+        })
         .unwrap_or("other");
     let method = request.method().as_str().to_owned();
     let response = next.run(request).await;
@@ -171,11 +195,15 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-/// With an API token configured, every request must carry `Authorization: Bearer <token>`.
+/// With an API token configured, every request must carry `Authorization: Bearer <token>`,
+/// except those for the console's static shell, which holds no data ([`console::is_public`]).
 async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let Some(expected) = &state.inner.api_token else {
         return next.run(request).await;
     };
+    if console::is_public(request.uri().path()) {
+        return next.run(request).await;
+    }
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)

@@ -1,12 +1,16 @@
 //! Operational endpoints: liveness, readiness (the sum of the adapters' health checks), the
-//! `service_severity` counts and the cluster's members.
+//! `service_severity` counts, the cluster's members and the nodes' operational figures.
 
 use super::AppState;
 use super::error::ApiError;
+use super::files::{FORWARDED_HEADER, forward};
 use axum::Json;
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use std::time::Duration;
 
 pub async fn healthz(State(state): State<AppState>) -> Json<Value> {
     Json(json!({"status": "ok", "node": state.inner.node_name}))
@@ -46,4 +50,80 @@ pub async fn cluster(State(state): State<AppState>) -> Result<Json<Value>, ApiEr
     Ok(Json(
         json!({"node": state.inner.node_name, "members": members}),
     ))
+}
+
+/// How long `GET /api/v1/node/stats?hostname=*` waits for one member: a hung member shows as
+/// an error instead of holding up the figures of the others.
+const MEMBER_STATS_TIMEOUT: Duration = Duration::from_secs(3);
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeStatsParams {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hostname: Option<String>,
+}
+
+/// This node's figures, with its name and the time they were read (epoch ms).
+fn local_stats(state: &AppState) -> Value {
+    let stats = state.inner.metrics.snapshot(state.inner.queue.depth());
+    let mut value = serde_json::to_value(stats).expect("the stats serialise");
+    value["node"] = json!(state.inner.node_name);
+    value["at_ms"] = json!(crate::event::now_us() / 1000);
+    value
+}
+
+/// `GET /api/v1/node/stats`: this node's operational figures (events accepted, queue depth,
+/// batches per sink); `hostname=*` asks every member (server-side, like `GET /logs`, so the
+/// console needs no cross-origin requests) and answers `{"nodes": [...]}`, a member that cannot
+/// be asked appearing as `{"node", "error"}` rather than failing the whole answer.
+pub async fn node_stats(
+    State(state): State<AppState>,
+    params: Result<Query<NodeStatsParams>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let Query(params) = params.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    match params.hostname.as_deref() {
+        None | Some("") => Ok(Json(local_stats(&state))),
+        Some("*") if !headers.contains_key(FORWARDED_HEADER) => {
+            let members = state.inner.membership.members().await?;
+            let asks = members.iter().map(|member| {
+                let state = &state;
+                let headers = &headers;
+                async move {
+                    if member.name == state.inner.node_name {
+                        return local_stats(state);
+                    }
+                    let failed = |error: String| json!({"node": member.name, "error": error});
+                    let ask = async {
+                        let params = NodeStatsParams::default();
+                        let upstream =
+                            forward(state, member, "/api/v1/node/stats", &params, headers)
+                                .await
+                                .map_err(|error| error.message)?;
+                        if !upstream.status().is_success() {
+                            return Err(format!("answered {}", upstream.status()));
+                        }
+                        upstream
+                            .json::<Value>()
+                            .await
+                            .map_err(|error| error.to_string())
+                    };
+                    match tokio::time::timeout(MEMBER_STATS_TIMEOUT, ask).await {
+                        Ok(Ok(stats)) => stats,
+                        Ok(Err(error)) => failed(error),
+                        Err(_) => failed(format!(
+                            "no answer within {} s",
+                            MEMBER_STATS_TIMEOUT.as_secs()
+                        )),
+                    }
+                }
+            });
+            let nodes = futures_util::future::join_all(asks).await;
+            Ok(Json(json!({ "nodes": nodes })))
+        }
+        Some(name) if name == state.inner.node_name => Ok(Json(local_stats(&state))),
+        Some(_) => Err(ApiError::bad_request(
+            "parameter `hostname`: only `*` (every member) or this node's name",
+        )),
+    }
 }

@@ -6,13 +6,12 @@
 
 use super::AppState;
 use super::error::ApiError;
-use crate::event::{Severity, format_us, parse_timestamp_text};
-use crate::store::{Cursor, DEFAULT_SEARCH_LIMIT, MAX_SEARCH_LIMIT, SearchQuery, StoredEvent};
+use crate::event::{Severity, parse_timestamp_text};
+use crate::store::{Cursor, DEFAULT_SEARCH_LIMIT, MAX_SEARCH_LIMIT, SearchQuery, StoredEventJson};
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -28,37 +27,8 @@ pub struct SearchParams {
 
 #[derive(Debug, Serialize)]
 pub struct SearchAnswer {
-    events: Vec<EventJson>,
+    events: Vec<StoredEventJson>,
     next_cursor: Option<String>,
-}
-
-#[derive(Debug, Serialize)]
-struct EventJson {
-    id: String,
-    timestamp: String,
-    service: String,
-    severity: Severity,
-    message: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    attributes: Option<Box<RawValue>>,
-    node: String,
-}
-
-impl From<StoredEvent> for EventJson {
-    fn from(event: StoredEvent) -> Self {
-        EventJson {
-            id: event.id,
-            timestamp: format_us(event.ts_us),
-            service: event.service,
-            severity: event.severity,
-            message: event.message,
-            // The store only holds attributes that were a valid JSON object.
-            attributes: event
-                .attributes
-                .and_then(|text| RawValue::from_string(text).ok()),
-            node: event.node,
-        }
-    }
 }
 
 /// A 400 naming the parameter.
@@ -132,7 +102,7 @@ pub async fn search(
     let query = search_query(params)?;
     let page = state.inner.store.search(&query).await?;
     Ok(Json(SearchAnswer {
-        events: page.events.into_iter().map(EventJson::from).collect(),
+        events: page.events.into_iter().map(StoredEventJson::from).collect(),
         next_cursor: page.next_cursor,
     }))
 }

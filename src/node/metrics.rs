@@ -1,6 +1,7 @@
 //! The node's own operational metrics, on the official Prometheus client (`prometheus-client`):
 //! one registry per node, so several nodes in one process (the tests) never mix their figures.
-//! Rendered after the stored counters by `GET /metrics`.
+//! Rendered after the stored counters by `GET /metrics`, and as plain figures
+//! ([`NodeMetrics::snapshot`]) by `GET /api/v1/node/stats` for the web console.
 
 use crate::queue::QueueDepth;
 use prometheus_client::metrics::counter::Counter;
@@ -8,6 +9,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 type Labels = Vec<(&'static str, String)>;
@@ -30,6 +34,31 @@ pub struct NodeMetrics {
     http_requests: Family<Labels, Counter>,
     queue_events: Gauge,
     queue_bytes: Gauge,
+    /// Totals per sink for [`NodeMetrics::snapshot`]: the client's histograms do not expose
+    /// their sums outside its test feature, and a family cannot be walked.
+    sinks: Mutex<BTreeMap<&'static str, SinkStats>>,
+}
+
+/// This node's operational figures at one instant: cumulative counts, so a client derives
+/// rates and mean batch sizes from two snapshots.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeStats {
+    pub events_accepted: u64,
+    pub events_refused: u64,
+    pub queue_depth_events: u64,
+    pub queue_depth_bytes: u64,
+    pub sinks: Vec<SinkStats>,
+}
+
+/// One writer's batches so far.
+#[derive(Debug, Clone, Serialize)]
+pub struct SinkStats {
+    pub sink: &'static str,
+    pub batches: u64,
+    /// Events over all batches.
+    pub events: u64,
+    /// Seconds spent writing (flushing) all batches.
+    pub write_seconds: f64,
 }
 
 impl Default for NodeMetrics {
@@ -88,6 +117,7 @@ impl NodeMetrics {
             http_requests,
             queue_events,
             queue_bytes,
+            sinks: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -103,7 +133,22 @@ impl NodeMetrics {
             .inc_by(events as u64);
     }
 
-    pub fn batch_written(&self, sink: &str, events: usize, took: Duration) {
+    pub fn batch_written(&self, sink: &'static str, events: usize, took: Duration) {
+        {
+            let mut sinks = self
+                .sinks
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let totals = sinks.entry(sink).or_insert(SinkStats {
+                sink,
+                batches: 0,
+                events: 0,
+                write_seconds: 0.0,
+            });
+            totals.batches += 1;
+            totals.events += events as u64;
+            totals.write_seconds += took.as_secs_f64();
+        }
         let labels = vec![("sink", sink.to_owned())];
         self.batch_events
             .get_or_create(&labels)
@@ -121,6 +166,28 @@ impl NodeMetrics {
                 ("status", status.to_string()),
             ])
             .inc();
+    }
+
+    /// The figures the web console charts: the same events [`Self::render`] exposes, as totals.
+    pub fn snapshot(&self, depth: QueueDepth) -> NodeStats {
+        let outcome = |outcome: &str| {
+            self.ingest_events
+                .get(&vec![("outcome", outcome.to_owned())])
+                .map_or(0, |counter| counter.get())
+        };
+        NodeStats {
+            events_accepted: outcome("accepted"),
+            events_refused: outcome("refused"),
+            queue_depth_events: depth.events as u64,
+            queue_depth_bytes: depth.bytes as u64,
+            sinks: self
+                .sinks
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .values()
+                .cloned()
+                .collect(),
+        }
     }
 
     /// The registry in the Prometheus text format 0.0.4, like the rest of `GET /metrics`.
@@ -165,6 +232,28 @@ fn openmetrics_to_text_format(openmetrics: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_snapshot_holds_the_cumulative_figures() {
+        let metrics = NodeMetrics::new();
+        metrics.events_accepted(3);
+        metrics.events_accepted(2);
+        metrics.events_refused(1);
+        metrics.batch_written("store", 4, Duration::from_millis(2));
+        metrics.batch_written("store", 1, Duration::from_millis(4));
+        let stats = metrics.snapshot(QueueDepth {
+            events: 7,
+            bytes: 700,
+        });
+        assert_eq!(stats.events_accepted, 5);
+        assert_eq!(stats.events_refused, 1);
+        assert_eq!(stats.queue_depth_events, 7);
+        assert_eq!(stats.sinks.len(), 1);
+        assert_eq!(stats.sinks[0].sink, "store");
+        assert_eq!(stats.sinks[0].batches, 2);
+        assert_eq!(stats.sinks[0].events, 5);
+        assert!((stats.sinks[0].write_seconds - 0.006).abs() < 1e-9);
+    }
 
     #[test]
     fn every_instrument_renders() {

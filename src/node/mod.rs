@@ -19,6 +19,10 @@ use crate::queue::jetstream::{JetStreamQueue, JetStreamSettings};
 use crate::queue::local::LocalQueue;
 use crate::queue::{ConsumerRole, IngestQueue, QueueError, QueueLimits};
 use crate::store::{self, DatabaseUrl, StoreError};
+use crate::work::jetstream::JetStreamWork;
+use crate::work::local::LocalWork;
+use crate::work::worker::Workers;
+use crate::work::{Work, WorkBackend, WorkError, WorkSettings};
 use std::fs::File;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -59,6 +63,8 @@ pub struct NodeConfig {
     pub tail_buffer: usize,
     /// Directories whose files `GET /logs` serves (default: the event log directory).
     pub log_roots: Vec<PathBuf>,
+    /// Asynchronous work (`--work-*`).
+    pub work: WorkSettings,
 }
 
 /// The cluster shape's settings (`--nats` and friends).
@@ -121,6 +127,7 @@ impl NodeConfig {
             advertise: None,
             tail_buffer: crate::live::DEFAULT_CLIENT_BUFFER,
             log_roots: vec![data_dir.join("eventlog")],
+            work: WorkSettings::default(),
         }
     }
 
@@ -131,6 +138,11 @@ impl NodeConfig {
 
     pub fn queue_dir(&self) -> PathBuf {
         self.data_dir.join("queue")
+    }
+
+    /// Where the embedded shape keeps its work records and results.
+    pub fn work_dir(&self) -> PathBuf {
+        self.data_dir.join("work")
     }
 }
 
@@ -153,6 +165,8 @@ pub enum NodeError {
     Queue(#[from] QueueError),
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    #[error("cannot start the workers: {0}")]
+    Work(#[from] WorkError),
 }
 
 pub struct Node {
@@ -161,6 +175,7 @@ pub struct Node {
     server: JoinHandle<std::io::Result<()>>,
     stop_writers: watch::Sender<bool>,
     writers: Vec<JoinHandle<()>>,
+    workers: Vec<JoinHandle<()>>,
     queue: Arc<dyn IngestQueue>,
     /// Held for the node's lifetime: a second node on the same data directory is refused.
     _data_dir_lock: File,
@@ -197,6 +212,9 @@ impl Node {
         let live = Arc::new(LiveFeed::new(config.tail_buffer, config.cluster.is_none()));
         let (stop_writers, writers_stopped) = watch::channel(false);
         let mut live_follower = None;
+        let (stop_http, mut http_stopped) = watch::channel(false);
+        let http_stopped_for_workers = http_stopped.clone();
+        let mut work_backend: Option<Arc<dyn WorkBackend>> = None;
         let (queue, membership): (Arc<dyn IngestQueue>, Membership) = match &config.cluster {
             None => {
                 let queue_dir = config.queue_dir();
@@ -222,6 +240,15 @@ impl Node {
                 };
                 let queue = JetStreamQueue::connect(settings, floor).await?;
                 live_follower = Some(queue.follow_live(live.clone(), writers_stopped.clone()));
+                work_backend = Some(Arc::new(
+                    JetStreamWork::open(
+                        queue.jetstream().clone(),
+                        &cluster.stream,
+                        config.work.ttl,
+                        config.work.lease,
+                    )
+                    .await?,
+                ));
                 let membership = Membership::join(
                     queue.jetstream(),
                     &cluster.membership_bucket(),
@@ -234,6 +261,12 @@ impl Node {
         };
         let membership = Arc::new(membership);
         let store = store::open(&config.database).await?;
+        let work_backend = match work_backend {
+            Some(backend) => backend,
+            None => Arc::new(
+                LocalWork::open(&config.work_dir(), config.work.ttl, config.work.lease).await?,
+            ),
+        };
 
         let store_writer = Pipeline::new(
             queue.consumer(ConsumerRole::Store).await?,
@@ -266,7 +299,17 @@ impl Node {
             tokio::spawn(async move { heartbeats.run(heartbeats_stopped).await }),
         ];
         writers.extend(live_follower);
+        // Workers stop with the HTTP server, before the writers drain: a job cut short is
+        // taken again (by another node, or by this one after a restart) once its lease ends.
+        let workers = Workers::new(
+            work_backend.clone(),
+            store.clone(),
+            &config.node_name,
+            config.work,
+        )
+        .start(http_stopped_for_workers);
 
+        let work = Arc::new(Work::new(work_backend, &config.node_name, config.work));
         let state = AppState::new(AppParts {
             node_name: config.node_name.clone(),
             queue: queue.clone(),
@@ -277,8 +320,8 @@ impl Node {
             live,
             metrics,
             log_roots,
+            work,
         });
-        let (stop_http, mut http_stopped) = watch::channel(false);
         let server = tokio::spawn(async move {
             axum::serve(listener, http::app(state))
                 .with_graceful_shutdown(async move {
@@ -298,6 +341,7 @@ impl Node {
             server,
             stop_writers,
             writers,
+            workers,
             queue,
             _data_dir_lock: lock,
         })
@@ -323,6 +367,9 @@ impl Node {
                 tracing::warn!(error = %error, "The HTTP server stopped with an error.")
             }
             Err(error) => tracing::warn!(error = %error, "The HTTP server task failed."),
+        }
+        for worker in self.workers {
+            let _ = worker.await;
         }
         tracing::info!(
             events = self.queue.depth().events,

@@ -21,6 +21,10 @@
 //!   (after `ack_wait`) to whichever node fetches next.
 //! - The event log consumer skips stream sequences its file already holds (the file is its own
 //!   cursor), so a replay after a crash never writes a line twice.
+//! - A restarted node's event log first reads, straight from the stream, the messages its dead
+//!   predecessor had fetched but not acknowledged ("orphans"), before anything newer. JetStream
+//!   would redeliver them only after `ack_wait`, after newer messages: by then the file's last
+//!   `seq` is past them and they would be skipped as already written, leaving a hole.
 
 use super::{Batch, ConsumerRole, IngestQueue, QueueConsumer, QueueDepth, QueueError, QueuedEvent};
 use crate::event::Event;
@@ -34,7 +38,7 @@ use async_nats::jetstream::{
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -94,6 +98,48 @@ impl JetStreamSettings {
 
 /// Consumer names may not hold `.`, `*`, `>`, whitespace or path separators; node names may.
 /// Each other byte becomes `_XX` (hex), so two node names never share a consumer.
+/// Opens the key-value bucket `name` (history 1, file storage), creating it with `max_age` =
+/// `ttl` if it does not exist. An existing bucket's TTL wins over `ttl`, with a warning, so
+/// that every node sees entries expire alike; it is returned with the bucket.
+pub async fn open_kv_with_ttl(
+    jetstream: &jetstream::Context,
+    name: &str,
+    description: &str,
+    ttl: Duration,
+) -> Result<(jetstream::kv::Store, Duration), String> {
+    if let Ok(bucket) = jetstream.get_key_value(name).await {
+        let status = bucket.status().await.map_err(|e| e.to_string())?;
+        let bucket_ttl = status.max_age();
+        if bucket_ttl != ttl {
+            tracing::warn!(
+                bucket = name,
+                ttl_ms = bucket_ttl.as_millis() as u64,
+                "The bucket exists with another TTL than this node's setting; using the bucket's."
+            );
+        }
+        return Ok((bucket, bucket_ttl));
+    }
+    let created = jetstream
+        .create_key_value(jetstream::kv::Config {
+            bucket: name.to_owned(),
+            description: description.to_owned(),
+            history: 1,
+            max_age: ttl,
+            storage: jetstream::stream::StorageType::File,
+            ..Default::default()
+        })
+        .await;
+    match created {
+        Ok(bucket) => Ok((bucket, ttl)),
+        // Another node created it at the same moment.
+        Err(error) => jetstream
+            .get_key_value(name)
+            .await
+            .map(|bucket| (bucket, ttl))
+            .map_err(|_| error.to_string()),
+    }
+}
+
 pub fn nats_safe_name(name: &str) -> String {
     let mut safe = String::with_capacity(name.len());
     for byte in name.bytes() {
@@ -527,8 +573,33 @@ impl IngestQueue for JetStreamQueue {
             ConsumerRole::Store => (self.store_consumer().await?, 0),
             ConsumerRole::EventLog => (self.event_log_consumer().await?, self.event_log_floor),
         };
+        let orphans = match role {
+            // The store is idempotent by id: its orphans may come back late, in any order.
+            ConsumerRole::Store => VecDeque::new(),
+            ConsumerRole::EventLog => {
+                // Nothing was fetched yet by this process: whatever is pending is an orphan.
+                let info = consumer
+                    .get_info()
+                    .await
+                    .map_err(|e| unavailable("cannot read the event log consumer", e))?;
+                if info.num_ack_pending == 0 {
+                    VecDeque::new()
+                } else {
+                    let first = (info.ack_floor.stream_sequence + 1).max(floor >> INDEX_BITS);
+                    (first..=info.delivered.stream_sequence).collect()
+                }
+            }
+        };
+        if !orphans.is_empty() {
+            tracing::info!(
+                messages = orphans.len(),
+                "Reading the messages a previous run of this node fetched but did not log."
+            );
+        }
         Ok(Box::new(JetStreamConsumer {
             consumer,
+            stream: self.stream().await?,
+            orphans,
             role,
             floor,
             in_flight: HashMap::new(),
@@ -560,6 +631,9 @@ impl IngestQueue for JetStreamQueue {
 
 struct JetStreamConsumer {
     consumer: PullConsumer,
+    stream: stream::Stream<()>,
+    /// Stream sequences to read straight from the stream before fetching (see the module doc).
+    orphans: VecDeque<u64>,
     role: ConsumerRole,
     /// Stream sequences at or below this are already in the event log file: acknowledged
     /// without being delivered again.
@@ -575,6 +649,9 @@ struct JetStreamConsumer {
 #[async_trait]
 impl QueueConsumer for JetStreamConsumer {
     async fn fetch(&mut self, max: usize, wait: Duration) -> Result<Batch, QueueError> {
+        if !self.orphans.is_empty() {
+            return self.read_orphans(max).await;
+        }
         // A message holds one event or many: ask for `max` messages but about `max` events'
         // worth of bytes, and never less than one whole message.
         let max_bytes = max
@@ -666,6 +743,37 @@ impl QueueConsumer for JetStreamConsumer {
             tracing::debug!(%error, "Could not acknowledge a message; it will be redelivered.");
         }
         Ok(())
+    }
+}
+
+impl JetStreamConsumer {
+    /// The next orphans, in stream order, up to about `max` events. They carry no acker: the
+    /// server redelivers them after `ack_wait`, and the file then skips them as written.
+    async fn read_orphans(&mut self, max: usize) -> Result<Batch, QueueError> {
+        let mut batch = Batch::default();
+        while let Some(&stream_seq) = self.orphans.front() {
+            if !batch.is_empty() && batch.len() >= max {
+                break;
+            }
+            match self.stream.get_raw_message(stream_seq).await {
+                Ok(message) => {
+                    if let Ok(decoded) = unpack(&message.payload, stream_seq) {
+                        batch
+                            .events
+                            .extend(decoded.into_iter().filter(|event| event.seq > self.floor));
+                    }
+                }
+                // Gone: every consumer acknowledged it, so this node had logged it.
+                Err(error)
+                    if error.kind()
+                        == async_nats::jetstream::stream::RawMessageErrorKind::NoMessageFound => {}
+                Err(error) => {
+                    return Err(unavailable("cannot read a message from the stream", error));
+                }
+            }
+            self.orphans.pop_front();
+        }
+        Ok(batch)
     }
 }
 

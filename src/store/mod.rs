@@ -209,6 +209,29 @@ fn query_words(q: &str) -> Vec<String> {
         .collect()
 }
 
+/// What a filtered statement over `service_logs` selects: a page of rows in result order, or
+/// the number of matching rows per service and severity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Selection {
+    Page,
+    CountPerSeverity,
+}
+
+impl Selection {
+    /// The statement's head, up to and including `WHERE`.
+    pub(crate) fn head(self) -> &'static str {
+        match self {
+            Selection::Page => {
+                "SELECT row_id, id, ts_us, service, severity, message, attributes, node, received_us
+                 FROM service_logs WHERE"
+            }
+            Selection::CountPerSeverity => {
+                "SELECT service, severity, COUNT(*) FROM service_logs WHERE"
+            }
+        }
+    }
+}
+
 /// Where a page ended: the `(ts_us, row_id)` of its last event. The next page holds the events
 /// strictly after it in the result order, which rows written later cannot disturb.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -252,6 +275,36 @@ pub struct StoredEvent {
     pub received_us: i64,
 }
 
+/// A stored event as the API shows it (search answers, work results, exports).
+#[derive(Debug, Serialize)]
+pub struct StoredEventJson {
+    pub id: String,
+    pub timestamp: String,
+    pub service: String,
+    pub severity: Severity,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attributes: Option<Box<serde_json::value::RawValue>>,
+    pub node: String,
+}
+
+impl From<StoredEvent> for StoredEventJson {
+    fn from(event: StoredEvent) -> Self {
+        StoredEventJson {
+            id: event.id,
+            timestamp: crate::event::format_us(event.ts_us),
+            service: event.service,
+            severity: event.severity,
+            message: event.message,
+            // The store only holds attributes that were a valid JSON object.
+            attributes: event
+                .attributes
+                .and_then(|text| serde_json::value::RawValue::from_string(text).ok()),
+            node: event.node,
+        }
+    }
+}
+
 /// A page of search results, newest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SearchPage {
@@ -284,6 +337,91 @@ impl SearchPage {
     }
 }
 
+/// Columns every sqlx row reader below needs: text, integers and nullable text, by position.
+pub(crate) trait SqlRow<'r>: sqlx::Row
+where
+    usize: sqlx::ColumnIndex<Self>,
+{
+    fn text(&'r self, index: usize) -> Result<String, sqlx::Error>;
+    fn integer(&'r self, index: usize) -> Result<i64, sqlx::Error>;
+    fn nullable_text(&'r self, index: usize) -> Result<Option<String>, sqlx::Error>;
+}
+
+impl<'r, R> SqlRow<'r> for R
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    fn text(&'r self, index: usize) -> Result<String, sqlx::Error> {
+        self.try_get(index)
+    }
+
+    fn integer(&'r self, index: usize) -> Result<i64, sqlx::Error> {
+        self.try_get(index)
+    }
+
+    fn nullable_text(&'r self, index: usize) -> Result<Option<String>, sqlx::Error> {
+        self.try_get(index)
+    }
+}
+
+/// A row of [`Selection::Page`]'s columns, from PostgreSQL or MySQL; `fail` adds the
+/// adapter's context to a decoding error.
+pub(crate) fn stored_event_from_row<'r, R>(
+    row: &'r R,
+    fail: impl Fn(sqlx::Error) -> StoreError,
+) -> Result<StoredEvent, StoreError>
+where
+    R: SqlRow<'r>,
+    usize: sqlx::ColumnIndex<R>,
+{
+    Ok(StoredEvent {
+        row_id: row.integer(0).map_err(&fail)?,
+        id: row.text(1).map_err(&fail)?,
+        ts_us: row.integer(2).map_err(&fail)?,
+        service: row.text(3).map_err(&fail)?,
+        severity: stored_severity(&row.text(4).map_err(&fail)?)?,
+        message: row.text(5).map_err(&fail)?,
+        attributes: row.nullable_text(6).map_err(&fail)?,
+        node: row.text(7).map_err(&fail)?,
+        received_us: row.integer(8).map_err(&fail)?,
+    })
+}
+
+/// A `(service, severity, count)` row, from PostgreSQL or MySQL.
+pub(crate) fn severity_count_from_row<'r, R>(
+    row: &'r R,
+    fail: impl Fn(sqlx::Error) -> StoreError,
+) -> Result<SeverityCount, StoreError>
+where
+    R: SqlRow<'r>,
+    usize: sqlx::ColumnIndex<R>,
+{
+    Ok(SeverityCount {
+        service: row.text(0).map_err(&fail)?,
+        severity: row.text(1).map_err(&fail)?,
+        count: row.integer(2).map_err(&fail)?,
+    })
+}
+
+/// A `(name, labels, value)` row of `counters`, from PostgreSQL or MySQL.
+pub(crate) fn counter_from_sql_row<'r, R>(
+    row: &'r R,
+    fail: impl Fn(sqlx::Error) -> StoreError,
+) -> Result<Counter, StoreError>
+where
+    R: SqlRow<'r>,
+    usize: sqlx::ColumnIndex<R>,
+{
+    counter_from_row(
+        row.text(0).map_err(&fail)?,
+        &row.text(1).map_err(&fail)?,
+        row.integer(2).map_err(&fail)?,
+    )
+}
+
 /// A stored severity name as a [`Severity`]; only the store writes them, so anything else is
 /// a damaged row.
 pub(crate) fn stored_severity(name: &str) -> Result<Severity, StoreError> {
@@ -304,6 +442,11 @@ pub trait Store: Send + Sync + 'static {
     /// Stored events matching `query`, newest first, one page at a time (see the module docs).
     /// Fails with [`StoreError::InvalidQuery`] when the query is out of bounds.
     async fn search(&self, query: &SearchQuery) -> Result<SearchPage, StoreError>;
+
+    /// How many stored events match `query`'s filters (`q`, `service`, `severity`, `since`,
+    /// `until`; its `limit` and `cursor` are ignored), per service and severity, in no
+    /// particular order; pairs with no match are left out.
+    async fn count_events(&self, query: &SearchQuery) -> Result<Vec<SeverityCount>, StoreError>;
 
     /// A real round trip to the database.
     async fn health(&self) -> Result<(), StoreError>;

@@ -36,9 +36,9 @@
 use super::counter_groups::{ApplyIncrements, CounterGroups};
 use super::{
     ACQUIRE_TIMEOUT, BatchOutcome, CONNECT_TIMEOUT, MAX_CONNECTIONS, MIGRATION_LOCK_TIMEOUT,
-    SearchPage, SearchQuery, SeverityCount, Store, StoreError, StoredEvent, counter_from_row,
-    counter_overflow, health_check, log_if_slow, redact_url, sqlx_error, stored_severity, tally,
-    unique_by_id,
+    SearchPage, SearchQuery, Selection, SeverityCount, Store, StoreError, counter_from_sql_row,
+    counter_overflow, health_check, log_if_slow, redact_url, severity_count_from_row, sqlx_error,
+    stored_event_from_row, tally, unique_by_id,
 };
 use crate::counters::{Counter, CounterKey};
 use crate::event::Event;
@@ -220,7 +220,7 @@ impl MysqlStore {
     /// `table type key extra`, saying which index a search reads.
     pub async fn explain_search(&self, query: &SearchQuery) -> Result<String, StoreError> {
         query.check()?;
-        let rows = search_statement(query, "EXPLAIN ")?
+        let rows = search_statement(query, "EXPLAIN ", Selection::Page)?
             .build()
             .fetch_all(&self.pool)
             .await
@@ -340,7 +340,11 @@ fn row_bytes(event: &&Event) -> usize {
 }
 
 /// The search statement for `query` (already checked), or why this backend cannot answer it.
-fn search_statement(query: &SearchQuery, prefix: &str) -> Result<QueryBuilder<MySql>, StoreError> {
+fn search_statement(
+    query: &SearchQuery,
+    prefix: &str,
+    selection: Selection,
+) -> Result<QueryBuilder<MySql>, StoreError> {
     let words = query.words();
     let (indexed, checked): (Vec<&String>, Vec<&String>) = words
         .iter()
@@ -353,10 +357,7 @@ fn search_statement(query: &SearchQuery, prefix: &str) -> Result<QueryBuilder<My
             FULLTEXT_WORD_CHARS.end()
         )));
     }
-    let mut sql = QueryBuilder::new(format!(
-        "{prefix}SELECT row_id, id, ts_us, service, severity, message, attributes, node, received_us
-         FROM service_logs WHERE TRUE"
-    ));
+    let mut sql = QueryBuilder::new(format!("{prefix}{} TRUE", selection.head()));
     if !indexed.is_empty() {
         // Words are letters, digits and `_` only: no boolean-mode operator can hide in them.
         let against: Vec<String> = indexed.iter().map(|w| format!("+\"{w}\"")).collect();
@@ -385,6 +386,10 @@ fn search_statement(query: &SearchQuery, prefix: &str) -> Result<QueryBuilder<My
     if let Some(until) = query.until {
         sql.push(" AND ts_us < ").push_bind(until);
     }
+    if selection == Selection::CountPerSeverity {
+        sql.push(" GROUP BY service, severity");
+        return Ok(sql);
+    }
     if let Some(cursor) = query.cursor {
         sql.push(" AND (ts_us < ")
             .push_bind(cursor.ts_us)
@@ -403,26 +408,15 @@ fn search_statement(query: &SearchQuery, prefix: &str) -> Result<QueryBuilder<My
 impl Store for MysqlStore {
     async fn search(&self, query: &SearchQuery) -> Result<SearchPage, StoreError> {
         query.check()?;
-        let rows = search_statement(query, "")?
+        let rows = search_statement(query, "", Selection::Page)?
             .build()
             .fetch_all(&self.pool)
             .await
             .map_err(|e| self.error(e))?;
-        let mut events = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let severity: String = row.try_get(4).map_err(|e| self.error(e))?;
-            events.push(StoredEvent {
-                row_id: row.try_get(0).map_err(|e| self.error(e))?,
-                id: row.try_get(1).map_err(|e| self.error(e))?,
-                ts_us: row.try_get(2).map_err(|e| self.error(e))?,
-                service: row.try_get(3).map_err(|e| self.error(e))?,
-                severity: stored_severity(&severity)?,
-                message: row.try_get(5).map_err(|e| self.error(e))?,
-                attributes: row.try_get(6).map_err(|e| self.error(e))?,
-                node: row.try_get(7).map_err(|e| self.error(e))?,
-                received_us: row.try_get(8).map_err(|e| self.error(e))?,
-            });
-        }
+        let events = rows
+            .iter()
+            .map(|row| stored_event_from_row(row, |e| self.error(e)))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(SearchPage::from_rows(events, query.limit))
     }
 
@@ -512,6 +506,18 @@ impl Store for MysqlStore {
         Ok(outcome)
     }
 
+    async fn count_events(&self, query: &SearchQuery) -> Result<Vec<SeverityCount>, StoreError> {
+        query.check()?;
+        let rows = search_statement(query, "", Selection::CountPerSeverity)?
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.error(e))?;
+        rows.iter()
+            .map(|row| severity_count_from_row(row, |e| self.error(e)))
+            .collect()
+    }
+
     async fn severity_counts(&self) -> Result<Vec<SeverityCount>, StoreError> {
         // utf8mb4_bin orders by code point, which is the byte order SQLite and PostgreSQL's
         // "C" collation give.
@@ -522,15 +528,8 @@ impl Store for MysqlStore {
         .await
         .map_err(|e| self.error(e))?;
         rows.iter()
-            .map(|row| {
-                Ok(SeverityCount {
-                    service: row.try_get(0)?,
-                    severity: row.try_get(1)?,
-                    count: row.try_get(2)?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(|e| self.error(e))
+            .map(|row| severity_count_from_row(row, |e| self.error(e)))
+            .collect()
     }
 
     async fn increment_counter(&self, key: &CounterKey, by: i64) -> Result<i64, StoreError> {
@@ -543,12 +542,7 @@ impl Store for MysqlStore {
             .await
             .map_err(|e| self.error(e))?;
         rows.iter()
-            .map(|row| {
-                let name: String = row.try_get(0).map_err(|e| self.error(e))?;
-                let labels: String = row.try_get(1).map_err(|e| self.error(e))?;
-                let value: i64 = row.try_get(2).map_err(|e| self.error(e))?;
-                counter_from_row(name, &labels, value)
-            })
+            .map(|row| counter_from_sql_row(row, |e| self.error(e)))
             .collect()
     }
 

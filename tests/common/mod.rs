@@ -38,6 +38,23 @@ where
     }
 }
 
+/// Runs the real `logmesh` binary with `args` (and no `LOGMESH_URL` or `LOGMESH_API_TOKEN`
+/// from the environment): its exit code, stdout and stderr.
+pub async fn cli(args: &[&str]) -> (Option<i32>, String, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_logmesh"))
+        .args(args)
+        .env_remove("LOGMESH_URL")
+        .env_remove("LOGMESH_API_TOKEN")
+        .output()
+        .await
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
 /// A node running inside the test process, with its own temporary data directory.
 pub struct TestNode {
     pub node: Option<Node>,
@@ -78,6 +95,17 @@ impl TestNode {
 
     pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
         self.client.get(format!("{}{path}", self.url))
+    }
+
+    /// A GET answered with JSON.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        self.get(path)
+            .send()
+            .await
+            .expect("request")
+            .json()
+            .await
+            .expect("JSON answer")
     }
 
     /// The `total` of `GET /api/v1/logs/stats`.
