@@ -93,8 +93,28 @@ logmesh_svc_as() {
   fi
 }
 
+# logmesh_svc_free_port: a port on 127.0.0.1 that nothing is bound to, from below the kernel's
+# ephemeral range, where no outgoing connection can take it before the server binds it.
 logmesh_svc_free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+  python3 - <<'PY'
+import random, socket
+with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+    low = int(f.read().split()[0])
+ports = list(range(max(1024, low - 16384), low))
+random.shuffle(ports)
+for port in ports:
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+    except OSError:
+        continue
+    finally:
+        s.close()
+    print(port)
+    break
+else:
+    raise SystemExit("no free port below the ephemeral range")
+PY
 }
 
 # logmesh_svc_wait SECONDS WHAT PID LOG COMMAND...: polls COMMAND until it succeeds; fails with

@@ -34,6 +34,17 @@ fn free_ports_are_distinct_and_bindable() {
     distinct.sort_unstable();
     distinct.dedup();
     assert_eq!(distinct.len(), ports.len(), "{ports:?}");
+    // Below the ephemeral range, where no outgoing connection takes them.
+    let ephemeral_low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .expect("read the ephemeral port range")
+        .split_whitespace()
+        .next()
+        .and_then(|low| low.parse().ok())
+        .expect("the range's low end");
+    assert!(
+        ports.iter().all(|&port| port < ephemeral_low),
+        "{ports:?} vs {ephemeral_low}"
+    );
     for port in ports {
         TcpListener::bind((Ipv4Addr::LOCALHOST, port)).expect("a free port can be bound");
     }

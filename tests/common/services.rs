@@ -33,23 +33,47 @@ const READY_POLL: Duration = Duration::from_millis(50);
 /// How long one readiness attempt (a connect and a query) may take.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A port on 127.0.0.1 that nothing listens on right now, and that this process has not
-/// handed out before.
 /// The suite's shared NATS (JetStream on), from `LOGMESH_TEST_NATS_URL`.
 pub fn nats_url() -> String {
     std::env::var("LOGMESH_TEST_NATS_URL")
         .expect("LOGMESH_TEST_NATS_URL is not set: run the tests through scripts/test.sh")
 }
 
+/// A port on 127.0.0.1 that nothing is bound to right now, and that this process has not
+/// handed out before.
+///
+/// Ports come from below the kernel's ephemeral range (`ip_local_port_range`), never from
+/// inside it: a port from inside it can be taken, as its local port, by any outgoing
+/// connection (of this or any test running beside it) in the moment between this check and
+/// the bind of the server the test starts, which then fails with "address in use".
 pub fn free_port() -> u16 {
     static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
-    loop {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind an ephemeral port");
-        let port = listener.local_addr().expect("local address").port();
-        if HANDED_OUT.lock().unwrap().insert(port) {
+    let (floor, ceiling) = port_pool();
+    let span = u32::from(ceiling - floor);
+    // Start where another process (a second test binary, say) is unlikely to start.
+    let start = std::process::id().wrapping_mul(7919) % span;
+    let mut handed_out = HANDED_OUT.lock().unwrap();
+    for step in 0..span {
+        let port = floor + ((start + step) % span) as u16;
+        if !handed_out.contains(&port) && TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+            handed_out.insert(port);
             return port;
         }
     }
+    panic!("no free port left in {floor}..{ceiling}");
+}
+
+/// The ports [`free_port`] hands out: the 16,384 (at most) below the ephemeral range.
+fn port_pool() -> (u16, u16) {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    assert!(
+        ephemeral_low > 2048,
+        "the ephemeral port range starts at {ephemeral_low}: too low to leave ports for test servers"
+    );
+    (ephemeral_low.saturating_sub(16384).max(1024), ephemeral_low)
 }
 
 /// The path in environment variable `name`; panics with a hint when it is not set.
