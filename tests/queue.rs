@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::services::nats_url;
+use common::services::{NatsServer, nats_url};
 
 use logmesh::event::{Event, IngestContext, parse_json_body};
 use logmesh::queue::jetstream::{JetStreamQueue, JetStreamSettings};
@@ -184,6 +184,64 @@ async fn jetstream_drops_a_request_or_an_event_published_again() {
     assert!(rest.is_empty(), "{rest:?}");
 }
 
+/// `count` events of about 1 KB each, with ids `{prefix}-0`, `{prefix}-1`, …
+fn kilobyte_events(prefix: &str, count: usize) -> Vec<Event> {
+    let ids: Vec<String> = (0..count).map(|i| format!("{prefix}-{i}")).collect();
+    let mut events = events(&ids.iter().map(String::as_str).collect::<Vec<_>>());
+    for event in &mut events {
+        event.message = "x".repeat(1000);
+    }
+    events
+}
+
+/// The messages the stream holds right now.
+async fn stream_messages(settings: &JetStreamSettings) -> u64 {
+    let client = async_nats::connect(&settings.url).await.unwrap();
+    let mut stream = async_nats::jetstream::new(client)
+        .get_stream(&settings.stream)
+        .await
+        .unwrap();
+    stream.info().await.unwrap().state.messages
+}
+
+#[tokio::test]
+async fn jetstream_stores_a_request_of_several_messages_whole_or_not_at_all() {
+    // Room for about three messages of the server's 1 MiB max_payload.
+    let settings = JetStreamSettings {
+        max_bytes: 3 << 20,
+        ..jetstream_settings(1_000_000)
+    };
+    let queue = JetStreamQueue::connect(settings.clone(), 0).await.unwrap();
+    let mut consumer = queue.consumer(ConsumerRole::Store).await.unwrap();
+
+    // 1.2 MB: two messages, both stored.
+    queue.append(kilobyte_events("a", 1_200)).await.unwrap();
+    assert_eq!(stream_messages(&settings).await, 2);
+    // 1.9 MB: its first message would still fit, its second not. Published one by one, the
+    // first would stay behind the 503 and be stored again beside the client's retry.
+    let error = queue.append(kilobyte_events("b", 1_900)).await.unwrap_err();
+    assert!(matches!(error, QueueError::Full { .. }), "{error}");
+    assert_eq!(
+        stream_messages(&settings).await,
+        2,
+        "nothing of the refused request is kept"
+    );
+
+    let ids: Vec<String> = collect(&mut consumer, 1_200)
+        .await
+        .into_iter()
+        .map(|(_, id)| id)
+        .collect();
+    let expected: Vec<String> = (0..1_200).map(|i| format!("a-{i}")).collect();
+    assert_eq!(ids, expected);
+    // Once the stream has room again the same request is taken whole.
+    queue.append(kilobyte_events("b", 1_900)).await.unwrap();
+    let ids = collect(&mut consumer, 1_900).await;
+    assert_eq!(ids.len(), 1_900);
+    assert!(ids.iter().all(|(_, id)| id.starts_with("b-")));
+    assert!(ids.windows(2).all(|pair| pair[0].0 < pair[1].0), "in order");
+}
+
 #[tokio::test]
 async fn jetstream_store_writers_compete_and_event_logs_do_not() {
     let settings = jetstream_settings(1_000);
@@ -277,6 +335,63 @@ async fn jetstream_event_log_of_a_restarted_node_first_logs_what_its_dead_run_fe
         ["b", "c"],
         "the orphan first, then what came after"
     );
+}
+
+#[tokio::test]
+async fn jetstream_before_2_12_refuses_a_request_larger_than_one_message() {
+    // NATS 2.10 and 2.11 have no atomic batches: a request is taken only if one message holds it.
+    let server = NatsServer::start_minimum();
+    let settings = JetStreamSettings {
+        url: server.url(),
+        ..jetstream_settings(1_000_000)
+    };
+    let queue = JetStreamQueue::connect(settings.clone(), 0).await.unwrap();
+    let mut consumer = queue.consumer(ConsumerRole::Store).await.unwrap();
+    queue.append(kilobyte_events("small", 500)).await.unwrap();
+    let error = queue
+        .append(kilobyte_events("big", 2_500))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, QueueError::TooLarge { .. }), "{error}");
+    assert!(error.to_string().contains("split it"), "{error}");
+    assert_eq!(
+        stream_messages(&settings).await,
+        1,
+        "nothing of the refused request is kept"
+    );
+    let ids = collect(&mut consumer, 500).await;
+    assert!(
+        ids.iter().all(|(_, id)| id.starts_with("small-")),
+        "{ids:?}"
+    );
+}
+
+#[tokio::test]
+async fn jetstream_allows_atomic_batches_on_a_stream_made_without_them() {
+    use async_nats::jetstream::stream::{Config, DiscardPolicy, RetentionPolicy, StorageType};
+    // As an earlier release (or a NATS server before 2.12) left it.
+    let settings = jetstream_settings(1_000_000);
+    let client = async_nats::connect(&settings.url).await.unwrap();
+    let jetstream = async_nats::jetstream::new(client);
+    jetstream
+        .create_stream(Config {
+            name: settings.stream.clone(),
+            subjects: vec![settings.subject.clone()],
+            retention: RetentionPolicy::Interest,
+            discard: DiscardPolicy::New,
+            storage: StorageType::File,
+            max_messages: 1_000_000,
+            max_bytes: 64 << 20,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let queue = JetStreamQueue::connect(settings.clone(), 0).await.unwrap();
+    let mut stream = jetstream.get_stream(&settings.stream).await.unwrap();
+    assert!(stream.info().await.unwrap().config.allow_atomic_publish);
+    let mut consumer = queue.consumer(ConsumerRole::Store).await.unwrap();
+    queue.append(kilobyte_events("big", 2_500)).await.unwrap();
+    assert_eq!(collect(&mut consumer, 2_500).await.len(), 2_500);
 }
 
 #[tokio::test]

@@ -9,8 +9,12 @@
 //!   one event per line): one message per event would cap the cluster near JetStream's message
 //!   rate, and every node's event log consumer reads every message. A message's `Nats-Msg-Id`
 //!   derives from its event ids (the id itself for a single event, a UUIDv5 of the ids
-//!   otherwise), so a request sent again unchanged within the stream's duplicate window is
-//!   dropped by JetStream; the store drops re-sent ids at any time.
+//!   otherwise), so a one-message request sent again unchanged within the stream's duplicate
+//!   window is dropped by JetStream; the store drops re-sent ids at any time.
+//! - A request is stored whole or not at all: one that needs several messages is published as
+//!   one JetStream atomic batch (NATS 2.12+, the stream's `allow_atomic`), so a stream that
+//!   fills half-way through stores none of it and the client's retry leaves no duplicates.
+//!   Where atomic batches are not available, such a request is refused as too large (413).
 //! - An event's `seq` is `stream sequence << 20 | index in its message`: strictly increasing
 //!   along the stream, so the event log file can resume in the middle of a message.
 //! - The stream keeps a message until every consumer acknowledged it (interest retention) and
@@ -58,6 +62,10 @@ const BATCH_ID_NAMESPACE: uuid::Uuid =
     uuid::Uuid::from_u128(0x6c6f_676d_6573_6800_0000_0000_0000_0001);
 /// What a fetch assumes an event weighs before it has seen any.
 const ASSUMED_EVENT_BYTES: usize = 512;
+/// The most messages a JetStream atomic batch may hold (the server's default `max_msgs`).
+const MAX_ATOMIC_BATCH: usize = 1000;
+/// The first NATS server release with atomic batch publishing (ADR-50).
+const ATOMIC_BATCH_SERVER: (u64, u64) = (2, 12);
 
 /// Where the events travel in the cluster shape; see `logmesh serve --help`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,6 +169,8 @@ pub struct JetStreamQueue {
     depth_events: Arc<AtomicU64>,
     depth_bytes: Arc<AtomicU64>,
     closed: Arc<AtomicBool>,
+    /// Whether the stream takes atomic batches, so a request may span several messages.
+    atomic_batches: bool,
 }
 
 fn unavailable(what: &str, error: impl std::fmt::Display) -> QueueError {
@@ -195,7 +205,7 @@ impl JetStreamQueue {
         let jetstream = jetstream::ContextBuilder::new()
             .timeout(REQUEST_TIMEOUT)
             .build(client.clone());
-        let queue = JetStreamQueue {
+        let mut queue = JetStreamQueue {
             client,
             jetstream,
             settings,
@@ -203,8 +213,17 @@ impl JetStreamQueue {
             depth_events: Arc::default(),
             depth_bytes: Arc::default(),
             closed: Arc::default(),
+            atomic_batches: false,
         };
-        queue.ensure_stream().await?;
+        queue.atomic_batches = queue.ensure_stream().await?;
+        if !queue.atomic_batches {
+            tracing::warn!(
+                server = %queue.client.server_info().version,
+                max_request_bytes = queue.message_limit(),
+                "This NATS server takes no atomic batches (2.12 and newer do): a request larger \
+                 than one message is refused (413)."
+            );
+        }
         queue.store_consumer().await?;
         queue.refresh_depth().await?;
         queue.spawn_depth_refresher();
@@ -223,11 +242,18 @@ impl JetStreamQueue {
             max_messages: self.settings.max_events as i64,
             max_bytes: self.settings.max_bytes as i64,
             description: Some("logmesh events".to_owned()),
+            allow_atomic_publish: self.server_has_atomic_batches(),
             ..Default::default()
         }
     }
 
-    async fn ensure_stream(&self) -> Result<(), QueueError> {
+    /// Whether the server is recent enough for atomic batch publishing.
+    fn server_has_atomic_batches(&self) -> bool {
+        server_version_at_least(&self.client.server_info().version, ATOMIC_BATCH_SERVER)
+    }
+
+    /// Creates the stream, or checks the one there; answers whether it takes atomic batches.
+    async fn ensure_stream(&self) -> Result<bool, QueueError> {
         let wanted = self.wanted_stream();
         let name = &self.settings.stream;
         match self.jetstream.get_stream(name).await {
@@ -236,17 +262,37 @@ impl JetStreamQueue {
                     .info()
                     .await
                     .map_err(|e| unavailable("cannot read the stream", e))?;
-                check_stream(&info.config, &wanted)
+                check_stream(&info.config, &wanted)?;
+                if info.config.allow_atomic_publish || !wanted.allow_atomic_publish {
+                    return Ok(info.config.allow_atomic_publish);
+                }
+                // A stream made by an older release or server: allowing atomic batches changes
+                // nothing for the messages it holds.
+                let mut config = info.config.clone();
+                config.allow_atomic_publish = true;
+                match self.jetstream.update_stream(config).await {
+                    Ok(_) => Ok(true),
+                    Err(error) => {
+                        tracing::warn!(
+                            stream = %name,
+                            %error,
+                            "Cannot allow atomic batches on the stream: a request larger than \
+                             one NATS message will be refused."
+                        );
+                        Ok(false)
+                    }
+                }
             }
             Err(error)
                 if matches!(error.kind(), GetStreamErrorKind::JetStream(ref e)
                     if e.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) =>
             {
+                let atomic = wanted.allow_atomic_publish;
                 self.jetstream.create_stream(wanted).await.map_err(|e| {
                     QueueError::Config(format!("cannot create the stream {name}: {e}"))
                 })?;
                 tracing::info!(stream = %name, subject = %self.settings.subject, "Created the JetStream stream.");
-                Ok(())
+                Ok(atomic)
             }
             Err(error) => Err(QueueError::Config(format!(
                 "cannot look up the stream {name}: {error}"
@@ -383,6 +429,45 @@ impl JetStreamQueue {
             .max(MESSAGE_HEADROOM)
     }
 
+    /// Publishes one request's messages as a JetStream atomic batch (ADR-50): the stream
+    /// stores all of them, in order and contiguous, when the last one commits, or none.
+    async fn publish_atomically(&self, messages: Vec<(String, Vec<u8>)>) -> Result<(), QueueError> {
+        // No `Nats-Msg-Id`: the server refuses a batch holding an id it already has, where a
+        // resent request should simply be taken again; the store drops re-sent event ids.
+        let batch_id = uuid::Uuid::now_v7().simple().to_string();
+        let last = messages.len();
+        for (index, (_, payload)) in messages.into_iter().enumerate() {
+            let sequence = index + 1;
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Batch-Id", batch_id.as_str());
+            headers.insert("Nats-Batch-Sequence", sequence.to_string().as_str());
+            if sequence == last {
+                headers.insert("Nats-Batch-Commit", "1");
+            }
+            let subject = self.settings.subject.clone();
+            if sequence != 1 && sequence != last {
+                self.client
+                    .publish_with_headers(subject, headers, Bytes::from(payload))
+                    .await
+                    .map_err(|e| unavailable("publishing to JetStream failed", e))?;
+                continue;
+            }
+            // The first message is answered once the server opened the batch (empty), the
+            // last with the batch's publish acknowledgement; either may be an error instead.
+            let request = async_nats::Request::new()
+                .headers(headers)
+                .payload(Bytes::from(payload))
+                .timeout(Some(REQUEST_TIMEOUT));
+            let reply = self
+                .client
+                .send_request(subject, request)
+                .await
+                .map_err(|e| unavailable("publishing to JetStream failed", e))?;
+            check_batch_reply(&reply.payload, sequence == last, last, self.depth())?;
+        }
+        Ok(())
+    }
+
     fn connected(&self) -> Result<(), QueueError> {
         match self.client.connection_state() {
             async_nats::connection::State::Connected => Ok(()),
@@ -509,22 +594,88 @@ fn check_stream(actual: &stream::Config, wanted: &stream::Config) -> Result<(), 
     Ok(())
 }
 
+/// Whether a server `version` ("2.12.1", "v2.10.0-beta") is `at_least` (major, minor).
+fn server_version_at_least(version: &str, at_least: (u64, u64)) -> bool {
+    let mut parts = version
+        .trim_start_matches('v')
+        .split(['.', '-'])
+        .map(|part| part.parse::<u64>().unwrap_or(0));
+    let major = parts.next().unwrap_or(0);
+    let minor = parts.next().unwrap_or(0);
+    (major, minor) >= at_least
+}
+
+/// What the server answers to a message of an atomic batch.
+#[derive(serde::Deserialize)]
+struct BatchReply {
+    error: Option<jetstream::Error>,
+    /// Set on the commit's acknowledgement: how many messages the batch stored.
+    count: Option<usize>,
+}
+
+/// Checks the server's answer to the first (`commit` false) or the last message of an atomic
+/// batch of `messages`.
+fn check_batch_reply(
+    payload: &[u8],
+    commit: bool,
+    messages: usize,
+    depth: QueueDepth,
+) -> Result<(), QueueError> {
+    if payload.is_empty() && !commit {
+        return Ok(());
+    }
+    let reply: BatchReply = serde_json::from_slice(payload).map_err(|e| {
+        unavailable(
+            "JetStream answered an atomic batch with something unexpected",
+            format!("{e}: {}", String::from_utf8_lossy(payload)),
+        )
+    })?;
+    if let Some(error) = reply.error {
+        return Err(server_refused(error, depth));
+    }
+    match (commit, reply.count) {
+        (false, _) => Ok(()),
+        (true, Some(count)) if count == messages => Ok(()),
+        (true, count) => Err(QueueError::Unavailable(format!(
+            "JetStream committed an atomic batch of {messages} messages as {count:?}"
+        ))),
+    }
+}
+
+/// Maps an error JetStream answered a publish with to what the client should hear.
+fn server_refused(error: jetstream::Error, depth: QueueDepth) -> QueueError {
+    if means_full(error.error_code()) {
+        return QueueError::Full {
+            events: depth.events,
+            bytes: depth.bytes,
+        };
+    }
+    unavailable("JetStream refused the events", error)
+}
+
+/// Whether JetStream refused a publish because the stream is at its limits (discard new).
+fn means_full(code: jetstream::ErrorCode) -> bool {
+    matches!(
+        code,
+        jetstream::ErrorCode::STREAM_STORE_FAILED | jetstream::ErrorCode::INSUFFICIENT_RESOURCES
+    )
+}
+
+/// Whether JetStream refused a publish because the stream is at its limits (discard new).
+pub fn publish_refused_as_full(error: &async_nats::jetstream::context::PublishError) -> bool {
+    use std::error::Error as _;
+    error
+        .source()
+        .and_then(|source| source.downcast_ref::<jetstream::Error>())
+        .is_some_and(|e| means_full(e.error_code()))
+}
+
 /// Maps a failed publish to what the client should hear.
 fn publish_failed(
     error: async_nats::jetstream::context::PublishError,
     depth: QueueDepth,
 ) -> QueueError {
-    use std::error::Error as _;
-    let server_code = error
-        .source()
-        .and_then(|source| source.downcast_ref::<jetstream::Error>())
-        .map(|e| e.error_code());
-    let full = matches!(
-        server_code,
-        Some(jetstream::ErrorCode::STREAM_STORE_FAILED)
-            | Some(jetstream::ErrorCode::INSUFFICIENT_RESOURCES)
-    );
-    if full {
+    if publish_refused_as_full(&error) {
         return QueueError::Full {
             events: depth.events,
             bytes: depth.bytes,
@@ -547,6 +698,22 @@ impl IngestQueue for JetStreamQueue {
         // Fail fast while disconnected rather than after the acknowledgement timeout.
         self.connected()?;
         let messages = pack(&events, self.message_limit())?;
+        if messages.len() > 1 {
+            let most = if self.atomic_batches {
+                MAX_ATOMIC_BATCH
+            } else {
+                1
+            };
+            if messages.len() > most {
+                return Err(QueueError::TooLarge {
+                    events: events.len(),
+                    bytes: messages.iter().map(|(_, payload)| payload.len()).sum(),
+                    max_events: self.settings.max_events,
+                    max_bytes: most * self.message_limit(),
+                });
+            }
+            return self.publish_atomically(messages).await;
+        }
         let mut acks = Vec::with_capacity(messages.len());
         for (id, payload) in messages {
             let publish = PublishMessage::build()
@@ -848,6 +1015,59 @@ mod tests {
         let other = pack(&events(&["a", "c"]), 1 << 20).unwrap();
         assert_eq!(first[0].0, again[0].0);
         assert_ne!(first[0].0, other[0].0);
+    }
+
+    #[test]
+    fn server_versions_compare_by_major_and_minor() {
+        assert!(server_version_at_least("2.12.0", (2, 12)));
+        assert!(server_version_at_least("2.15.1", (2, 12)));
+        assert!(server_version_at_least("v3.0.0-beta.1", (2, 12)));
+        assert!(!server_version_at_least("2.11.9", (2, 12)));
+        assert!(!server_version_at_least("2.9.10", (2, 12)));
+        assert!(!server_version_at_least("", (2, 12)));
+    }
+
+    #[test]
+    fn atomic_batch_replies_are_checked() {
+        let depth = QueueDepth {
+            events: 7,
+            bytes: 9,
+        };
+        assert!(
+            check_batch_reply(b"", false, 3, depth).is_ok(),
+            "batch opened"
+        );
+        assert!(
+            check_batch_reply(
+                br#"{"stream":"S","seq":9,"batch":"b","count":3}"#,
+                true,
+                3,
+                depth
+            )
+            .is_ok()
+        );
+        let short = check_batch_reply(br#"{"stream":"S","seq":9,"count":2}"#, true, 3, depth);
+        assert!(
+            matches!(short, Err(QueueError::Unavailable(_))),
+            "{short:?}"
+        );
+        let missing = check_batch_reply(b"", true, 3, depth);
+        assert!(
+            matches!(missing, Err(QueueError::Unavailable(_))),
+            "{missing:?}"
+        );
+        let full =
+            br#"{"error":{"code":503,"err_code":10077,"description":"maximum bytes exceeded"}}"#;
+        assert!(matches!(
+            check_batch_reply(full, true, 3, depth),
+            Err(QueueError::Full {
+                events: 7,
+                bytes: 9
+            })
+        ));
+        let other = br#"{"error":{"code":400,"err_code":10176,"description":"batch incomplete"}}"#;
+        let error = check_batch_reply(other, false, 3, depth).unwrap_err();
+        assert!(error.to_string().contains("batch incomplete"), "{error}");
     }
 
     #[test]

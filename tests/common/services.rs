@@ -236,15 +236,27 @@ pub struct NatsServer {
     dir: TempDir,
     port: u16,
     child: Option<Child>,
+    /// The environment variable naming the binary.
+    binary: &'static str,
 }
 
 impl NatsServer {
     /// Starts a server on a free port and waits until it greets clients.
     pub fn start() -> NatsServer {
+        NatsServer::start_binary("LOGMESH_TEST_NATS_SERVER")
+    }
+
+    /// Starts the oldest server release logmesh supports (2.10).
+    pub fn start_minimum() -> NatsServer {
+        NatsServer::start_binary("LOGMESH_TEST_NATS_SERVER_MINIMUM")
+    }
+
+    fn start_binary(binary: &'static str) -> NatsServer {
         let mut server = NatsServer {
             dir: tempfile::tempdir().expect("temp dir"),
             port: free_port(),
             child: None,
+            binary,
         };
         server.spawn();
         server
@@ -286,7 +298,7 @@ impl NatsServer {
     }
 
     fn spawn(&mut self) {
-        let binary = env_path("LOGMESH_TEST_NATS_SERVER");
+        let binary = env_path(self.binary);
         let log = self.log();
         // Kept in self at once: if it never gets ready, Drop still kills it.
         let child = self.child.insert(spawn_logged(
