@@ -340,6 +340,70 @@ async fn bad_submissions_are_refused_and_record_nothing() {
     assert_eq!(code, 404);
 }
 
+/// On a node whose queue holds at most two jobs and that runs none (`--work-concurrency 0`,
+/// so nothing drains the queue): two jobs wait, a third is 503 with `Retry-After` and leaves
+/// no record, and resubmitting a waiting job still answers its record.
+async fn a_full_work_queue_refuses_more(client: &reqwest::Client, url: &str) {
+    for keyword in ["one", "two"] {
+        let (code, accepted) = submit(client, url, json!({ "data": keyword })).await;
+        assert_eq!(code, 202, "{accepted}");
+    }
+    let response = client
+        .post(format!("{url}/api/v1/work"))
+        .json(&json!({"data": "three"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["error"]["code"], "overloaded", "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(message.contains("2 jobs are already queued"), "{message}");
+    let three = logmesh::work::submission::callback(logmesh::work::Kind::Search, &json!("three"));
+    let (code, record) = status(client, url, &three).await;
+    assert_eq!(code, 404, "a refused job leaves no record: {record}");
+
+    let (code, again) = submit(client, url, json!({"data": "one"})).await;
+    assert_eq!(code, 202, "{again}");
+    assert_eq!(again["status"], "pending", "{again}");
+    let one = again["callback"].as_str().unwrap();
+    let (code, record) = status(client, url, one).await;
+    assert_eq!((code, record["status"].as_str()), (200, Some("pending")));
+}
+
+#[tokio::test]
+async fn a_full_work_queue_answers_503_and_records_nothing() {
+    let node = TestNode::start(|config| {
+        config.work.concurrency = 0;
+        config.work.max_queued = 2;
+    })
+    .await;
+    a_full_work_queue_refuses_more(&node.client, &node.url).await;
+}
+
+#[tokio::test]
+async fn a_full_cluster_work_queue_answers_503_and_records_nothing() {
+    let database = TestDatabase::create(Server::Postgres).await;
+    let cluster = TestCluster::start(
+        1,
+        &nats_url(),
+        database.url(),
+        &["--work-concurrency", "0", "--work-max-queued", "2"],
+    );
+    let url = cluster.nodes[0].url();
+    eventually("the node to serve", DEADLINE, || async {
+        cluster
+            .client
+            .get(format!("{url}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    a_full_work_queue_refuses_more(&cluster.client, &url).await;
+}
+
 #[tokio::test]
 async fn a_job_that_keeps_failing_fails_after_the_retry_limit() {
     let node = TestNode::start(|config| {

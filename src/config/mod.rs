@@ -120,10 +120,14 @@ pub struct ServeArgs {
     /// colon-separated] [default: <data-dir>/eventlog]
     #[arg(long = "log-root", value_name = "DIR")]
     pub log_root: Vec<String>,
-    /// Jobs (POST /api/v1/work) this node runs at once [env: LOGMESH_WORK_CONCURRENCY]
-    /// [default: 2]
+    /// Jobs (POST /api/v1/work) this node runs at once; 0: it accepts jobs but runs none
+    /// [env: LOGMESH_WORK_CONCURRENCY] [default: 2]
     #[arg(long, value_name = "N")]
     pub work_concurrency: Option<String>,
+    /// Jobs that may wait to be run (in the cluster: on all nodes together) before submissions
+    /// get 503 [env: LOGMESH_WORK_MAX_QUEUED] [default: 100000]
+    #[arg(long, value_name = "N")]
+    pub work_max_queued: Option<String>,
     /// How long a job's status and result are kept after its last change
     /// [env: LOGMESH_WORK_TTL] [default: 10m]
     #[arg(long, value_name = "DURATION")]
@@ -212,6 +216,7 @@ const SETTINGS: &[(&str, &[&str])] = &[
     ("tail-buffer", &["LOGMESH_TAIL_BUFFER"]),
     ("log-root", &["LOGMESH_LOG_ROOT"]),
     ("work-concurrency", &["LOGMESH_WORK_CONCURRENCY"]),
+    ("work-max-queued", &["LOGMESH_WORK_MAX_QUEUED"]),
     ("work-ttl", &["LOGMESH_WORK_TTL"]),
     ("work-lease", &["LOGMESH_WORK_LEASE"]),
     ("work-max-attempts", &["LOGMESH_WORK_MAX_ATTEMPTS"]),
@@ -298,6 +303,7 @@ pub fn resolve(
     set("advertise", &args.advertise);
     set("tail-buffer", &args.tail_buffer);
     set("work-concurrency", &args.work_concurrency);
+    set("work-max-queued", &args.work_max_queued);
     set("work-ttl", &args.work_ttl);
     set("work-lease", &args.work_lease);
     set("work-max-attempts", &args.work_max_attempts);
@@ -457,7 +463,10 @@ pub fn resolve(
 fn resolve_work(resolver: &Resolver) -> Result<WorkSettings, ConfigError> {
     use crate::work::*;
     let concurrency = resolver.get("work-concurrency", DEFAULT_WORK_CONCURRENCY, |v| {
-        parse_count(v, 1, 1024)
+        parse_count(v, 0, 1024)
+    })?;
+    let max_queued = resolver.get("work-max-queued", DEFAULT_WORK_MAX_QUEUED, |v| {
+        parse_count(v, 1, 10_000_000)
     })?;
     let ttl = resolver.get("work-ttl", DEFAULT_WORK_TTL, |v| {
         parse_duration_between(
@@ -477,6 +486,7 @@ fn resolve_work(resolver: &Resolver) -> Result<WorkSettings, ConfigError> {
     })?;
     Ok(WorkSettings {
         concurrency,
+        max_queued,
         ttl,
         lease,
         max_attempts,
@@ -1009,11 +1019,24 @@ mod tests {
             ),
             (
                 ServeArgs {
-                    work_concurrency: Some("0".into()),
+                    work_concurrency: Some("1025".into()),
                     ..Default::default()
                 },
                 vec![],
-                "for --work-concurrency: must be between 1 and 1024",
+                "for --work-concurrency: must be between 0 and 1024",
+            ),
+            (
+                ServeArgs {
+                    work_max_queued: Some("0".into()),
+                    ..Default::default()
+                },
+                vec![],
+                "for --work-max-queued: must be between 1 and 10000000",
+            ),
+            (
+                ServeArgs::default(),
+                vec![("LOGMESH_WORK_MAX_QUEUED", "lots")],
+                "for environment variable LOGMESH_WORK_MAX_QUEUED",
             ),
             (
                 ServeArgs::default(),

@@ -246,6 +246,7 @@ impl Node {
                         &cluster.stream,
                         config.work.ttl,
                         config.work.lease,
+                        config.work.max_queued,
                     )
                     .await?,
                 ));
@@ -264,7 +265,13 @@ impl Node {
         let work_backend = match work_backend {
             Some(backend) => backend,
             None => Arc::new(
-                LocalWork::open(&config.work_dir(), config.work.ttl, config.work.lease).await?,
+                LocalWork::open(
+                    &config.work_dir(),
+                    config.work.ttl,
+                    config.work.lease,
+                    config.work.max_queued,
+                )
+                .await?,
             ),
         };
 
@@ -299,6 +306,17 @@ impl Node {
             tokio::spawn(async move { heartbeats.run(heartbeats_stopped).await }),
         ];
         writers.extend(live_follower);
+        if config.work.concurrency == 0 {
+            tracing::warn!(
+                "--work-concurrency is 0: this node accepts jobs but runs none; they wait for \
+                 another node's workers{}.",
+                if config.cluster.is_none() {
+                    " (embedded, there is none: they wait until a restart with workers)"
+                } else {
+                    ""
+                }
+            );
+        }
         // Workers stop with the HTTP server, before the writers drain: a job cut short is
         // taken again (by another node, or by this one after a restart) once its lease ends.
         let workers = Workers::new(

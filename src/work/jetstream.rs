@@ -3,16 +3,14 @@
 //!   gone the TTL after its last change); `create` and revision-checked `update` are the
 //!   compare-and-swap the workers' claims rely on;
 //! - the queue is the work-queue stream `<stream>_WORK` (file storage, at most
-//!   [`MAX_QUEUED_JOBS`] messages, discard new) with one durable pull consumer,
+//!   `--work-max-queued` messages, discard new) with one durable pull consumer,
 //!   `<stream>_workers`, shared by every node's workers: `ack_wait` is the lease, so a job whose
 //!   worker died is delivered again once the lease has run out, and in-progress acks renew it;
 //! - results in the object store `<stream>_work_results`, kept a lease longer than the TTL so
 //!   a result outlives its record.
 
-use super::{
-    Created, Delivery, JobRecord, MAX_QUEUED_JOBS, ResultReader, Versioned, WorkBackend, WorkError,
-};
-use crate::queue::jetstream::{nats_safe_name, open_kv_with_ttl};
+use super::{Created, Delivery, JobRecord, ResultReader, Versioned, WorkBackend, WorkError};
+use crate::queue::jetstream::{nats_safe_name, open_kv_with_ttl, publish_refused_as_full};
 use async_nats::jetstream::{
     self, AckKind,
     consumer::{AckPolicy, PullConsumer, pull},
@@ -30,6 +28,8 @@ pub struct JetStreamWork {
     consumer: PullConsumer,
     subject: String,
     ttl: Duration,
+    /// The queue stream's message limit (the stream's own when it existed already).
+    max_queued: i64,
 }
 
 fn unavailable(what: &str, error: impl std::fmt::Display) -> WorkError {
@@ -38,13 +38,14 @@ fn unavailable(what: &str, error: impl std::fmt::Display) -> WorkError {
 
 impl JetStreamWork {
     /// Opens the bucket, stream, consumer and object store named after `stream` (the ingest
-    /// stream's name), creating what is missing. An existing bucket's TTL wins over `ttl` (with
-    /// a warning), so every node shows the same expiry.
+    /// stream's name), creating what is missing. An existing bucket's TTL and an existing
+    /// stream's `max_queued` win over this node's (with a warning), so every node behaves alike.
     pub async fn open(
         jetstream: jetstream::Context,
         stream: &str,
         ttl: Duration,
         lease: Duration,
+        max_queued: usize,
     ) -> Result<JetStreamWork, WorkError> {
         let config_error = |what: &str, e: &dyn std::fmt::Display| {
             WorkError::Config(format!("cannot open the work {what}: {e}"))
@@ -76,14 +77,14 @@ impl JetStreamWork {
             }
         };
         let subject = format!("logmesh.work.{}", nats_safe_name(stream));
-        let queue = jetstream
+        let mut queue = jetstream
             .get_or_create_stream(jetstream::stream::Config {
                 name: format!("{stream}_WORK"),
                 description: Some("logmesh work queue".to_owned()),
                 subjects: vec![subject.clone()],
                 retention: RetentionPolicy::WorkQueue,
                 storage: StorageType::File,
-                max_messages: MAX_QUEUED_JOBS,
+                max_messages: max_queued as i64,
                 discard: DiscardPolicy::New,
                 // A job nobody took within the TTL has no record left to run for.
                 max_age: ttl,
@@ -91,6 +92,20 @@ impl JetStreamWork {
             })
             .await
             .map_err(|e| config_error("queue", &e))?;
+        let stream_max = queue
+            .info()
+            .await
+            .map_err(|e| config_error("queue", &e))?
+            .config
+            .max_messages;
+        if stream_max != max_queued as i64 {
+            tracing::warn!(
+                stream = %format!("{stream}_WORK"),
+                max_queued = stream_max,
+                "The work queue exists with another --work-max-queued than this node's; using \
+                 the queue's."
+            );
+        }
         let consumer_name = format!("{stream}_workers");
         let consumer = queue
             .create_consumer(pull::Config {
@@ -110,8 +125,21 @@ impl JetStreamWork {
             consumer,
             subject,
             ttl,
+            max_queued: stream_max,
         })
     }
+}
+
+/// Whether a revision-checked KV write failed only because the entry changed meanwhile.
+fn wrong_revision(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = error.source();
+    while let Some(cause) = source {
+        if let Some(server) = cause.downcast_ref::<jetstream::Error>() {
+            return server.error_code() == jetstream::ErrorCode::STREAM_WRONG_LAST_SEQUENCE;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 fn decode(entry: kv::Entry) -> Result<Option<Versioned>, WorkError> {
@@ -172,6 +200,19 @@ impl WorkBackend for JetStreamWork {
         }
     }
 
+    async fn remove(&self, callback: &str, revision: u64) -> Result<(), WorkError> {
+        match self
+            .records
+            .delete_expect_revision(callback, Some(revision))
+            .await
+        {
+            Ok(()) => Ok(()),
+            // Changed meanwhile: whoever changed it owns it now.
+            Err(error) if wrong_revision(&error) => Ok(()),
+            Err(error) => Err(unavailable("cannot remove the job's record", error)),
+        }
+    }
+
     async fn enqueue(&self, callback: &str) -> Result<(), WorkError> {
         let ack = self
             .jetstream
@@ -180,11 +221,10 @@ impl WorkBackend for JetStreamWork {
             .map_err(|e| unavailable("cannot queue the job", e))?;
         match ack.await {
             Ok(_) => Ok(()),
-            Err(error) if error.to_string().contains("maximum messages exceeded") => {
-                Err(WorkError::Full(format!(
-                    "{MAX_QUEUED_JOBS} jobs are already queued; try again later"
-                )))
-            }
+            Err(error) if publish_refused_as_full(&error) => Err(WorkError::Full(format!(
+                "{} jobs are already queued (--work-max-queued); try again later",
+                self.max_queued
+            ))),
             Err(error) => Err(unavailable("the work queue did not confirm the job", error)),
         }
     }

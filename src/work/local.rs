@@ -8,10 +8,7 @@
 //! once: whoever held one was an earlier run of this process, which the data directory lock
 //! proves dead.
 
-use super::{
-    Created, Delivery, JobRecord, MAX_QUEUED_JOBS, ResultReader, Versioned, WorkBackend, WorkError,
-    us,
-};
+use super::{Created, Delivery, JobRecord, ResultReader, Versioned, WorkBackend, WorkError, us};
 use crate::event::now_us;
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -35,6 +32,8 @@ struct Inner {
     results: PathBuf,
     ttl: Duration,
     lease: Duration,
+    /// Jobs the queue may hold; past it, `enqueue` refuses.
+    max_queued: usize,
     /// Wakes a waiting worker when a job becomes due.
     queued: Notify,
     last_sweep: Mutex<Instant>,
@@ -46,7 +45,12 @@ fn unavailable(error: impl std::fmt::Display) -> WorkError {
 
 impl LocalWork {
     /// Opens (creating) the work database and result directory under `dir`.
-    pub async fn open(dir: &Path, ttl: Duration, lease: Duration) -> Result<LocalWork, WorkError> {
+    pub async fn open(
+        dir: &Path,
+        ttl: Duration,
+        lease: Duration,
+        max_queued: usize,
+    ) -> Result<LocalWork, WorkError> {
         let dir = dir.to_owned();
         let results = dir.join("results");
         let opened = {
@@ -89,6 +93,7 @@ impl LocalWork {
                 results,
                 ttl,
                 lease,
+                max_queued,
                 queued: Notify::new(),
                 last_sweep: Mutex::new(Instant::now()),
             }),
@@ -270,14 +275,26 @@ impl WorkBackend for LocalWork {
         .await
     }
 
+    async fn remove(&self, callback: &str, revision: u64) -> Result<(), WorkError> {
+        let callback = callback.to_owned();
+        self.with(move |connection, _| {
+            connection.execute(
+                "DELETE FROM jobs WHERE callback = ?1 AND revision = ?2",
+                params![callback, revision as i64],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn enqueue(&self, callback: &str) -> Result<(), WorkError> {
         let callback = callback.to_owned();
         let queued = self
-            .with(move |connection, _| {
+            .with(move |connection, inner| {
                 let transaction = connection.transaction()?;
                 let queued: i64 =
                     transaction.query_row("SELECT COUNT(*) FROM queue", [], |row| row.get(0))?;
-                if queued >= MAX_QUEUED_JOBS {
+                if queued >= inner.max_queued as i64 {
                     return Ok(false);
                 }
                 transaction.execute(
@@ -291,7 +308,8 @@ impl WorkBackend for LocalWork {
             .await?;
         if !queued {
             return Err(WorkError::Full(format!(
-                "{MAX_QUEUED_JOBS} jobs are already queued; try again later"
+                "{} jobs are already queued (--work-max-queued); try again later",
+                self.inner.max_queued
             )));
         }
         self.inner.queued.notify_one();

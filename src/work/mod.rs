@@ -33,9 +33,6 @@ use serde_json::Value;
 use std::time::Duration;
 pub use submission::{Job, Kind, Submission};
 
-/// Jobs queued and not yet done, per cluster (or node); past it, submissions get 503.
-pub const MAX_QUEUED_JOBS: i64 = 100_000;
-
 /// Where a job stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -169,6 +166,8 @@ pub trait WorkBackend: Send + Sync + 'static {
     /// Replaces the record if its revision is still `revision`; `None` when it changed (or
     /// expired) meanwhile. A replace starts the record's TTL again.
     async fn replace(&self, record: &JobRecord, revision: u64) -> Result<Option<u64>, WorkError>;
+    /// Deletes the record if its revision is still `revision` (else leaves it be).
+    async fn remove(&self, callback: &str, revision: u64) -> Result<(), WorkError>;
     /// Puts the job on the queue.
     async fn enqueue(&self, callback: &str) -> Result<(), WorkError>;
     /// The next job due, waiting up to `wait` for one.
@@ -191,8 +190,10 @@ pub trait WorkBackend: Send + Sync + 'static {
 /// Settings of the work capability (`--work-*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WorkSettings {
-    /// Jobs one node runs at once.
+    /// Jobs one node runs at once; 0 makes a node that accepts jobs but runs none.
     pub concurrency: usize,
+    /// Jobs that may wait in the queue (per cluster, or node); past it, submissions get 503.
+    pub max_queued: usize,
     pub ttl: Duration,
     /// How long a worker may go without renewing before its job is given to another.
     pub lease: Duration,
@@ -203,6 +204,7 @@ pub struct WorkSettings {
 }
 
 pub const DEFAULT_WORK_CONCURRENCY: usize = 2;
+pub const DEFAULT_WORK_MAX_QUEUED: usize = 100_000;
 pub const DEFAULT_WORK_TTL: Duration = Duration::from_secs(600);
 pub const DEFAULT_WORK_LEASE: Duration = Duration::from_secs(30);
 pub const DEFAULT_WORK_MAX_ATTEMPTS: u32 = 5;
@@ -213,6 +215,7 @@ impl Default for WorkSettings {
     fn default() -> Self {
         WorkSettings {
             concurrency: DEFAULT_WORK_CONCURRENCY,
+            max_queued: DEFAULT_WORK_MAX_QUEUED,
             ttl: DEFAULT_WORK_TTL,
             lease: DEFAULT_WORK_LEASE,
             max_attempts: DEFAULT_WORK_MAX_ATTEMPTS,
@@ -378,14 +381,11 @@ impl Work {
 
     async fn queue(&self, record: JobRecord, revision: u64) -> Result<Accepted, WorkError> {
         if let Err(error) = self.backend.enqueue(&record.callback).await {
-            // Leave a record a resubmission starts over, not one stuck as accepted.
-            let failed = JobRecord {
-                status: Status::Failed,
-                error: Some(format!("the job could not be queued: {error}")),
-                updated_us: now_us(),
-                ..record.clone()
-            };
-            let _ = self.backend.replace(&failed, revision).await;
+            // The submission is refused (503): it leaves nothing behind. Should the removal
+            // fail too, a resubmission starts the stale `accepted` record over after a lease.
+            if let Err(removal) = self.backend.remove(&record.callback, revision).await {
+                tracing::warn!(callback = %record.callback, error = %removal, "Could not remove the record of a job that could not be queued.");
+            }
             return Err(error);
         }
         // Best effort: a worker may already have moved it on, which wins.
