@@ -127,10 +127,15 @@ impl EventLogFile {
 
     /// Appends the events with a seq after [`Self::last_seq`], rotating as needed, and syncs.
     /// Returns how many lines were written.
+    /// On an error (a full disk, say) the file is as before the call's failed write: nothing of
+    /// that write stays, and [`Self::last_seq`] is the last line synced, so calling again with
+    /// the same events writes the rest.
     pub fn append(&mut self, events: &[QueuedEvent]) -> io::Result<usize> {
         let mut buffer = Vec::new();
         let mut written = 0;
         let resume_after = self.last_seq;
+        // The seq of the buffer's last line.
+        let mut buffered_seq = resume_after;
         for queued in events.iter().filter(|e| e.seq > resume_after) {
             let start = buffer.len();
             serde_json::to_writer(&mut buffer, &Line::new(&queued.event, queued.seq))
@@ -140,24 +145,38 @@ impl EventLogFile {
                 && self.len + buffer.len() as u64 > self.rotation.max_bytes
             {
                 // Flush what precedes this line into the current file, then rotate.
-                self.write_synced(&buffer[..start])?;
+                self.write_synced(&buffer[..start], buffered_seq)?;
                 buffer.drain(..start);
                 self.rotate()?;
             }
-            self.last_seq = queued.seq;
+            buffered_seq = queued.seq;
             written += 1;
         }
-        self.write_synced(&buffer)?;
+        self.write_synced(&buffer, buffered_seq)?;
         Ok(written)
     }
 
-    fn write_synced(&mut self, bytes: &[u8]) -> io::Result<()> {
+    /// Appends `bytes` (whole lines, the last one of seq `last_seq`) and syncs them; on failure
+    /// cuts off whatever part of them reached the file, so the next write starts a line.
+    fn write_synced(&mut self, bytes: &[u8], last_seq: u64) -> io::Result<()> {
         if bytes.is_empty() {
             return Ok(());
         }
-        self.file.write_all(bytes)?;
-        self.file.sync_data()?;
+        let synced = self
+            .file
+            .write_all(bytes)
+            .and_then(|()| self.file.sync_data());
+        if let Err(error) = synced {
+            return match self.file.set_len(self.len) {
+                Ok(()) => Err(error),
+                Err(cut) => Err(io::Error::new(
+                    error.kind(),
+                    format!("{error}; the part written could not be cut off either: {cut}"),
+                )),
+            };
+        }
         self.len += bytes.len() as u64;
+        self.last_seq = last_seq;
         Ok(())
     }
 
