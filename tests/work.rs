@@ -28,6 +28,32 @@ async fn submit(client: &reqwest::Client, url: &str, body: Value) -> (u16, Value
     (status, response.json().await.expect("JSON"))
 }
 
+/// Waits until the node at `url` says it is ready.
+async fn ready(client: &reqwest::Client, url: &str) {
+    eventually(&format!("{url} to be ready"), DEADLINE, || async {
+        client
+            .get(format!("{url}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+}
+
+/// Batch `batch` of 5,000 events for the long exports, ids `e{n}`, as NDJSON.
+fn export_lines(batch: usize) -> String {
+    (0..5000)
+        .map(|i| {
+            let n = batch * 5000 + i;
+            format!(
+                "{}\n",
+                json!({"id": format!("e{n}"), "service": "export",
+                       "message": format!("line {n} of the long export")})
+            )
+        })
+        .collect()
+}
+
 async fn status(client: &reqwest::Client, url: &str, callback: &str) -> (u16, Value) {
     let response = client
         .get(format!("{url}/api/v1/work/{callback}"))
@@ -392,15 +418,7 @@ async fn a_full_cluster_work_queue_answers_503_and_records_nothing() {
         &["--work-concurrency", "0", "--work-max-queued", "2"],
     );
     let url = cluster.nodes[0].url();
-    eventually("the node to serve", DEADLINE, || async {
-        cluster
-            .client
-            .get(format!("{url}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-    })
-    .await;
+    ready(&cluster.client, &url).await;
     a_full_work_queue_refuses_more(&cluster.client, &url).await;
 }
 
@@ -577,16 +595,7 @@ async fn long_export_under_way(
     let client = cluster.client.clone();
     let url = cluster.nodes[0].url();
     for batch in 0..(LONG_EXPORT_EVENTS / 5000) {
-        let lines: String = (0..5000)
-            .map(|i| {
-                let n = batch * 5000 + i;
-                format!(
-                    "{}\n",
-                    json!({"id": format!("e{n}"), "service": "export",
-                           "message": format!("line {n} of the long export")})
-                )
-            })
-            .collect();
+        let lines = export_lines(batch);
         assert_eq!(cluster.post_ndjson(batch % 3, lines).await, 202);
     }
     eventually("events stored", Duration::from_secs(120), || async {
@@ -676,14 +685,7 @@ async fn a_cluster_job_that_keeps_failing_fails_after_the_retry_limit() {
     let urls: Vec<String> = cluster.nodes.iter().map(|n| n.url()).collect();
     // Both nodes are up (their workers have opened the result store) before it goes away.
     for url in &urls {
-        eventually("the node to serve", DEADLINE, || async {
-            client
-                .get(format!("{url}/readyz"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200)
-        })
-        .await;
+        ready(client, url).await;
     }
     let nats = async_nats::connect(nats_url()).await.unwrap();
     async_nats::jetstream::new(nats)
@@ -717,16 +719,7 @@ async fn an_embedded_job_cut_short_by_kill_9_finishes_after_the_restart() {
     let client = reqwest::Client::new();
     const EVENTS: usize = 150_000;
     for batch in 0..(EVENTS / 5000) {
-        let lines: String = (0..5000)
-            .map(|i| {
-                let n = batch * 5000 + i;
-                format!(
-                    "{}\n",
-                    json!({"id": format!("e{n}"), "service": "export",
-                           "message": format!("line {n} of the long export")})
-                )
-            })
-            .collect();
+        let lines = export_lines(batch);
         let response = client
             .post(format!("{}/api/v1/logs", node.url))
             .header("content-type", "application/x-ndjson")

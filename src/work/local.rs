@@ -1,6 +1,8 @@
 //! The embedded shape's work backend: records and the queue in one SQLite file
-//! (`<data-dir>/work/work.db`, WAL, `synchronous=FULL`, so an accepted job survives a crash),
-//! result blobs as files in `<data-dir>/work/results/`.
+//! (`<data-dir>/work/work.db`, WAL), result blobs as files in `<data-dir>/work/results/`.
+//! A submission's record and queue entry commit with `synchronous=FULL`, so an accepted job
+//! survives a crash and a power cut; the job's later steps commit with `synchronous=NORMAL`
+//! (see [`Durability`]), which saves most of a job's fsyncs.
 //!
 //! The queue behaves like JetStream's work queue: taking a job hides it for the lease (its
 //! `due_us` moves forward), renewing pushes that further, acknowledging deletes it, and a job
@@ -37,6 +39,28 @@ struct Inner {
     /// Wakes a waiting worker when a job becomes due.
     queued: Notify,
     last_sweep: Mutex<Instant>,
+}
+
+/// How the commits of one call reach the disk. Only what a 202 promises is synced each time;
+/// the rest of a job's life may be undone by a power cut (never by a crash of the process: the
+/// WAL is written before each commit returns), which at worst runs the job again.
+#[derive(Debug, Clone, Copy)]
+enum Durability {
+    /// `synchronous=FULL`: on disk when the call returns (a submission's record and queue
+    /// entry).
+    Full,
+    /// `synchronous=NORMAL` (WAL): on disk at the next durable commit or checkpoint (claims,
+    /// leases, status changes, acknowledgements, sweeps).
+    Relaxed,
+}
+
+impl Durability {
+    fn pragma(self) -> &'static str {
+        match self {
+            Durability::Full => "FULL",
+            Durability::Relaxed => "NORMAL",
+        }
+    }
 }
 
 fn unavailable(error: impl std::fmt::Display) -> WorkError {
@@ -102,7 +126,8 @@ impl LocalWork {
         Ok(work)
     }
 
-    async fn with<T, F>(&self, f: F) -> Result<T, WorkError>
+    /// Runs `f` on the work database's connection, its commits synced as `durability` says.
+    async fn with<T, F>(&self, durability: Durability, f: F) -> Result<T, WorkError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection, &Inner) -> rusqlite::Result<T> + Send + 'static,
@@ -113,6 +138,7 @@ impl LocalWork {
                 .connection
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
+            connection.pragma_update(None, "synchronous", durability.pragma())?;
             f(&mut connection, &inner)
         })
         .await
@@ -123,7 +149,7 @@ impl LocalWork {
     /// Deletes expired records and their result files.
     pub async fn sweep(&self) -> Result<(), WorkError> {
         let expired = self
-            .with(|connection, _| {
+            .with(Durability::Relaxed, |connection, _| {
                 let now = now_us();
                 let transaction = connection.transaction()?;
                 let keys = result_keys(&transaction, "expires_us <= ?1", now)?;
@@ -147,7 +173,7 @@ impl LocalWork {
     /// (attempts a crash cut short, or whose record expired while the node was down).
     async fn remove_orphans(&self) -> Result<(), WorkError> {
         let live: HashSet<String> = self
-            .with(|connection, _| {
+            .with(Durability::Relaxed, |connection, _| {
                 result_keys(connection, "expires_us > ?1", now_us()).map(HashSet::from_iter)
             })
             .await?;
@@ -214,7 +240,7 @@ impl WorkBackend for LocalWork {
     async fn create(&self, record: &JobRecord) -> Result<Created, WorkError> {
         let text = serde_json::to_string(record).expect("a record serialises");
         let callback = record.callback.clone();
-        self.with(move |connection, inner| {
+        self.with(Durability::Full, move |connection, inner| {
             let now = now_us();
             let transaction = connection.transaction()?;
             let existing = transaction
@@ -247,7 +273,7 @@ impl WorkBackend for LocalWork {
 
     async fn get(&self, callback: &str) -> Result<Option<Versioned>, WorkError> {
         let callback = callback.to_owned();
-        self.with(move |connection, _| {
+        self.with(Durability::Relaxed, move |connection, _| {
             let row = connection
                 .query_row(
                     "SELECT record, revision FROM jobs WHERE callback = ?1 AND expires_us > ?2",
@@ -263,7 +289,7 @@ impl WorkBackend for LocalWork {
     async fn replace(&self, record: &JobRecord, revision: u64) -> Result<Option<u64>, WorkError> {
         let text = serde_json::to_string(record).expect("a record serialises");
         let callback = record.callback.clone();
-        self.with(move |connection, inner| {
+        self.with(Durability::Relaxed, move |connection, inner| {
             let now = now_us();
             let changed = connection.execute(
                 "UPDATE jobs SET record = ?1, revision = revision + 1, expires_us = ?2
@@ -277,7 +303,7 @@ impl WorkBackend for LocalWork {
 
     async fn remove(&self, callback: &str, revision: u64) -> Result<(), WorkError> {
         let callback = callback.to_owned();
-        self.with(move |connection, _| {
+        self.with(Durability::Relaxed, move |connection, _| {
             connection.execute(
                 "DELETE FROM jobs WHERE callback = ?1 AND revision = ?2",
                 params![callback, revision as i64],
@@ -290,7 +316,7 @@ impl WorkBackend for LocalWork {
     async fn enqueue(&self, callback: &str) -> Result<(), WorkError> {
         let callback = callback.to_owned();
         let queued = self
-            .with(move |connection, inner| {
+            .with(Durability::Full, move |connection, inner| {
                 let transaction = connection.transaction()?;
                 let queued: i64 =
                     transaction.query_row("SELECT COUNT(*) FROM queue", [], |row| row.get(0))?;
@@ -335,7 +361,7 @@ impl WorkBackend for LocalWork {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let (taken, next_due) = self
-                .with(|connection, inner| {
+                .with(Durability::Relaxed, |connection, inner| {
                     let now = now_us();
                     let taken: Option<String> = connection
                         .query_row(
@@ -438,7 +464,7 @@ impl LocalDelivery {
     async fn set_due(&self, delay: Duration) -> Result<(), WorkError> {
         let callback = self.callback.clone();
         self.work
-            .with(move |connection, _| {
+            .with(Durability::Relaxed, move |connection, _| {
                 connection.execute(
                     "UPDATE queue SET due_us = ?1 WHERE callback = ?2",
                     params![now_us() + us(delay), callback],
@@ -462,7 +488,7 @@ impl Delivery for LocalDelivery {
     async fn ack(self: Box<Self>) -> Result<(), WorkError> {
         let callback = self.callback.clone();
         self.work
-            .with(move |connection, _| {
+            .with(Durability::Relaxed, move |connection, _| {
                 connection.execute("DELETE FROM queue WHERE callback = ?1", params![callback])
             })
             .await?;
