@@ -20,7 +20,8 @@ export function mount() {
       el('td', { class: `state-${m.state}` }, m.state),
       el('td', {}, m.address),
       el('td', {}, m.version),
-      el('td', { title: m.started_at }, ago(m.started_at, now)),
+      // A member that stopped heart-beating is not known to be up at all.
+      el('td', { title: m.started_at }, m.state === 'unresponsive' ? '—' : ago(m.started_at, now)),
       el('td', { title: m.last_heartbeat }, `${ago(m.last_heartbeat, now)} ago`))));
     document.dispatchEvent(new CustomEvent('members', { detail: members }));
   }, showError);

@@ -258,7 +258,7 @@ async fn every_panel_shows_real_data_behind_the_token_prompt() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn members_joining_and_leaving_show_within_seconds() {
+async fn members_joining_leaving_and_dying_show_within_seconds() {
     let database = TestDatabase::create(Server::Postgres).await;
     let mut cluster = TestCluster::start(1, &nats_url(), database.url(), &[]);
     let mut script = Script::start(
@@ -269,6 +269,10 @@ async fn members_joining_and_leaving_show_within_seconds() {
     let joined = cluster.add_node("node-1");
     script.wait_for_line("waiting: leave node-1").await;
     cluster.terminate(joined);
+    script.wait_for_line("waiting: join node-2").await;
+    let doomed = cluster.add_node("node-2");
+    script.wait_for_line("waiting: kill node-2").await;
+    cluster.kill9(doomed);
     let status = script.finish().await;
     assert!(
         status.success(),

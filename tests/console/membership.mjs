@@ -1,6 +1,7 @@
 // Membership changes show in the console of a real cluster (tests/console.rs): node-0 is up
 // when this starts. The script prints `waiting: join node-1` and tests/console.rs starts
-// node-1; then `waiting: leave node-1` and tests/console.rs stops it (SIGTERM).
+// node-1; then `waiting: leave node-1` and tests/console.rs stops it (SIGTERM); then
+// `waiting: join node-2` and `waiting: kill node-2`, and tests/console.rs kills node-2 with -9.
 
 import { env, run, until } from './lib.mjs';
 
@@ -39,5 +40,18 @@ await run('membership', ({ page, shot }) => [
     await until('node-1 gone', async () => (await row(page, 'node-1').count()) === 0, 30000);
     await page.locator('#cluster p', { hasText: '1 member' }).waitFor();
     await page.locator('#cluster').screenshot({ path: shot('13-cluster-left') });
+  }],
+  ['a node killed with -9 turns unresponsive, then disappears', async () => {
+    console.log('waiting: join node-2');
+    await row(page, 'node-2').locator('td', { hasText: 'serving' }).waitFor({ timeout: 30000 });
+    console.log('waiting: kill node-2');
+    // No more heartbeats: unresponsive after two missed ones (10 s at the default 15 s member
+    // TTL), gone once the TTL has passed since the last one.
+    await row(page, 'node-2').locator('td.state-unresponsive').waitFor({ timeout: 30000 });
+    const uptime = await row(page, 'node-2').locator('td').nth(4).innerText();
+    if (uptime !== '—') throw new Error(`an unresponsive member shows an uptime: ${uptime}`);
+    await page.locator('#cluster').screenshot({ path: shot('14-cluster-unresponsive') });
+    await until('node-2 gone', async () => (await row(page, 'node-2').count()) === 0, 30000);
+    await page.locator('#cluster p', { hasText: '1 member' }).waitFor();
   }],
 ]);
