@@ -653,11 +653,15 @@ fn server_refused(error: jetstream::Error, depth: QueueDepth) -> QueueError {
     unavailable("JetStream refused the events", error)
 }
 
-/// Whether JetStream refused a publish because the stream is at its limits (discard new).
+/// Whether JetStream refused a publish because the stream is at its limits (discard new), or
+/// holds its most open atomic batches (50 per stream by default): either way, the client should
+/// come back a little later.
 fn means_full(code: jetstream::ErrorCode) -> bool {
     matches!(
         code,
-        jetstream::ErrorCode::STREAM_STORE_FAILED | jetstream::ErrorCode::INSUFFICIENT_RESOURCES
+        jetstream::ErrorCode::STREAM_STORE_FAILED
+            | jetstream::ErrorCode::INSUFFICIENT_RESOURCES
+            | jetstream::ErrorCode::ATOMIC_PUBLISH_TOO_MANY_INFLIGHT
     )
 }
 
@@ -1064,6 +1068,11 @@ mod tests {
                 events: 7,
                 bytes: 9
             })
+        ));
+        let busy = br#"{"error":{"code":429,"err_code":10210,"description":"atomic publish too many inflight"}}"#;
+        assert!(matches!(
+            check_batch_reply(busy, false, 3, depth),
+            Err(QueueError::Full { .. })
         ));
         let other = br#"{"error":{"code":400,"err_code":10176,"description":"batch incomplete"}}"#;
         let error = check_batch_reply(other, false, 3, depth).unwrap_err();
