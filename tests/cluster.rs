@@ -425,6 +425,27 @@ async fn database_restarted_during_ingest_loses_and_duplicates_nothing() {
 }
 
 #[tokio::test]
+async fn a_request_larger_than_a_nats_message_is_stored_once_and_logged_everywhere() {
+    // 3,000 events of ~1 KB: about 3 MiB, several of NATS's 1 MiB messages, published as one
+    // atomic batch; the consumers read its messages like any others.
+    let database = TestDatabase::create(Server::Postgres).await;
+    let cluster = TestCluster::start(2, &nats_url(), database.url(), &[]);
+    let batch = ids("big", 3_000);
+    let body: String = batch
+        .iter()
+        .map(|id| common::ndjson_line(id, "api", "info", &"x".repeat(1_000)))
+        .collect();
+    assert_eq!(cluster.post_ndjson(0, body).await, StatusCode::ACCEPTED);
+    let expected: BTreeSet<String> = batch.into_iter().collect();
+    assert_stored_exactly_once(&cluster, &expected).await;
+    assert_eq!(cluster.stored().await.rows, 3_000);
+    for node in 0..2 {
+        assert_logged_exactly_once(&cluster, node, &expected).await;
+        assert_eq!(cluster.event_log_ids(node).len(), 3_000);
+    }
+}
+
+#[tokio::test]
 async fn an_event_larger_than_a_nats_message_is_refused_whole() {
     let database = TestDatabase::create(Server::Postgres).await;
     let cluster = TestCluster::start(1, &nats_url(), database.url(), &[]);
