@@ -446,6 +446,37 @@ async fn a_request_larger_than_a_nats_message_is_stored_once_and_logged_everywhe
 }
 
 #[tokio::test]
+async fn batch_size_bounds_the_events_per_store_transaction_in_the_cluster_too() {
+    // One request of 1,000 events is one JetStream message, fetched whole; with
+    // --batch-size 100 the store still writes it 100 events per transaction.
+    let database = TestDatabase::create(Server::Postgres).await;
+    let cluster = TestCluster::start(1, &nats_url(), database.url(), &["--batch-size", "100"]);
+    let batch = ids("sized", 1_000);
+    assert_eq!(
+        cluster.post_ndjson(0, ndjson(&batch)).await,
+        StatusCode::ACCEPTED
+    );
+    assert_stored_exactly_once(&cluster, &batch.into_iter().collect()).await;
+    let stats: serde_json::Value = cluster
+        .client
+        .get(format!("{}/api/v1/node/stats", cluster.nodes[0].url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let store = stats["sinks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|sink| sink["sink"] == "store")
+        .unwrap_or_else(|| panic!("no store writer in {stats}"));
+    assert_eq!(store["events"], 1_000, "{stats}");
+    assert!(store["batches"].as_u64().unwrap() >= 10, "{stats}");
+}
+
+#[tokio::test]
 async fn an_event_larger_than_a_nats_message_is_refused_whole() {
     let database = TestDatabase::create(Server::Postgres).await;
     let cluster = TestCluster::start(1, &nats_url(), database.url(), &[]);

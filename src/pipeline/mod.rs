@@ -1,6 +1,6 @@
 //! The background writers: each takes batches from the ingest queue (up to the batch size, or
 //! whatever arrived within the flush interval) and hands them to a sink: the SQL store, or the
-//! node's event log file.
+//! node's event log file, at most the batch size per write.
 //!
 //! Invariants:
 //! - A batch is acknowledged to the queue only after its sink reported success, so a crash at
@@ -56,6 +56,10 @@ pub struct Pipeline<S> {
     flush_interval: Duration,
     /// A fetched batch not yet written; retried before fetching anything else.
     pending: Option<Batch>,
+    /// How many of the pending batch's events are written already, and how many of those
+    /// were new.
+    pending_written: usize,
+    pending_new: usize,
     /// Whether shutdown first delivers everything the queue holds (see [`Pipeline::run`]).
     drain: bool,
     metrics: Option<Arc<NodeMetrics>>,
@@ -74,6 +78,8 @@ impl<S: BatchSink> Pipeline<S> {
             batch_size,
             flush_interval,
             pending: None,
+            pending_written: 0,
+            pending_new: 0,
             drain: true,
             metrics: None,
         }
@@ -104,39 +110,58 @@ impl<S: BatchSink> Pipeline<S> {
         self.deliver_pending().await
     }
 
+    /// Writes the pending batch, at most `batch_size` events per sink write: a fetch may bring
+    /// more (a JetStream message carries a whole request), and `--batch-size` promises events
+    /// per store transaction. Acknowledges the batch once all of it is written. A write that
+    /// fails keeps the batch pending; the retry resumes at the part that failed.
     async fn deliver_pending(&mut self) -> Result<Outcome, PipelineError> {
         let Some(batch) = self.pending.take() else {
             return Ok(Outcome::Idle);
         };
-        let started = Instant::now();
-        match self.sink.write(&batch).await {
-            Ok(new) => {
-                if let Some(metrics) = &self.metrics {
-                    metrics.batch_written(self.sink.name(), batch.len(), started.elapsed());
-                }
-                self.consumer.ack(&batch).await?;
-                tracing::debug!(
-                    sink = self.sink.name(),
-                    events = batch.len(),
-                    new,
-                    elapsed_ms = started.elapsed().as_millis() as u64,
-                    "Wrote a batch."
-                );
-                Ok(Outcome::Delivered {
-                    events: batch.len(),
-                    new,
+        while self.pending_written < batch.len() {
+            let end = (self.pending_written + self.batch_size).min(batch.len());
+            let part = if self.pending_written == 0 && end == batch.len() {
+                None
+            } else {
+                Some(Batch {
+                    events: batch.events[self.pending_written..end].to_vec(),
                 })
-            }
-            Err(reason) => {
-                let error = PipelineError::Sink {
-                    sink: self.sink.name(),
-                    events: batch.len(),
-                    reason,
-                };
-                self.pending = Some(batch);
-                Err(error)
+            };
+            let part_ref = part.as_ref().unwrap_or(&batch);
+            let started = Instant::now();
+            match self.sink.write(part_ref).await {
+                Ok(new) => {
+                    if let Some(metrics) = &self.metrics {
+                        metrics.batch_written(self.sink.name(), part_ref.len(), started.elapsed());
+                    }
+                    tracing::debug!(
+                        sink = self.sink.name(),
+                        events = part_ref.len(),
+                        new,
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "Wrote a batch."
+                    );
+                    self.pending_new += new;
+                    self.pending_written = end;
+                }
+                Err(reason) => {
+                    let error = PipelineError::Sink {
+                        sink: self.sink.name(),
+                        events: part_ref.len(),
+                        reason,
+                    };
+                    self.pending = Some(batch);
+                    return Err(error);
+                }
             }
         }
+        let new = std::mem::take(&mut self.pending_new);
+        self.pending_written = 0;
+        self.consumer.ack(&batch).await?;
+        Ok(Outcome::Delivered {
+            events: batch.len(),
+            new,
+        })
     }
 
     /// Runs until `shutdown` turns true (or its sender is dropped), then delivers everything
@@ -290,6 +315,76 @@ mod tests {
     use crate::queue::local::LocalQueue;
     use crate::queue::{ConsumerRole, IngestQueue, QueueLimits};
     use crate::store::sqlite::SqliteStore;
+
+    #[tokio::test]
+    async fn a_fetch_larger_than_the_batch_size_is_written_in_parts_and_resumed_where_it_failed() {
+        // A JetStream message carries a whole request, so a fetch may bring more events than
+        // the batch size; the store must still get at most that many per transaction.
+        let dir = tempfile::tempdir().unwrap();
+        let limits = QueueLimits {
+            max_events: 100,
+            max_bytes: 1 << 20,
+        };
+        let queue = LocalQueue::open(&dir.path().join("queue"), limits, 0).unwrap();
+        let db = dir.path().join("s.db");
+        let store = Arc::new(SqliteStore::open(db.clone()).await.unwrap());
+        let side = rusqlite::Connection::open(&db).unwrap();
+        side.execute_batch(
+            "CREATE TRIGGER refuse BEFORE INSERT ON service_logs WHEN NEW.id = 'e14'
+             BEGIN SELECT RAISE(ABORT, 'poisoned'); END;",
+        )
+        .unwrap();
+        let body: String = (0..25)
+            .map(|i| format!("{{\"id\":\"e{i}\",\"service\":\"a\",\"message\":\"m\"}}\n"))
+            .collect();
+        let context = IngestContext {
+            node: "n",
+            now_us: 1,
+        };
+        queue
+            .append(parse_json_body(body.as_bytes(), context).unwrap())
+            .await
+            .unwrap();
+        let metrics = Arc::new(NodeMetrics::new());
+        let mut pipeline = Pipeline::new(
+            queue.consumer(ConsumerRole::Store).await.unwrap(),
+            StoreSink {
+                store: store.clone(),
+            },
+            10,
+            Duration::ZERO,
+        )
+        .with_metrics(metrics.clone());
+        // As a JetStream fetch would: all 25 at once.
+        let fetched = pipeline.consumer.fetch(25, Duration::ZERO).await.unwrap();
+        assert_eq!(fetched.len(), 25);
+        pipeline.pending = Some(fetched);
+
+        let error = pipeline.run_once(Duration::ZERO).await.unwrap_err();
+        assert!(
+            error.to_string().contains("a batch of 10 events"),
+            "{error}"
+        );
+        let total = || async { store.severity_counts().await.unwrap()[0].count };
+        assert_eq!(total().await, 10, "the first part is committed");
+        side.execute_batch("DROP TRIGGER refuse").unwrap();
+        let delivered = pipeline.run_once(Duration::ZERO).await.unwrap();
+        assert_eq!(
+            delivered,
+            Outcome::Delivered {
+                events: 25,
+                new: 25
+            }
+        );
+        assert_eq!(total().await, 25);
+        let store_stats = metrics.snapshot(Default::default()).sinks;
+        let store_stats = store_stats.iter().find(|s| s.sink == "store").unwrap();
+        assert_eq!(
+            (store_stats.batches, store_stats.events),
+            (3, 25),
+            "10, 10 and 5"
+        );
+    }
 
     #[tokio::test]
     async fn a_refused_batch_stays_queued_and_is_retried_before_anything_newer() {
