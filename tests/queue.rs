@@ -352,8 +352,16 @@ async fn jetstream_before_2_12_refuses_a_request_larger_than_one_message() {
         .append(kilobyte_events("big", 2_500))
         .await
         .unwrap_err();
-    assert!(matches!(error, QueueError::TooLarge { .. }), "{error}");
-    assert!(error.to_string().contains("split it"), "{error}");
+    assert!(
+        matches!(error, QueueError::TooManyMessages { .. }),
+        "{error}"
+    );
+    let message = error.to_string();
+    assert!(
+        message.contains("this NATS server (2.10.26) takes a request in one message only"),
+        "{message}"
+    );
+    assert!(message.contains("split it"), "{message}");
     assert_eq!(
         stream_messages(&settings).await,
         1,

@@ -71,7 +71,9 @@ impl From<QueueError> for ApiError {
     fn from(error: QueueError) -> Self {
         match error {
             QueueError::Full { .. } => ApiError::overloaded(error.to_string()),
-            QueueError::TooLarge { .. } => ApiError::too_large(error.to_string()),
+            QueueError::TooLarge { .. } | QueueError::TooManyMessages { .. } => {
+                ApiError::too_large(error.to_string())
+            }
             QueueError::Closed => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "shutting_down",

@@ -709,11 +709,20 @@ impl IngestQueue for JetStreamQueue {
                 1
             };
             if messages.len() > most {
-                return Err(QueueError::TooLarge {
-                    events: events.len(),
+                let why = if self.atomic_batches {
+                    format!("one request may take at most {MAX_ATOMIC_BATCH} (one atomic batch)")
+                } else {
+                    format!(
+                        "this NATS server ({}) takes a request in one message only (atomic \
+                         batches need NATS 2.12 or newer)",
+                        self.client.server_info().version
+                    )
+                };
+                return Err(QueueError::TooManyMessages {
                     bytes: messages.iter().map(|(_, payload)| payload.len()).sum(),
-                    max_events: self.settings.max_events,
-                    max_bytes: most * self.message_limit(),
+                    messages: messages.len(),
+                    message_bytes: self.message_limit(),
+                    why,
                 });
             }
             return self.publish_atomically(messages).await;

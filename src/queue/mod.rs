@@ -99,6 +99,17 @@ pub enum QueueError {
         max_events: usize,
         max_bytes: usize,
     },
+    /// The request needs more messages than the message bus takes for one request.
+    #[error(
+        "the request's events take {bytes} bytes, {messages} NATS messages of at most \
+         {message_bytes} bytes; {why}: split it"
+    )]
+    TooManyMessages {
+        bytes: usize,
+        messages: usize,
+        message_bytes: usize,
+        why: String,
+    },
     #[error("the ingest queue is shutting down")]
     Closed,
     #[error("the ingest queue could not write to disk: {0}")]
