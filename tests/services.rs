@@ -29,12 +29,29 @@ fn unique(prefix: &str) -> String {
 
 #[test]
 fn free_ports_are_distinct_and_bindable() {
-    let ports: Vec<u16> = (0..20).map(|_| free_port()).collect();
+    // Each port is bound the moment it is handed out, and held: the property under test is
+    // that free_port gives a port nothing holds, never the same one twice, and outside the
+    // range outgoing connections use.
+    let mut held = Vec::new();
+    for _ in 0..20 {
+        let port = free_port();
+        match TcpListener::bind((Ipv4Addr::LOCALHOST, port)) {
+            Ok(listener) => held.push((port, listener)),
+            Err(error) => {
+                let holders = std::process::Command::new("ss")
+                    .args(["-tanp", &format!("sport = :{port}")])
+                    .output()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                    .unwrap_or_default();
+                panic!("port {port} cannot be bound: {error}; held by:\n{holders}");
+            }
+        }
+    }
+    let ports: Vec<u16> = held.iter().map(|(port, _)| *port).collect();
     let mut distinct = ports.clone();
     distinct.sort_unstable();
     distinct.dedup();
     assert_eq!(distinct.len(), ports.len(), "{ports:?}");
-    // Below the ephemeral range, where no outgoing connection takes them.
     let ephemeral_low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .expect("read the ephemeral port range")
         .split_whitespace()
@@ -45,9 +62,6 @@ fn free_ports_are_distinct_and_bindable() {
         ports.iter().all(|&port| port < ephemeral_low),
         "{ports:?} vs {ephemeral_low}"
     );
-    for port in ports {
-        TcpListener::bind((Ipv4Addr::LOCALHOST, port)).expect("a free port can be bound");
-    }
 }
 
 #[tokio::test]
