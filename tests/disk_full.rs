@@ -8,8 +8,7 @@
 
 mod common;
 
-use common::{NodeProcess, event_log_lines, eventually, ndjson_line, stored};
-use logmesh::event::{IngestContext, parse_json_body};
+use common::{NodeProcess, event_log_lines, eventually, ndjson_line, parse_events, stored};
 use logmesh::eventlog::{EventLogFile, Rotation};
 use logmesh::queue::local::LocalQueue;
 use logmesh::queue::{ConsumerRole, IngestQueue, QueueError, QueueLimits, QueuedEvent};
@@ -91,14 +90,7 @@ fn events(prefix: &str, count: usize) -> Vec<logmesh::event::Event> {
     let body: String = (0..count)
         .map(|i| ndjson_line(&format!("{prefix}-{i}"), "disk", "info", &"x".repeat(1000)))
         .collect();
-    parse_json_body(
-        body.as_bytes(),
-        IngestContext {
-            node: "n",
-            now_us: 1,
-        },
-    )
-    .unwrap()
+    parse_events(&body)
 }
 
 fn queued(events: Vec<logmesh::event::Event>, first_seq: u64) -> Vec<QueuedEvent> {

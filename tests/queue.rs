@@ -9,7 +9,7 @@ mod common;
 
 use common::services::{NatsServer, nats_url};
 
-use logmesh::event::{Event, IngestContext, parse_json_body};
+use logmesh::event::Event;
 use logmesh::queue::jetstream::{JetStreamQueue, JetStreamSettings};
 use logmesh::queue::local::LocalQueue;
 use logmesh::queue::{ConsumerRole, IngestQueue, QueueError, QueueLimits};
@@ -22,20 +22,9 @@ const FETCH_WAIT: Duration = Duration::from_millis(500);
 fn events(ids: &[&str]) -> Vec<Event> {
     let body: String = ids
         .iter()
-        .map(|id| {
-            serde_json::json!({"id": id, "service": "api", "message": format!("message {id}")})
-                .to_string()
-                + "\n"
-        })
+        .map(|id| common::ndjson_line(id, "api", "info", &format!("message {id}")))
         .collect();
-    parse_json_body(
-        body.as_bytes(),
-        IngestContext {
-            node: "n",
-            now_us: 1,
-        },
-    )
-    .unwrap()
+    common::parse_events(&body)
 }
 
 /// Settings with a stream of its own, so tests sharing the server never meet.

@@ -125,23 +125,12 @@ impl Db {
 fn events(lines: &[(&str, &str, &str)]) -> Vec<Arc<Event>> {
     let body: String = lines
         .iter()
-        .map(|(id, service, severity)| {
-            serde_json::json!({"id": id, "service": service, "severity": severity, "message": "m"})
-                .to_string()
-                + "\n"
-        })
+        .map(|(id, service, severity)| common::ndjson_line(id, service, severity, "m"))
         .collect();
-    parse_json_body(
-        body.as_bytes(),
-        IngestContext {
-            node: "n",
-            now_us: 1,
-        },
-    )
-    .unwrap()
-    .into_iter()
-    .map(Arc::new)
-    .collect()
+    common::parse_events(&body)
+        .into_iter()
+        .map(Arc::new)
+        .collect()
 }
 
 fn count(service: &str, severity: &str, count: i64) -> SeverityCount {

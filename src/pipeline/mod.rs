@@ -316,24 +316,34 @@ mod tests {
     use crate::queue::{ConsumerRole, IngestQueue, QueueLimits};
     use crate::store::sqlite::SqliteStore;
 
+    /// A local queue and a SQLite store in `dir`; the store refuses the event `refused_id`
+    /// (trigger `refuse`) until the returned side connection drops the trigger.
+    async fn queue_and_store_refusing(
+        dir: &std::path::Path,
+        refused_id: &str,
+    ) -> (LocalQueue, Arc<SqliteStore>, rusqlite::Connection) {
+        let limits = QueueLimits {
+            max_events: 100,
+            max_bytes: 1 << 20,
+        };
+        let queue = LocalQueue::open(&dir.join("queue"), limits, 0).unwrap();
+        let db = dir.join("s.db");
+        let store = Arc::new(SqliteStore::open(db.clone()).await.unwrap());
+        let side = rusqlite::Connection::open(&db).unwrap();
+        side.execute_batch(&format!(
+            "CREATE TRIGGER refuse BEFORE INSERT ON service_logs WHEN NEW.id = '{refused_id}'
+             BEGIN SELECT RAISE(ABORT, 'poisoned'); END;"
+        ))
+        .unwrap();
+        (queue, store, side)
+    }
+
     #[tokio::test]
     async fn a_fetch_larger_than_the_batch_size_is_written_in_parts_and_resumed_where_it_failed() {
         // A JetStream message carries a whole request, so a fetch may bring more events than
         // the batch size; the store must still get at most that many per transaction.
         let dir = tempfile::tempdir().unwrap();
-        let limits = QueueLimits {
-            max_events: 100,
-            max_bytes: 1 << 20,
-        };
-        let queue = LocalQueue::open(&dir.path().join("queue"), limits, 0).unwrap();
-        let db = dir.path().join("s.db");
-        let store = Arc::new(SqliteStore::open(db.clone()).await.unwrap());
-        let side = rusqlite::Connection::open(&db).unwrap();
-        side.execute_batch(
-            "CREATE TRIGGER refuse BEFORE INSERT ON service_logs WHEN NEW.id = 'e14'
-             BEGIN SELECT RAISE(ABORT, 'poisoned'); END;",
-        )
-        .unwrap();
+        let (queue, store, side) = queue_and_store_refusing(dir.path(), "e14").await;
         let body: String = (0..25)
             .map(|i| format!("{{\"id\":\"e{i}\",\"service\":\"a\",\"message\":\"m\"}}\n"))
             .collect();
@@ -389,19 +399,7 @@ mod tests {
     #[tokio::test]
     async fn a_refused_batch_stays_queued_and_is_retried_before_anything_newer() {
         let dir = tempfile::tempdir().unwrap();
-        let limits = QueueLimits {
-            max_events: 100,
-            max_bytes: 1 << 20,
-        };
-        let queue = LocalQueue::open(&dir.path().join("queue"), limits, 0).unwrap();
-        let db = dir.path().join("s.db");
-        let store = Arc::new(SqliteStore::open(db.clone()).await.unwrap());
-        let side = rusqlite::Connection::open(&db).unwrap();
-        side.execute_batch(
-            "CREATE TRIGGER refuse BEFORE INSERT ON service_logs WHEN NEW.id = 'poison'
-             BEGIN SELECT RAISE(ABORT, 'poisoned'); END;",
-        )
-        .unwrap();
+        let (queue, store, side) = queue_and_store_refusing(dir.path(), "poison").await;
         let context = IngestContext {
             node: "n",
             now_us: 1,

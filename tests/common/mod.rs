@@ -215,6 +215,18 @@ pub fn event_log_lines(dir: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The events of an NDJSON body, parsed as a node named `n` would at time 1 µs.
+pub fn parse_events(body: &str) -> Vec<logmesh::event::Event> {
+    logmesh::event::parse_json_body(
+        body.as_bytes(),
+        logmesh::event::IngestContext {
+            node: "n",
+            now_us: 1,
+        },
+    )
+    .expect("a valid NDJSON body")
+}
+
 /// One NDJSON line for an event with a known id.
 pub fn ndjson_line(id: &str, service: &str, severity: &str, message: &str) -> String {
     serde_json::json!({"id": id, "service": service, "severity": severity, "message": message})
