@@ -18,7 +18,7 @@ use std::ffi::CString;
 use std::fs::File;
 use std::future::Future;
 use std::io::{BufRead, BufReader};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -39,7 +39,7 @@ pub fn nats_url() -> String {
         .expect("LOGMESH_TEST_NATS_URL is not set: run the tests through scripts/test.sh")
 }
 
-/// A port on 127.0.0.1 that nothing is bound to right now, and that this process has not
+/// A port on 127.0.0.1 that a server can bind right now, and that this process has not
 /// handed out before.
 ///
 /// Ports come from below the kernel's ephemeral range (`ip_local_port_range`), never from
@@ -55,12 +55,28 @@ pub fn free_port() -> u16 {
     let mut handed_out = HANDED_OUT.lock().unwrap();
     for step in 0..span {
         let port = floor + ((start + step) % span) as u16;
-        if !handed_out.contains(&port) && TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+        if !handed_out.contains(&port) && bindable(port) {
             handed_out.insert(port);
             return port;
         }
     }
     panic!("no free port left in {floor}..{ceiling}");
+}
+
+/// Whether a server (which sets `SO_REUSEADDR`, as every one the tests start does) could bind
+/// 127.0.0.1:`port` now: nothing listens there, and nothing else holds it.
+///
+/// The probe binds but never listens. A listening probe, closed at once, could still hold the
+/// port for a moment: a process forked by another test's thread in that instant inherits the
+/// socket until its exec closes it, and the server meant for the port then finds it taken.
+/// An inherited socket that is only bound, with `SO_REUSEADDR`, blocks no such server.
+fn bindable(port: u16) -> bool {
+    let probe = || -> std::io::Result<()> {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.set_reuseaddr(true)?;
+        socket.bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+    };
+    probe().is_ok()
 }
 
 /// The ports [`free_port`] hands out: the 16,384 (at most) below the ephemeral range.
