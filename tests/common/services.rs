@@ -2,8 +2,9 @@
 //! what logmesh does without it) and start it again on the same port with its data intact.
 //!
 //! Binaries come from the environment that `scripts/test.sh` (through `scripts/services.sh`)
-//! sets up: `LOGMESH_TEST_NATS_SERVER`, `LOGMESH_TEST_PG_BIN`, `LOGMESH_TEST_MARIADB_INSTALL_DB`
-//! and `LOGMESH_TEST_MARIADBD`. Tests that only need *a* server use the shared ones in
+//! sets up: `LOGMESH_TEST_NATS_SERVER` (and `LOGMESH_TEST_NATS_SERVER_MINIMUM`, the oldest
+//! supported release), `LOGMESH_TEST_PG_BIN`, `LOGMESH_TEST_MARIADB_INSTALL_DB` and
+//! `LOGMESH_TEST_MARIADBD`. Tests that only need *a* server use the shared ones in
 //! `LOGMESH_TEST_NATS_URL`, `LOGMESH_TEST_POSTGRES_URL` and `LOGMESH_TEST_MYSQL_URL` instead.
 //!
 //! Processes are plain `std::process` children. Readiness is a real handshake or query, polled
