@@ -84,15 +84,8 @@ for n in 1 2 3; do
   nodes+=("http://127.0.0.1:$port")
 done
 for i in 0 1 2; do
-  deadline=$((SECONDS + 60))
-  until curl -sf "${nodes[$i]}/readyz" >/dev/null; do
-    if ! kill -0 "${pids[$i]}" 2>/dev/null || [ "$SECONDS" -ge "$deadline" ]; then
-      echo "scripts/e2e.sh: node-$((i + 1)) did not become ready; its log:" >&2
-      tail -n 20 "$work/node-$((i + 1)).log" >&2
-      exit 1
-    fi
-    sleep 0.2
-  done
+  logmesh_svc_wait 60 "node-$((i + 1))" "${pids[$i]}" "$work/node-$((i + 1)).log" \
+    curl -sf "${nodes[$i]}/readyz"
 done
 
 mkdir -p reports

@@ -12,14 +12,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 async fn increment(client: &reqwest::Client, url: &str, body: Value) -> (u16, Value) {
-    let response = client
-        .post(format!("{url}/metrics"))
-        .json(&body)
-        .send()
-        .await
-        .expect("the node answers");
-    let status = response.status().as_u16();
-    (status, response.json().await.expect("JSON"))
+    common::post_json(client, &format!("{url}/metrics"), &body).await
 }
 
 async fn exposition(node: &TestNode) -> String {

@@ -18,14 +18,7 @@ const FOO: &str = "ACBD18DB4CC2F85CEDEF654FCCC4A4D8";
 const DEADLINE: Duration = Duration::from_secs(60);
 
 async fn submit(client: &reqwest::Client, url: &str, body: Value) -> (u16, Value) {
-    let response = client
-        .post(format!("{url}/api/v1/work"))
-        .json(&body)
-        .send()
-        .await
-        .expect("the node answers");
-    let status = response.status().as_u16();
-    (status, response.json().await.expect("JSON"))
+    common::post_json(client, &format!("{url}/api/v1/work"), &body).await
 }
 
 /// Waits until the node at `url` says it is ready.

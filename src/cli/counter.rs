@@ -13,17 +13,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Args)]
 pub struct CounterArgs {
-    /// The node to talk to [env: LOGMESH_URL]
-    #[arg(
-        long,
-        env = "LOGMESH_URL",
-        default_value = "http://127.0.0.1:5555",
-        global = true
-    )]
-    pub url: String,
-    /// Bearer token, if the node requires one [env: LOGMESH_API_TOKEN]
-    #[arg(long, env = "LOGMESH_API_TOKEN", global = true, hide_env_values = true)]
-    pub api_token: Option<String>,
+    #[command(flatten)]
+    pub node: super::NodeTarget,
     #[command(subcommand)]
     pub command: CounterCommand,
 }
@@ -79,7 +70,7 @@ pub async fn run(args: CounterArgs) -> ExitCode {
 }
 
 async fn execute(args: &CounterArgs) -> Result<Vec<String>, (u8, String)> {
-    let base = args.url.trim_end_matches('/');
+    let base = args.node.url.trim_end_matches('/');
     let client = reqwest::Client::builder()
         .timeout(REQUEST_TIMEOUT)
         .build()
@@ -109,7 +100,7 @@ async fn execute(args: &CounterArgs) -> Result<Vec<String>, (u8, String)> {
             client.get(url)
         }
     };
-    let request = match &args.api_token {
+    let request = match &args.node.api_token {
         Some(token) => request.bearer_auth(token),
         None => request,
     };

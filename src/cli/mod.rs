@@ -11,10 +11,26 @@ mod work;
 use crate::bench::BenchCommand;
 use crate::config::{self, ServeArgs};
 use crate::node::Node;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use std::process::ExitCode;
 
 pub mod tail;
+
+/// The node a client command talks to, and its token (`logmesh counter`, `logmesh work`).
+#[derive(Debug, Args)]
+pub struct NodeTarget {
+    /// The node to talk to [env: LOGMESH_URL]
+    #[arg(
+        long,
+        env = "LOGMESH_URL",
+        default_value = "http://127.0.0.1:5555",
+        global = true
+    )]
+    pub url: String,
+    /// Bearer token, if the node requires one [env: LOGMESH_API_TOKEN]
+    #[arg(long, env = "LOGMESH_API_TOKEN", global = true, hide_env_values = true)]
+    pub api_token: Option<String>,
+}
 
 #[derive(Debug, Parser)]
 #[command(

@@ -20,17 +20,8 @@ const POLL: Duration = Duration::from_millis(200);
 
 #[derive(Debug, Args)]
 pub struct WorkArgs {
-    /// The node to talk to [env: LOGMESH_URL]
-    #[arg(
-        long,
-        env = "LOGMESH_URL",
-        default_value = "http://127.0.0.1:5555",
-        global = true
-    )]
-    pub url: String,
-    /// Bearer token, if the node requires one [env: LOGMESH_API_TOKEN]
-    #[arg(long, env = "LOGMESH_API_TOKEN", global = true, hide_env_values = true)]
-    pub api_token: Option<String>,
+    #[command(flatten)]
+    pub node: super::NodeTarget,
     #[command(subcommand)]
     pub command: WorkCommand,
 }
@@ -203,7 +194,7 @@ pub async fn run(args: WorkArgs) -> ExitCode {
 }
 
 async fn execute(args: WorkArgs) -> Result<(), Failure> {
-    let base = args.url.trim_end_matches('/').to_owned();
+    let base = args.node.url.trim_end_matches('/').to_owned();
     reqwest::Url::parse(&base).map_err(|e| (EXIT_USAGE, format!("`{base}` is not a URL: {e}")))?;
     let node = Node {
         client: reqwest::Client::builder()
@@ -211,7 +202,7 @@ async fn execute(args: WorkArgs) -> Result<(), Failure> {
             .build()
             .map_err(|e| (1, e.to_string()))?,
         base,
-        token: args.api_token,
+        token: args.node.api_token,
     };
     match args.command {
         WorkCommand::Submit {

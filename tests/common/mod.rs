@@ -215,6 +215,22 @@ pub fn event_log_lines(dir: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// POSTs `body` as JSON to `url`; answers the status and the JSON answer.
+pub async fn post_json(
+    client: &reqwest::Client,
+    url: &str,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let response = client
+        .post(url)
+        .json(body)
+        .send()
+        .await
+        .expect("the node answers");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("a JSON answer"))
+}
+
 /// The events of an NDJSON body, parsed as a node named `n` would at time 1 µs.
 pub fn parse_events(body: &str) -> Vec<logmesh::event::Event> {
     logmesh::event::parse_json_body(
