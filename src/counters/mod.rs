@@ -208,12 +208,98 @@ pub fn families(counters: &[Counter]) -> Vec<Family> {
         .collect()
 }
 
+/// Longest PromQL expression `GET /metrics/query` takes, in bytes.
+pub const MAX_QUERY_BYTES: usize = 4096;
+/// Deepest nesting of brackets in an expression.
+pub const MAX_QUERY_NESTING: usize = 32;
+/// Most operators (`+ - * / % ^ < > = !`, `and`, `or`, `unless`) outside label matchers.
+pub const MAX_QUERY_OPERATORS: usize = 64;
+
 /// Parses `expression` and refuses anything outside the subset.
+///
+/// The parser recurses, so an expression is bounded before it is parsed: tens of thousands of
+/// `-` signs or parentheses overflow a runtime thread's stack, which aborts the process.
 pub fn parse_query(expression: &str) -> Result<Expr, CounterError> {
+    check_query_size(expression)?;
     let expr = parser::parse(expression)
         .map_err(|e| CounterError(format!("`expression` does not parse: {e}")))?;
     check_supported(&expr)?;
     Ok(expr)
+}
+
+/// Refuses an expression longer than [`MAX_QUERY_BYTES`], nested deeper than
+/// [`MAX_QUERY_NESTING`] or with more than [`MAX_QUERY_OPERATORS`] operators, without parsing it.
+/// A lexical scan: quoted strings are skipped, label matchers (`{...}`) are not operators.
+pub fn check_query_size(expression: &str) -> Result<(), CounterError> {
+    if expression.len() > MAX_QUERY_BYTES {
+        return Err(CounterError(format!(
+            "`expression` is {} bytes; at most {MAX_QUERY_BYTES} are allowed",
+            expression.len()
+        )));
+    }
+    let bytes = expression.as_bytes();
+    let (mut depth, mut deepest, mut braces, mut operators) = (0usize, 0usize, 0usize, 0usize);
+    let mut i = 0;
+    while i < bytes.len() {
+        let byte = bytes[i];
+        match byte {
+            b'"' | b'\'' | b'`' => {
+                // Skip the string, honouring backslash escapes (none in backtick strings).
+                i += 1;
+                while i < bytes.len() && bytes[i] != byte {
+                    if bytes[i] == b'\\' && byte != b'`' {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+            }
+            b'(' | b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+                braces += usize::from(byte == b'{');
+            }
+            b')' | b']' | b'}' => {
+                depth = depth.saturating_sub(1);
+                if byte == b'}' {
+                    braces = braces.saturating_sub(1);
+                }
+            }
+            b'+' | b'-' | b'*' | b'/' | b'%' | b'^' | b'<' | b'>' | b'=' | b'!' if braces == 0 => {
+                operators += 1;
+            }
+            b'a'..=b'z' | b'A'..=b'Z' | b'_' | b':' => {
+                let start = i;
+                while i + 1 < bytes.len()
+                    && (bytes[i + 1].is_ascii_alphanumeric() || matches!(bytes[i + 1], b'_' | b':'))
+                {
+                    i += 1;
+                }
+                let word = &expression[start..=i];
+                if braces == 0
+                    && ["and", "or", "unless"]
+                        .iter()
+                        .any(|op| word.eq_ignore_ascii_case(op))
+                {
+                    operators += 1;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    if deepest > MAX_QUERY_NESTING {
+        return Err(CounterError(format!(
+            "`expression` nests brackets {deepest} deep; at most {MAX_QUERY_NESTING} levels are \
+             allowed"
+        )));
+    }
+    if operators > MAX_QUERY_OPERATORS {
+        return Err(CounterError(format!(
+            "`expression` has {operators} operators; at most {MAX_QUERY_OPERATORS} are allowed \
+             (and logmesh evaluates none: only selectors and aggregations)"
+        )));
+    }
+    Ok(())
 }
 
 fn unsupported(what: &str) -> CounterError {
@@ -515,6 +601,23 @@ mod tests {
     }
 
     #[test]
+    fn the_size_check_skips_strings_and_matchers() {
+        assert!(
+            check_query_size(
+                r#"sum by (a) (req{a=~"((((((((((((((((((((((((((((((((((", b!="-+-+"})"#
+            )
+            .is_ok()
+        );
+        assert!(
+            check_query_size(r#"req{a="\"(((((((((((((((((((((((((((((((((((((((((((((("}"#)
+                .is_ok()
+        );
+        assert!(check_query_size("sum(((((req)))))").is_ok());
+        assert!(check_query_size(&format!("{}a", "-".repeat(64))).is_ok());
+        assert!(check_query_size(&format!("{}a", "-".repeat(65))).is_err());
+    }
+
+    #[test]
     fn everything_else_is_refused_by_name() {
         for (expression, expected) in [
             ("rate(req[5m])", "the function `rate`"),
@@ -526,6 +629,10 @@ mod tests {
             ("1", "a number literal"),
             (r#"req{code="1" or code="2"}"#, "`or`"),
             ("sum(", "does not parse"),
+            (&"-".repeat(50_000), "50000 bytes"),
+            (&format!("{}a", "-".repeat(100)), "100 operators"),
+            (&format!("{}a{}", "(".repeat(40), ")".repeat(40)), "40 deep"),
+            (&format!("a{}", " or a".repeat(70)), "70 operators"),
         ] {
             let error = parse_query(expression).unwrap_err().0;
             assert!(error.contains(expected), "{expression}: {error}");
