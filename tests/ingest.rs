@@ -256,7 +256,7 @@ async fn bodies_over_the_limit_are_413_whether_declared_or_chunked() {
     let status_line = tokio::task::spawn_blocking(move || {
         let mut stream = std::net::TcpStream::connect(addr).unwrap();
         let mut request = String::from(
-            "POST /event HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+            "POST /event HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
         );
         for _ in 0..4 {
             request.push_str(&format!("200\r\n{}\r\n", "b".repeat(0x200)));
@@ -509,33 +509,49 @@ async fn the_event_log_rotates_and_keeps_every_event_once() {
 }
 
 #[tokio::test]
-async fn bodies_in_flight_are_bounded_and_the_excess_is_shed() {
+async fn bodies_in_flight_are_bounded_by_the_bytes_received_and_the_excess_is_shed() {
     let node = TestNode::start(|config| config.max_body_bytes = 1024).await;
     let addr = node.node.as_ref().unwrap().local_addr();
-    // Each connection declares a full-size body and sends none of it, holding its share of
-    // the in-flight budget (16 maximum-size bodies).
-    let mut held = Vec::new();
-    for _ in 0..logmesh::http::BODY_BUDGET_IN_MAX_BODIES {
+    // Connections that only declare a full-size body hold nothing of the budget (16
+    // maximum-size bodies): others are served.
+    let mut declared = Vec::new();
+    for _ in 0..2 * logmesh::http::BODY_BUDGET_IN_MAX_BODIES {
         let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
         tokio::io::AsyncWriteExt::write_all(
             &mut stream,
-            b"POST /event HTTP/1.1\r\nHost: x\r\nContent-Length: 1024\r\n\r\n",
+            b"POST /event HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1024\r\n\r\n",
         )
         .await
         .unwrap();
-        held.push(stream);
+        declared.push(stream);
+    }
+    let response = node.post("/event").body("m").send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    // Connections that sent most of their body do hold it, and past the budget requests are
+    // shed with 503 + Retry-After.
+    let mut sent = Vec::new();
+    for stream in declared.iter_mut() {
+        tokio::io::AsyncWriteExt::write_all(stream, &[b'x'; 1000])
+            .await
+            .unwrap();
     }
     common::eventually(
         "a request shed for lack of body budget",
         Duration::from_secs(10),
         || async {
-            let response = node.post("/event").body("m").send().await.unwrap();
+            let response = node
+                .post("/event")
+                .body("m".repeat(500))
+                .send()
+                .await
+                .unwrap();
             response.status() == StatusCode::SERVICE_UNAVAILABLE
                 && response.headers().get("retry-after").is_some()
         },
     )
     .await;
-    drop(held);
+    sent.append(&mut declared);
+    drop(sent);
     common::eventually("the budget released", Duration::from_secs(10), || async {
         node.post("/event").body("m").send().await.unwrap().status() == StatusCode::ACCEPTED
     })

@@ -6,6 +6,7 @@ mod common;
 
 use common::TestNode;
 use serde_json::Value;
+use std::time::{Duration, Instant};
 
 /// The node still answers and stores: a request that hit a limit took nothing else down.
 async fn assert_healthy(node: &TestNode) {
@@ -96,4 +97,222 @@ async fn deeply_nested_json_is_refused_on_every_json_endpoint() {
     }
     assert_eq!(node.stats_total().await, 0);
     assert_healthy(&node).await;
+}
+
+/// Sends `request` on a new connection and reads the answer until the node closes it.
+async fn raw_exchange(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn slow_bodies_cost_only_their_own_request() {
+    let node = TestNode::start(|config| {
+        config.max_body_bytes = 10 << 20;
+        config.http.body_pace.read_timeout = Duration::from_secs(1);
+        config.http.body_pace.min_rate = 1024;
+    })
+    .await;
+    let addr = node.node.as_ref().unwrap().local_addr();
+    // More trickling clients than the budget holds maximum-size bodies, plain and gzip.
+    let mut tricklers = Vec::new();
+    for n in 0..2 * logmesh::http::BODY_BUDGET_IN_MAX_BODIES {
+        let encoding = if n % 2 == 0 {
+            ""
+        } else {
+            "Content-Encoding: gzip\r\n"
+        };
+        let request = format!(
+            "POST /api/v1/logs HTTP/1.1\r\nHost: 127.0.0.1\r\n{encoding}Content-Length: {}\r\n\r\n",
+            10 << 20
+        );
+        tricklers.push(tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let started = Instant::now();
+            let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            stream.write_all(request.as_bytes()).await.unwrap();
+            let mut answer = Vec::new();
+            loop {
+                // One byte every 300 ms: far below 1 KiB/s.
+                tokio::select! {
+                    read = stream.read_to_end(&mut answer) => { read.unwrap(); break; }
+                    () = tokio::time::sleep(Duration::from_millis(300)) => {
+                        if stream.write_all(b"{").await.is_err() {
+                            let _ = stream.read_to_end(&mut answer).await;
+                            break;
+                        }
+                    }
+                }
+            }
+            (
+                String::from_utf8_lossy(&answer).into_owned(),
+                started.elapsed(),
+            )
+        }));
+    }
+    // Meanwhile everyone else is served.
+    for n in 0..5 {
+        let response = node
+            .post("/api/v1/logs")
+            .body(format!(r#"{{"service":"fast","message":"m{n}"}}"#))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202);
+    }
+    for trickler in tricklers {
+        let (answer, took) = trickler.await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(
+            answer.contains("body_too_slow") && answer.contains("--body-min-rate"),
+            "{answer}"
+        );
+        assert!(took < Duration::from_secs(10), "cut after {took:?}");
+    }
+    node.wait_for_stored(5).await;
+    assert_healthy(&node).await;
+}
+
+#[tokio::test]
+async fn a_half_sent_request_head_is_cut_after_the_header_timeout() {
+    let node = TestNode::start(|config| {
+        config.http.server.header_read_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let addr = node.node.as_ref().unwrap().local_addr();
+    let started = Instant::now();
+    let answer = raw_exchange(
+        addr,
+        b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ",
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(!answer.contains("200 OK"), "{answer}");
+    // An idle connection that never sends a request is closed too.
+    let started = Instant::now();
+    raw_exchange(addr, b"").await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_healthy(&node).await;
+}
+
+#[tokio::test]
+async fn connections_past_the_cap_get_503_naming_the_limit() {
+    let node = TestNode::start(|config| {
+        config.http.server.max_connections = 4;
+        config.http.server.header_read_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let addr = node.node.as_ref().unwrap().local_addr();
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    // The node counts a connection once it accepted it: wait until the four are.
+    let until = Instant::now() + Duration::from_secs(10);
+    let answer = loop {
+        let answer = raw_exchange(addr, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await;
+        if answer.starts_with("HTTP/1.1 503") || Instant::now() > until {
+            break answer;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("retry-after: 1"),
+        "{answer}"
+    );
+    assert!(
+        answer.contains("too_many_connections") && answer.contains("--max-connections"),
+        "{answer}"
+    );
+    drop(idle);
+    common::eventually(
+        "connections served again",
+        Duration::from_secs(10),
+        || async {
+            raw_exchange(
+                addr,
+                b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+            )
+            .await
+            .starts_with("HTTP/1.1 200")
+        },
+    )
+    .await;
+    assert_healthy(&node).await;
+}
+
+#[tokio::test]
+async fn dns_rebinding_and_cross_site_posts_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("app.log"), "secret line\n").unwrap();
+    let roots = vec![dir.path().to_owned()];
+    let node = TestNode::start(|config| config.log_roots = roots).await;
+    let addr = node.node.as_ref().unwrap().local_addr();
+    // A page on evil.example whose name now resolves to 127.0.0.1.
+    let answer = raw_exchange(
+        addr,
+        b"GET /logs?filename=app.log HTTP/1.1\r\nHost: evil.example:5555\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(
+        answer.contains("host_not_allowed") && !answer.contains("secret"),
+        "{answer}"
+    );
+    // A form on another site posting to the node.
+    let response = node
+        .post("/event")
+        .header("origin", "https://evil.example")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("injected=1")
+        .send()
+        .await
+        .unwrap();
+    let (code, _) = error_of(response, 403).await;
+    assert_eq!(code, "cross_site_request");
+    // The console's own origin works.
+    let response = node
+        .post("/event")
+        .header("origin", &node.url)
+        .body("from the console")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    node.wait_for_stored(1).await;
+    assert_eq!(common::stored(&node.db_path()).rows, 1, "nothing injected");
+}
+
+#[tokio::test]
+async fn allowed_hosts_let_a_proxy_name_through() {
+    let node = TestNode::start(|config| {
+        config.http.allowed_hosts = vec!["logs.example.com".into()];
+    })
+    .await;
+    let addr = node.node.as_ref().unwrap().local_addr();
+    let answer = raw_exchange(
+        addr,
+        b"GET /healthz HTTP/1.1\r\nHost: logs.example.com\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let answer = raw_exchange(
+        addr,
+        b"GET /healthz HTTP/1.1\r\nHost: other.example.com\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
 }

@@ -457,6 +457,7 @@ pub fn resolve(
         tail_buffer,
         log_roots,
         work,
+        http: crate::http::HttpLimits::default(),
     })
 }
 

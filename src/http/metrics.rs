@@ -3,10 +3,11 @@
 //! [`crate::counters`], answered in the Prometheus HTTP API shape).
 
 use super::AppState;
+use super::body::read_small_body;
 use super::error::ApiError;
 use crate::counters::{self, Counter, CounterKey, Family, Sample};
 use axum::Json;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
@@ -54,10 +55,11 @@ fn parse_increment(body: &[u8]) -> Result<(CounterKey, i64), ApiError> {
     Ok((key, by))
 }
 
-pub async fn increment(
-    State(state): State<AppState>,
-    body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+/// The largest increment body: a name and at most a few kilobytes of labels.
+pub const MAX_INCREMENT_BYTES: usize = 64 * 1024;
+
+pub async fn increment(State(state): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
+    let body = read_small_body(body, MAX_INCREMENT_BYTES).await?;
     let (key, by) = parse_increment(&body)?;
     let value = state.inner.store.increment_counter(&key, by).await?;
     Ok(Json(

@@ -6,13 +6,16 @@
 //!   queue and store ports.
 //! - Every error leaves through [`error::ApiError`], so every endpoint answers the same shape.
 
+pub mod body;
 mod console;
 pub mod error;
 pub mod files;
+mod guard;
 mod ingest;
 mod metrics;
 mod ops;
 mod search;
+pub mod server;
 mod tail;
 mod work;
 
@@ -29,8 +32,12 @@ use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use body::BodyPace;
 use error::ApiError;
+use guard::HostPolicy;
+use server::{ServerLimits, Shutdown};
 use std::sync::Arc;
+use std::time::Duration;
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
@@ -38,6 +45,34 @@ use tower_http::trace::{DefaultOnFailure, TraceLayer};
 /// How many maximum-size bodies may be held in memory at once across all ingest requests.
 /// Past that, requests are shed with 503 instead of being buffered.
 pub const BODY_BUDGET_IN_MAX_BODIES: usize = 16;
+
+/// The limits of the HTTP layer (`--max-connections` and friends).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpLimits {
+    pub server: ServerLimits,
+    pub body_pace: BodyPace,
+    /// `GET /logs` streams this node serves at once (follow streams included).
+    pub max_file_streams: usize,
+    /// How long another member may take to answer a forwarded request's head.
+    pub peer_timeout: Duration,
+    /// `--allowed-hosts`; empty: loopback names only on a loopback bind, any name otherwise.
+    pub allowed_hosts: Vec<String>,
+}
+
+pub const DEFAULT_MAX_FILE_STREAMS: usize = 64;
+pub const DEFAULT_PEER_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            server: ServerLimits::default(),
+            body_pace: BodyPace::default(),
+            max_file_streams: DEFAULT_MAX_FILE_STREAMS,
+            peer_timeout: DEFAULT_PEER_TIMEOUT,
+            allowed_hosts: Vec::new(),
+        }
+    }
+}
 
 #[derive(Clone)]
 pub struct AppState {
@@ -50,7 +85,15 @@ struct AppInner {
     store: Arc<dyn Store>,
     max_body_bytes: usize,
     /// Bytes of request bodies that may be buffered at once (one permit per byte).
-    body_budget: Semaphore,
+    body_budget: Arc<Semaphore>,
+    body_pace: BodyPace,
+    hosts: HostPolicy,
+    /// One permit per `GET /logs` stream served here.
+    file_streams: Arc<Semaphore>,
+    max_file_streams: usize,
+    peer_timeout: Duration,
+    /// Ends long-lived responses when the node stops.
+    shutdown: Shutdown,
     api_token: Option<String>,
     membership: Arc<Membership>,
     live: Arc<LiveFeed>,
@@ -73,6 +116,10 @@ pub struct AppParts {
     pub metrics: Arc<NodeMetrics>,
     pub log_roots: LogRoots,
     pub work: Arc<Work>,
+    pub limits: HttpLimits,
+    /// Whether the node listens on a loopback address only (see [`guard`]).
+    pub loopback_bind: bool,
+    pub shutdown: Shutdown,
 }
 
 impl AppState {
@@ -86,7 +133,13 @@ impl AppState {
                 queue: parts.queue,
                 store: parts.store,
                 max_body_bytes: parts.max_body_bytes,
-                body_budget: Semaphore::new(budget.min(Semaphore::MAX_PERMITS)),
+                body_budget: Arc::new(Semaphore::new(budget.min(Semaphore::MAX_PERMITS))),
+                body_pace: parts.limits.body_pace,
+                hosts: HostPolicy::new(parts.loopback_bind, &parts.limits.allowed_hosts),
+                file_streams: Arc::new(Semaphore::new(parts.limits.max_file_streams)),
+                max_file_streams: parts.limits.max_file_streams,
+                peer_timeout: parts.limits.peer_timeout,
+                shutdown: parts.shutdown,
                 api_token: parts.api_token,
                 membership: parts.membership,
                 live: parts.live,
@@ -94,7 +147,7 @@ impl AppState {
                 log_roots: parts.log_roots,
                 work: parts.work,
                 peers: reqwest::Client::builder()
-                    .connect_timeout(files::PEER_CONNECT_TIMEOUT)
+                    .connect_timeout(parts.limits.peer_timeout)
                     .build()
                     .expect("the HTTP client builds"),
             }),
@@ -129,6 +182,7 @@ pub fn app(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .layer(middleware::from_fn_with_state(state.clone(), guard_request))
         .layer(middleware::from_fn_with_state(state.clone(), count_request))
         // Shedding load (503) is expected behaviour, not an error worth a log line per request.
         .layer(
@@ -181,6 +235,16 @@ async fn count_request(State(state): State<AppState>, request: Request, next: Ne
         .metrics
         .http_request(route, &method, response.status().as_u16());
     response
+}
+
+/// Refuses what [`guard`] refuses, and paces every request body ([`body::MinRateBody`]).
+async fn guard_request(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if let Err(error) = state.inner.hosts.check(request.method(), request.headers()) {
+        return error.into_response();
+    }
+    let pace = state.inner.body_pace;
+    let request = request.map(|body| axum::body::Body::new(body::MinRateBody::new(body, pace)));
+    next.run(request).await
 }
 
 async fn not_found() -> ApiError {

@@ -6,11 +6,12 @@
 //! streamed from the result store, never held whole in memory.
 
 use super::AppState;
+use super::body::read_small_body;
 use super::error::ApiError;
 use crate::work::submission::MAX_SUBMISSION_BYTES;
 use crate::work::{Accepted, StatusView, Submission};
 use axum::Json;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -21,13 +22,7 @@ pub async fn submit(
     State(state): State<AppState>,
     body: Body,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
-    let body: Bytes = axum::body::to_bytes(body, MAX_SUBMISSION_BYTES)
-        .await
-        .map_err(|_| {
-            ApiError::too_large(format!(
-                "a job submission is at most {MAX_SUBMISSION_BYTES} bytes"
-            ))
-        })?;
+    let body = read_small_body(body, MAX_SUBMISSION_BYTES).await?;
     let submission = Submission::parse(&body)?;
     let accepted = state.inner.work.submit(submission).await?;
     Ok((StatusCode::ACCEPTED, Json(accepted)))

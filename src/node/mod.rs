@@ -12,7 +12,8 @@ pub mod metrics;
 use crate::cluster::{ClusterError, Member, Membership};
 use crate::eventlog::{EventLogFile, Rotation};
 use crate::files::LogRoots;
-use crate::http::{self, AppParts, AppState};
+use crate::http::server::{self as http_server, Shutdown};
+use crate::http::{self, AppParts, AppState, HttpLimits};
 use crate::live::LiveFeed;
 use crate::pipeline::{EventLogSink, Pipeline, StoreSink};
 use crate::queue::jetstream::{JetStreamQueue, JetStreamSettings};
@@ -65,6 +66,9 @@ pub struct NodeConfig {
     pub log_roots: Vec<PathBuf>,
     /// Asynchronous work (`--work-*`).
     pub work: WorkSettings,
+    /// Connections, request bodies, file streams, peers and host names (`--max-connections`
+    /// and friends).
+    pub http: HttpLimits,
 }
 
 /// The cluster shape's settings (`--nats` and friends).
@@ -128,6 +132,7 @@ impl NodeConfig {
             tail_buffer: crate::live::DEFAULT_CLIENT_BUFFER,
             log_roots: vec![data_dir.join("eventlog")],
             work: WorkSettings::default(),
+            http: HttpLimits::default(),
         }
     }
 
@@ -339,13 +344,16 @@ impl Node {
             metrics,
             log_roots,
             work,
+            limits: config.http.clone(),
+            loopback_bind: addr.ip().is_loopback(),
+            shutdown: Shutdown::new(http_stopped.clone()),
         });
+        let server_limits = config.http.server;
         let server = tokio::spawn(async move {
-            axum::serve(listener, http::app(state))
-                .with_graceful_shutdown(async move {
-                    let _ = http_stopped.wait_for(|stop| *stop).await;
-                })
-                .await
+            let stop = async move {
+                let _ = http_stopped.wait_for(|stop| *stop).await;
+            };
+            http_server::serve(listener, http::app(state), server_limits, stop).await
         });
         tracing::info!(
             node = %config.node_name,
