@@ -86,7 +86,11 @@ export function mount() {
       if (!paused) status.textContent = 'streaming';
       const feed = sseParser((event) => {
         if (event.event === 'log') push(JSON.parse(event.data));
-        else if (event.event === 'dropped') showError(new Error(`the node dropped this tail: ${JSON.parse(event.data).reason}; reconnecting`));
+        else if (event.event === 'dropped') {
+          const dropped = JSON.parse(event.data);
+          if (dropped.disconnected) showError(new Error(`the node dropped this tail: ${dropped.reason}; reconnecting`));
+          else status.textContent = `streaming (${dropped.missed} events were dropped: this view fell behind)`;
+        }
       });
       const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
       for (;;) {

@@ -141,6 +141,17 @@ async fn n_is_met_from_rotated_and_gzipped_siblings_newest_first() {
             "two key 2"
         ]
     );
+    let (_, body) = get(&node, "/logs?filename=app.log&keyword=key&n=5&order=asc").await;
+    assert_eq!(
+        lines(&body),
+        [
+            "two key 3",
+            "one key 1",
+            "one key 2",
+            "now key 1",
+            "now key 2"
+        ]
+    );
     let (_, body) = get(&node, "/logs?filename=app.log&keyword=key&n=100&order=asc").await;
     assert_eq!(
         lines(&body),
@@ -556,4 +567,140 @@ async fn any_member_serves_any_members_files_and_all_of_them_at_once() {
     assert!(body.contains("node-1"), "{body}");
     let (status, _) = cluster_get(&cluster, 0, "/logs?hostname=*&filename=app.log").await;
     assert_eq!(status, StatusCode::BAD_GATEWAY);
+}
+
+fn mkfifo(path: &Path) {
+    let name = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: mkfifo(3) on a NUL-terminated path we own.
+    assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o644) }, 0, "mkfifo");
+}
+
+#[tokio::test]
+async fn fifos_and_devices_are_refused_and_never_block_a_stream() {
+    let (node, root) = node_with_root().await;
+    let dir = root.path();
+    write(&dir.join("app.log"), "only key\n");
+    // A FIFO named like a rotated sibling blocked open(2) forever: n is not met by the file,
+    // so the siblings are searched.
+    mkfifo(&dir.join("app.log.1"));
+    let answer = tokio::time::timeout(
+        DEADLINE,
+        get(&node, "/logs?filename=app.log&keyword=key&n=10"),
+    )
+    .await
+    .expect("the stream ends");
+    assert_eq!(answer.0, StatusCode::OK);
+    assert_eq!(lines(&answer.1), ["only key"]);
+    mkfifo(&dir.join("pipe.log"));
+    let (status, body) = tokio::time::timeout(DEADLINE, get(&node, "/logs?filename=pipe.log"))
+        .await
+        .expect("an answer");
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(body.contains("not a regular file (a FIFO)"), "{body}");
+    std::os::unix::fs::symlink("/dev/zero", dir.join("zero.log")).unwrap();
+    let (status, body) = get(&node, "/logs?filename=zero.log").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, body) = get(&node, &format!("/logs?filename={}", "a".repeat(5000))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.contains("at most 4096"), "{body}");
+    let (status, body) = get(&node, &format!("/logs?filename=d/{}", "a".repeat(300))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let ready = node.get("/readyz").send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_follow_stream_never_reads_outside_the_roots_after_rotation() {
+    let (node, root) = node_with_root().await;
+    let outside = tempfile::tempdir().unwrap();
+    let secret = outside.path().join("secret.log");
+    write(&secret, "TOP SECRET 1\n");
+    let path = root.path().join("app.log");
+    write(&path, "first\n");
+    let response = node
+        .get("/logs?filename=app.log&follow=true")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.bytes_stream();
+    let mut seen = String::new();
+    // Reads until `what` was seen, or to the end of the stream with `what` empty.
+    let mut read_until = async |seen: &mut String, what: &str| {
+        use futures_util::StreamExt;
+        while what.is_empty() || !seen.contains(what) {
+            let piece = tokio::time::timeout(DEADLINE, body.next())
+                .await
+                .unwrap_or_else(|_| panic!("waiting for {what:?}; got {seen:?}"));
+            match piece {
+                Some(Ok(bytes)) => seen.push_str(&String::from_utf8_lossy(&bytes)),
+                _ => break,
+            }
+        }
+    };
+    read_until(&mut seen, "first\n").await;
+    // Rotation, but the new name is a link to a file outside the root.
+    fs::rename(&path, root.path().join("app.log.1")).unwrap();
+    std::os::unix::fs::symlink(&secret, &path).unwrap();
+    append(&secret, "TOP SECRET 2\n");
+    read_until(&mut seen, "logmesh-error").await;
+    read_until(&mut seen, "").await;
+    assert!(!seen.contains("SECRET"), "{seen}");
+    assert!(seen.contains("outside the log roots"), "{seen}");
+}
+
+#[tokio::test]
+async fn file_streams_are_capped_and_idle_follows_hold_no_thread() {
+    let root = tempfile::tempdir().expect("temp dir");
+    write(&root.path().join("app.log"), "hello\n");
+    let roots = vec![root.path().to_owned()];
+    // More follow streams than tokio's blocking pool has threads (512): when each pinned a
+    // thread, the store writer and readiness starved behind them.
+    const STREAMS: usize = 520;
+    let node = TestNode::start(|config| {
+        config.log_roots = roots;
+        config.http.max_file_streams = STREAMS;
+    })
+    .await;
+    let mut streams = Vec::new();
+    for _ in 0..STREAMS {
+        let response = node
+            .get("/logs?filename=app.log&follow=true")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        streams.push(response);
+    }
+    let response = node.get("/logs?filename=app.log").send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(response.headers().contains_key("retry-after"));
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("--max-file-streams")
+    );
+    let ready = node.get("/readyz").send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+    let response = node
+        .post("/event")
+        .body("stored meanwhile")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    node.wait_for_stored(1).await;
+    // Streams that end give their place back.
+    drop(streams.pop());
+    eventually("a stream slot freed", DEADLINE, || async {
+        node.get("/logs?filename=app.log")
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == StatusCode::OK
+    })
+    .await;
 }

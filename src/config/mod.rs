@@ -455,6 +455,7 @@ pub fn resolve(
         cluster,
         advertise,
         tail_buffer,
+        tail_buffer_bytes: crate::live::DEFAULT_CLIENT_BUFFER_BYTES,
         log_roots,
         work,
         http: crate::http::HttpLimits::default(),

@@ -18,7 +18,7 @@ use flate2::read::MultiGzDecoder;
 use scan::{Assembler, Backward, Line, Matcher, Prefetch, ScanOptions};
 use serde::Serialize;
 use std::fs::{self, File};
-use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::io::{self, BufReader, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -33,8 +33,17 @@ pub const FOLLOW_POLL: Duration = Duration::from_millis(200);
 const LIST_MAX_FILES: usize = 10_000;
 const LIST_MAX_DEPTH: usize = 8;
 
+/// The longest `filename` accepted, in bytes (Linux's `PATH_MAX`).
+pub const MAX_FILENAME_BYTES: usize = 4096;
+
+/// The longest part of a `filename` between slashes (Linux's `NAME_MAX`).
+pub const MAX_NAME_PART_BYTES: usize = 255;
+
 #[derive(Debug, thiserror::Error)]
 pub enum FilesError {
+    /// The name itself is malformed (too long, a component too long).
+    #[error("{0}")]
+    BadName(String),
     #[error("{0}")]
     Forbidden(String),
     #[error("{0}")]
@@ -99,7 +108,22 @@ impl LogRoots {
         if filename.contains('\0') {
             return Err(forbidden("contains a NUL byte"));
         }
+        if filename.len() > MAX_FILENAME_BYTES {
+            return Err(FilesError::BadName(format!(
+                "`filename` is {} bytes; at most {MAX_FILENAME_BYTES} are allowed",
+                filename.len()
+            )));
+        }
         let relative = Path::new(filename);
+        if let Some(long) = relative
+            .components()
+            .find(|part| part.as_os_str().len() > MAX_NAME_PART_BYTES)
+        {
+            return Err(FilesError::BadName(format!(
+                "`filename` has a part of {} bytes; at most {MAX_NAME_PART_BYTES} are allowed",
+                long.as_os_str().len()
+            )));
+        }
         if relative.is_absolute() {
             return Err(forbidden("is an absolute path"));
         }
@@ -126,15 +150,23 @@ impl LogRoots {
                     if !self.roots.iter().any(|root| real.starts_with(&root.path)) {
                         return Err(forbidden("leads outside the log roots"));
                     }
-                    if !real.is_file() {
-                        return Err(FilesError::NotFound(format!(
-                            "`{}` is not a regular file",
-                            filename.escape_debug()
+                    let meta = fs::metadata(&real)
+                        .map_err(|e| FilesError::Io(format!("{filename}: {e}")))?;
+                    if !meta.is_file() {
+                        return Err(FilesError::Forbidden(format!(
+                            "`{}` is not a regular file ({}); only regular files are served",
+                            filename.escape_debug(),
+                            kind_of(&meta.file_type())
                         )));
                     }
                     return Ok(real);
                 }
                 Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
+                Err(error) if error.raw_os_error() == Some(libc::ENAMETOOLONG) => {
+                    return Err(FilesError::BadName(format!(
+                        "`filename` has a part longer than the file system allows: {error}"
+                    )));
+                }
                 Err(error) => return Err(FilesError::Io(format!("{filename}: {error}"))),
             }
         }
@@ -254,7 +286,8 @@ pub struct FileInfo {
 }
 
 /// The rotated siblings of `path` (`path.1`, `path.2.gz`, …), newest (lowest number) first;
-/// symlinks are skipped, so siblings stay inside the root `path` is in.
+/// only regular files count (no symlinks, FIFOs or devices), so siblings stay inside the root
+/// `path` is in.
 pub fn siblings(path: &Path) -> Vec<(PathBuf, bool)> {
     let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
         return Vec::new();
@@ -265,8 +298,9 @@ pub fn siblings(path: &Path) -> Vec<(PathBuf, bool)> {
     let mut found: Vec<(u32, PathBuf, bool)> = entries
         .flatten()
         .filter_map(|entry| {
-            // A symlinked sibling could lead out of the root; rotation never makes one.
-            if entry.file_type().ok()?.is_symlink() {
+            // A symlinked sibling could lead out of the root, and a FIFO or device would
+            // block or never end; rotation makes regular files only.
+            if !entry.file_type().ok()?.is_file() {
                 return None;
             }
             let file_name = entry.file_name().into_string().ok()?;
@@ -303,12 +337,13 @@ pub enum Order {
 pub struct TailRequest {
     /// A file [`LogRoots::resolve`] returned.
     pub path: PathBuf,
+    /// The canonical log roots ([`LogRoots::paths`]): every file opened must lie under one.
+    pub roots: Vec<PathBuf>,
     pub matcher: Matcher,
     pub n: usize,
     pub order: Order,
     pub follow: bool,
     pub scan: ScanOptions,
-    pub poll: Duration,
 }
 
 /// Appends `line` as output: lossy UTF-8, the cut marker, a newline.
@@ -325,136 +360,401 @@ pub fn render(line: &Line, out: &mut Vec<u8>) {
 
 /// Output is handed to the sink in batches of about this size.
 const BATCH_BYTES: usize = 64 * 1024;
+/// Bytes of lines a gzipped sibling read newest first holds at once (see
+/// [`scan::match_window_forward`]).
+const GZ_WINDOW_BYTES: usize = 1024 * 1024;
+/// Bytes a follow step reads at most.
+const FOLLOW_BLOCK: usize = 256 * 1024;
 
-/// Streams the last `n` matching lines of the file and then, with `follow`, new ones, until
-/// the sink closes. Blocking. An error returned after lines were sent must be reported to the
-/// client as the error line.
-pub fn tail(request: &TailRequest, sink: &mut dyn Sink) -> Result<(), FilesError> {
-    let io = |path: &Path, e: io::Error| FilesError::Io(format!("{}: {e}", display_name(path)));
-    let file = File::open(&request.path).map_err(|e| io(&request.path, e))?;
-    let len = file.metadata().map_err(|e| io(&request.path, e))?.len();
-    let ino = file.metadata().map_err(|e| io(&request.path, e))?.ino();
-    let mut out = Vec::new();
-    let mut remaining = request.n;
-    let mut collected: Vec<Line> = Vec::new();
-    let emit = |line: Line, out: &mut Vec<u8>, collected: &mut Vec<Line>| match request.order {
-        Order::Desc => render(&line, out),
-        Order::Asc => collected.push(line),
+/// Opens `path` for reading only if it is a regular file inside one of `roots`, checked on the
+/// opened descriptor itself: the last component is never followed as a symlink, the open never
+/// blocks (a FIFO would block `open` until a writer came), and the descriptor's real path must
+/// lie under a root, so a name swapped for a link between a check and the open is refused.
+pub fn open_confined(path: &Path, roots: &[PathBuf]) -> Result<File, FilesError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let name = display_name(path);
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|error| match error.raw_os_error() {
+            Some(libc::ELOOP) => FilesError::Forbidden(format!(
+                "`{name}` is a symbolic link; only files inside the log roots are served"
+            )),
+            Some(libc::ENOENT) => FilesError::NotFound(format!("`{name}` does not exist")),
+            Some(libc::ENAMETOOLONG) => FilesError::Forbidden(format!("`{name}`: name too long")),
+            _ => FilesError::Io(format!("{name}: {error}")),
+        })?;
+    let meta = file
+        .metadata()
+        .map_err(|error| FilesError::Io(format!("{name}: {error}")))?;
+    if !meta.file_type().is_file() {
+        return Err(FilesError::Forbidden(format!(
+            "`{name}` is not a regular file ({}); only regular files are served",
+            kind_of(&meta.file_type())
+        )));
+    }
+    let real = fs::read_link(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&file)
+    ))
+    .map_err(|error| FilesError::Io(format!("{name}: cannot check where it lies: {error}")))?;
+    if !roots.iter().any(|root| real.starts_with(root)) {
+        return Err(FilesError::Forbidden(format!(
+            "`{name}` leads outside the log roots"
+        )));
+    }
+    Ok(file)
+}
+
+fn kind_of(file_type: &fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if file_type.is_dir() {
+        "a directory"
+    } else if file_type.is_fifo() {
+        "a FIFO"
+    } else if file_type.is_socket() {
+        "a socket"
+    } else if file_type.is_char_device() || file_type.is_block_device() {
+        "a device"
+    } else {
+        "not a file"
+    }
+}
+
+/// Hands rendered lines to the sink in batches of about [`BATCH_BYTES`].
+struct Output<'a> {
+    sink: &'a mut dyn Sink,
+    out: Vec<u8>,
+    /// False once the client has gone.
+    open: bool,
+}
+
+impl Output<'_> {
+    fn line(&mut self, line: &Line) {
+        render(line, &mut self.out);
+        if self.out.len() >= BATCH_BYTES {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.open && !self.out.is_empty() {
+            self.open = self.sink.send(std::mem::take(&mut self.out));
+        }
+        self.out.clear();
+    }
+}
+
+/// One file a tail reads: the followed file or a rotated sibling.
+struct Source {
+    path: PathBuf,
+    file: File,
+    gz: bool,
+}
+
+impl Source {
+    fn io(&self, error: io::Error) -> FilesError {
+        FilesError::Io(format!("{}: {error}", display_name(&self.path)))
+    }
+
+    fn len(&self) -> Result<u64, FilesError> {
+        Ok(self.file.metadata().map_err(|e| self.io(e))?.len())
+    }
+
+    /// A fresh forward reader of the (decompressed) content.
+    fn forward(&self) -> Result<Box<dyn Read + '_>, FilesError> {
+        let reader = ReadAt {
+            file: &self.file,
+            at: 0,
+        };
+        Ok(if self.gz {
+            Box::new(MultiGzDecoder::new(BufReader::new(reader)))
+        } else {
+            Box::new(reader)
+        })
+    }
+}
+
+/// Reads a file from an offset without moving a shared cursor.
+struct ReadAt<'a> {
+    file: &'a File,
+    at: u64,
+}
+
+impl Read for ReadAt<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let read = self.file.read_at(buf, self.at)?;
+        self.at += read as u64;
+        Ok(read)
+    }
+}
+
+/// Streams the last `n` matching lines of the file and its rotated siblings to the sink and,
+/// with `follow`, answers the [`Follower`] that goes on from the end. Blocking. An error
+/// returned after lines were sent must be reported to the client as the error line.
+///
+/// Memory is bounded independently of `n` and of line lengths: newest first, plain files are
+/// read backwards and gzipped ones in windows of [`GZ_WINDOW_BYTES`]; oldest first, the matches
+/// are first counted backwards to find where the `n`th from the end starts, then read forwards
+/// from there.
+pub fn tail(request: &TailRequest, sink: &mut dyn Sink) -> Result<Option<Follower>, FilesError> {
+    let main = Source {
+        file: open_confined(&request.path, &request.roots)?,
+        path: request.path.clone(),
+        gz: false,
     };
-    {
-        let ahead = file.try_clone().map_err(|e| io(&request.path, e))?;
-        let source = Prefetch::new(ahead, request.scan.chunk_bytes);
-        let mut lines = Backward::new(source, len, request.matcher.clone(), request.scan);
-        while remaining > 0 {
+    let meta = main.file.metadata().map_err(|e| main.io(e))?;
+    let (len, ino) = (meta.len(), meta.ino());
+    let mut output = Output {
+        sink,
+        out: Vec::new(),
+        open: true,
+    };
+    let mut sources = vec![main];
+    let mut remaining = request.n;
+    let mut next_sibling = siblings(&request.path).into_iter();
+    // Newest first: the file, then its siblings while `n` is not met.
+    let mut located: Vec<(usize, Start)> = Vec::new();
+    loop {
+        let index = sources.len() - 1;
+        let source = &sources[index];
+        let taken = match request.order {
+            Order::Desc => emit_newest_first(request, source, remaining, &mut output)?,
+            Order::Asc => {
+                let (taken, start) = locate(request, source, remaining)?;
+                if taken > 0 {
+                    located.push((index, start));
+                }
+                taken
+            }
+        };
+        remaining -= taken;
+        output.flush();
+        if remaining == 0 || !output.open {
+            break;
+        }
+        let Some((path, gz)) = next_sibling.next() else {
+            break;
+        };
+        let file = open_confined(&path, &request.roots)?;
+        sources.push(Source { path, file, gz });
+    }
+    // Oldest first: from the oldest file that holds one of them.
+    for (index, start) in located.into_iter().rev() {
+        if !output.open {
+            break;
+        }
+        emit_forward_from(request, &sources[index], start, &mut output)?;
+        output.flush();
+    }
+    if !output.open || !request.follow {
+        return Ok(None);
+    }
+    let main = sources.swap_remove(0);
+    Ok(Some(Follower {
+        path: request.path.clone(),
+        roots: request.roots.clone(),
+        matcher: request.matcher.clone(),
+        file: main.file,
+        ino,
+        offset: len,
+        lines: Assembler::new(request.scan.line_limit),
+        block: Vec::new(),
+    }))
+}
+
+/// Where the oldest of the matches a source contributes starts.
+enum Start {
+    /// A plain file: that line's byte offset (up to the length it had).
+    Offset { from: u64, to: u64 },
+    /// A gzipped file: the matches to skip before it.
+    Skip(u64),
+}
+
+/// Emits up to `n` of the source's last matches, newest first; answers how many.
+fn emit_newest_first(
+    request: &TailRequest,
+    source: &Source,
+    n: usize,
+    output: &mut Output,
+) -> Result<usize, FilesError> {
+    if n == 0 {
+        return Ok(0);
+    }
+    let matcher = &request.matcher;
+    let limit = request.scan.line_limit;
+    if !source.gz {
+        let ahead = source.file.try_clone().map_err(|e| source.io(e))?;
+        let len = source.len()?;
+        let reader = Prefetch::new(ahead, request.scan.chunk_bytes);
+        let mut lines = Backward::new(reader, len, matcher.clone(), request.scan);
+        let mut taken = 0;
+        while taken < n && output.open {
             let Some(line) = lines.next() else {
                 break;
             };
-            let line = line.map_err(|e| io(&request.path, e))?;
-            emit(line, &mut out, &mut collected);
-            remaining -= 1;
-            let flush = out.len() >= BATCH_BYTES || (!out.is_empty() && !lines.has_ready());
-            if flush && !sink.send(std::mem::take(&mut out)) {
-                return Ok(());
+            output.line(&line.map_err(|e| source.io(e))?);
+            taken += 1;
+            if !lines.has_ready() {
+                output.flush();
             }
         }
+        return Ok(taken);
     }
-    for (sibling, gz) in siblings(&request.path) {
-        if remaining == 0 {
+    let total = scan::for_each_match_forward(source.forward()?, matcher, limit, &mut |_, _| true)
+        .map_err(|e| source.io(e))?;
+    let wanted = total.min(n as u64);
+    let floor = total - wanted;
+    let mut until = total;
+    while until > floor && output.open {
+        let (lines, first) = scan::match_window_forward(
+            source.forward()?,
+            matcher,
+            limit,
+            floor,
+            until,
+            GZ_WINDOW_BYTES,
+        )
+        .map_err(|e| source.io(e))?;
+        if lines.is_empty() {
             break;
         }
-        let opened = File::open(&sibling).map_err(|e| io(&sibling, e))?;
-        let lines = if gz {
-            scan::last_matches_forward(
-                MultiGzDecoder::new(BufReader::new(opened)),
-                &request.matcher,
-                remaining,
-                request.scan.line_limit,
-            )
-            .map_err(|e| io(&sibling, e))?
-        } else {
-            let len = opened.metadata().map_err(|e| io(&sibling, e))?.len();
-            let source = Prefetch::new(opened, request.scan.chunk_bytes);
-            Backward::new(source, len, request.matcher.clone(), request.scan)
-                .take(remaining)
-                .collect::<io::Result<Vec<Line>>>()
-                .map_err(|e| io(&sibling, e))?
-        };
-        remaining -= lines.len();
-        for line in lines {
-            emit(line, &mut out, &mut collected);
+        for line in lines.iter().rev() {
+            output.line(line);
         }
-        if !out.is_empty() && !sink.send(std::mem::take(&mut out)) {
-            return Ok(());
+        until = first;
+    }
+    Ok(wanted as usize)
+}
+
+/// Counts up to `n` of the source's last matches; answers how many and where the oldest of
+/// them starts.
+fn locate(request: &TailRequest, source: &Source, n: usize) -> Result<(usize, Start), FilesError> {
+    let matcher = &request.matcher;
+    if source.gz {
+        let total = scan::for_each_match_forward(
+            source.forward()?,
+            matcher,
+            request.scan.line_limit,
+            &mut |_, _| true,
+        )
+        .map_err(|e| source.io(e))?;
+        let taken = total.min(n as u64);
+        return Ok((taken as usize, Start::Skip(total - taken)));
+    }
+    let len = source.len()?;
+    let ahead = source.file.try_clone().map_err(|e| source.io(e))?;
+    let reader = Prefetch::new(ahead, request.scan.chunk_bytes);
+    let mut taken = 0;
+    let mut from = len;
+    for line in Backward::new(reader, len, matcher.clone(), request.scan).take(n) {
+        from = line.map_err(|e| source.io(e))?.start;
+        taken += 1;
+    }
+    Ok((taken, Start::Offset { from, to: len }))
+}
+
+/// Emits the source's matches from `start` on, oldest first.
+fn emit_forward_from(
+    request: &TailRequest,
+    source: &Source,
+    start: Start,
+    output: &mut Output,
+) -> Result<(), FilesError> {
+    let limit = request.scan.line_limit;
+    let (reader, skip): (Box<dyn Read + '_>, u64) = match start {
+        Start::Offset { from, to } => {
+            let reader = ReadAt {
+                file: &source.file,
+                at: from,
+            };
+            (Box::new(reader.take(to - from)), 0)
         }
-    }
-    for line in collected.iter().rev() {
-        render(line, &mut out);
-        if out.len() >= BATCH_BYTES && !sink.send(std::mem::take(&mut out)) {
-            return Ok(());
+        Start::Skip(skip) => (source.forward()?, skip),
+    };
+    scan::for_each_match_forward(reader, &request.matcher, limit, &mut |index, line| {
+        if index >= skip {
+            output.line(&line);
         }
-    }
-    drop(collected);
-    if !out.is_empty() && !sink.send(std::mem::take(&mut out)) {
-        return Ok(());
-    }
-    if request.follow {
-        follow(request, file, ino, len, sink)?;
-    }
+        output.open
+    })
+    .map_err(|e| source.io(e))?;
     Ok(())
 }
 
-/// Streams the lines appended to the file from `offset` on; survives rotation (the name now
-/// names another file: the old one is read to its end first) and truncation (read again from
-/// the start). Returns when the sink closes.
-fn follow(
-    request: &TailRequest,
-    mut file: File,
-    mut ino: u64,
-    mut offset: u64,
-    sink: &mut dyn Sink,
-) -> Result<(), FilesError> {
-    let path = &request.path;
-    let io = |e: io::Error| FilesError::Io(format!("{}: {e}", display_name(path)));
-    let mut lines = Assembler::new(request.scan.line_limit);
-    let mut block = vec![0u8; 256 * 1024];
-    loop {
-        if sink.is_closed() {
-            return Ok(());
-        }
-        let len = file.metadata().map_err(io)?.len();
-        if len < offset {
+/// Follows a file from where [`tail`] stopped: each [`Follower::step`] reads what was appended
+/// since the last one, and notices rotation (the name now names another file: the old one is
+/// read to its end first, then the new one is opened, confined like every open) and truncation
+/// (read again from the start). It holds no thread between steps, so an idle follow stream
+/// costs a file descriptor and a timer, nothing more.
+pub struct Follower {
+    path: PathBuf,
+    roots: Vec<PathBuf>,
+    matcher: Matcher,
+    file: File,
+    ino: u64,
+    offset: u64,
+    lines: Assembler,
+    block: Vec<u8>,
+}
+
+impl Follower {
+    /// Reads what is new (at most [`FOLLOW_BLOCK`] bytes) and answers the rendered matching
+    /// lines, and whether more may be waiting right away. Blocking, but brief.
+    pub fn step(&mut self) -> Result<(Vec<u8>, bool), FilesError> {
+        let name = display_name(&self.path);
+        let io = |e: io::Error| FilesError::Io(format!("{name}: {e}"));
+        let len = self.file.metadata().map_err(io)?.len();
+        if len < self.offset {
             // Truncated in place: what is there now is new.
-            offset = 0;
-            lines.clear();
+            self.offset = 0;
+            self.lines.restart_at(0);
         }
-        if len > offset {
-            file.seek(SeekFrom::Start(offset)).map_err(io)?;
-            let want = ((len - offset) as usize).min(block.len());
-            let read = file.read(&mut block[..want]).map_err(io)?;
-            offset += read as u64;
-            let mut out = Vec::new();
-            lines.push(&block[..read], &request.matcher, &mut |line| {
-                render(&line, &mut out)
-            });
-            if !out.is_empty() && !sink.send(out) {
-                return Ok(());
-            }
-            continue;
+        let mut out = Vec::new();
+        if len > self.offset {
+            use std::os::unix::fs::FileExt;
+            let want = ((len - self.offset) as usize).min(FOLLOW_BLOCK);
+            self.block.resize(want, 0);
+            let read = self
+                .file
+                .read_at(&mut self.block, self.offset)
+                .map_err(io)?;
+            self.offset += read as u64;
+            self.lines
+                .push(&self.block[..read], &self.matcher, &mut |line| {
+                    render(&line, &mut out)
+                });
+            self.block = Vec::new();
+            return Ok((out, read > 0));
         }
         // At the end of the file we hold: has the name moved on to a new file?
-        match fs::metadata(path) {
-            Ok(meta) if meta.ino() != ino => {
-                if let Ok(next) = File::open(path) {
-                    file = next;
-                    ino = meta.ino();
-                    offset = 0;
-                    lines.clear();
-                    continue;
+        match fs::symlink_metadata(&self.path) {
+            Ok(meta) if meta.ino() != self.ino || meta.file_type().is_symlink() => {
+                let real = match fs::canonicalize(&self.path) {
+                    Ok(real) => real,
+                    // Between the rename and the new file: try again on the next step.
+                    Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                        return Ok((out, false));
+                    }
+                    Err(error) => return Err(io(error)),
+                };
+                if !self.roots.iter().any(|root| real.starts_with(root)) {
+                    return Err(FilesError::Forbidden(format!(
+                        "`{name}` was replaced by a link leading outside the log roots; the \
+                         follow stops here"
+                    )));
                 }
+                let file = open_confined(&real, &self.roots)?;
+                self.ino = file.metadata().map_err(io)?.ino();
+                self.file = file;
+                self.offset = 0;
+                self.lines.restart_at(0);
+                Ok((out, true))
             }
-            _ => {}
+            _ => Ok((out, false)),
         }
-        std::thread::sleep(request.poll);
     }
 }
 

@@ -1,10 +1,11 @@
 //! The scanning core: a [`Matcher`] (literal keyword with memmem, or a regex), [`Backward`],
 //! which yields the matching lines of a `Read + Seek` newest first by reading it backwards in
-//! large chunks, and [`last_matches_forward`], which keeps the last `n` matching lines of a
-//! stream that can only be read forwards (a gzipped rotated file).
+//! large chunks, and [`for_each_match_forward`] and [`match_window_forward`] for streams that
+//! can only be read forwards (a gzipped rotated file).
 //!
 //! Invariants:
-//! - Memory is bounded by the chunk size plus the line limit: a line longer than
+//! - Memory is bounded by the chunk size plus the line limit (plus a window's byte budget for
+//!   [`match_window_forward`]), never by the number of lines asked for: a line longer than
 //!   [`ScanOptions::line_limit`] is cut to its first `line_limit` bytes (and flagged), whatever
 //!   its length in the file.
 //! - Lines are searched where they lie in the chunk: the matcher runs over the whole chunk and
@@ -125,18 +126,20 @@ impl Default for ScanOptions {
 }
 
 /// One matching line, without its newline; `cut` when it was longer than the line limit and
-/// `bytes` holds only its beginning.
+/// `bytes` holds only its beginning; `start` is the offset of its first byte in what was read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Line {
     pub bytes: Vec<u8>,
     pub cut: bool,
+    pub start: u64,
 }
 
 impl Line {
-    fn new(bytes: &[u8], limit: usize) -> Line {
+    fn new(bytes: &[u8], limit: usize, start: u64) -> Line {
         Line {
             bytes: bytes[..bytes.len().min(limit)].to_vec(),
             cut: bytes.len() > limit,
+            start,
         }
     }
 }
@@ -304,6 +307,7 @@ impl<R: ChunkSource> Backward<R> {
                     self.ready.push_back(Line {
                         bytes: joined,
                         cut: joined_cut,
+                        start: start + tail_start as u64,
                     });
                 }
                 self.carry.clear();
@@ -334,7 +338,7 @@ impl<R: ChunkSource> Backward<R> {
                 let line = &region[line_start..line_end];
                 // A regex may match across a newline; the line itself must match.
                 if matches!(self.matcher, Matcher::Literal(_)) || self.matcher.is_match(line) {
-                    found.push(Line::new(line, limit));
+                    found.push(Line::new(line, limit, start + line_start as u64));
                 }
                 if line_end >= region.len() {
                     break;
@@ -354,6 +358,7 @@ impl<R: ChunkSource> Backward<R> {
                 self.ready.push_back(Line {
                     bytes: std::mem::take(&mut self.carry),
                     cut: self.carry_cut,
+                    start: 0,
                 });
             }
             self.done = true;
@@ -393,6 +398,9 @@ pub struct Assembler {
     matched: bool,
     cut: bool,
     limit: usize,
+    /// Bytes pushed so far, and where the current line started.
+    position: u64,
+    line_start: u64,
 }
 
 impl Assembler {
@@ -402,6 +410,8 @@ impl Assembler {
             matched: false,
             cut: false,
             limit,
+            position: 0,
+            line_start: 0,
         }
     }
 
@@ -426,12 +436,16 @@ impl Assembler {
             }
             match ended {
                 Some(advance) => {
+                    self.position += advance as u64;
                     if let Some(line) = self.take(matcher) {
                         done(line);
                     }
                     rest = &rest[advance..];
                 }
-                None => rest = &[],
+                None => {
+                    self.position += rest.len() as u64;
+                    rest = &[];
+                }
             }
         }
     }
@@ -442,7 +456,9 @@ impl Assembler {
         let line = Line {
             bytes: std::mem::take(&mut self.current),
             cut: self.cut,
+            start: self.line_start,
         };
+        self.line_start = self.position;
         self.matched = false;
         self.cut = false;
         matched.then_some(line)
@@ -453,31 +469,32 @@ impl Assembler {
         !self.current.is_empty() || self.cut
     }
 
-    pub fn clear(&mut self) {
+    /// Forgets the line in progress; what is pushed next starts a line at `position`.
+    pub fn restart_at(&mut self, position: u64) {
         self.current.clear();
         self.matched = false;
         self.cut = false;
+        self.position = position;
+        self.line_start = position;
     }
 }
 
-/// The last `n` matching lines of a forward-only stream, newest first.
-pub fn last_matches_forward(
+/// Block size of forward reads.
+const FORWARD_BLOCK: usize = 256 * 1024;
+
+/// Calls `each` with every matching line of a forward-only stream, in order, with its index
+/// among the matches; stops early when `each` returns false. Answers the number of matches
+/// seen. Memory: one block and one line.
+pub fn for_each_match_forward(
     mut reader: impl Read,
     matcher: &Matcher,
-    n: usize,
     line_limit: usize,
-) -> io::Result<Vec<Line>> {
-    let mut kept: VecDeque<Line> = VecDeque::with_capacity(n.min(1024));
-    let mut keep = |line: Line| {
-        if n > 0 {
-            if kept.len() == n {
-                kept.pop_front();
-            }
-            kept.push_back(line);
-        }
-    };
-    let mut block = vec![0u8; 256 * 1024];
+    each: &mut dyn FnMut(u64, Line) -> bool,
+) -> io::Result<u64> {
+    let mut block = vec![0u8; FORWARD_BLOCK];
     let mut lines = Assembler::new(line_limit);
+    let mut index = 0u64;
+    let mut going = true;
     loop {
         let read = match reader.read(&mut block) {
             Ok(0) => break,
@@ -485,14 +502,61 @@ pub fn last_matches_forward(
             Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
             Err(error) => return Err(error),
         };
-        lines.push(&block[..read], matcher, &mut keep);
+        lines.push(&block[..read], matcher, &mut |line| {
+            if going {
+                going = each(index, line);
+            }
+            index += 1;
+        });
+        if !going {
+            return Ok(index);
+        }
     }
     if lines.is_pending()
         && let Some(line) = lines.take(matcher)
+        && going
     {
-        keep(line);
+        each(index, line);
+        index += 1;
     }
-    Ok(kept.into_iter().rev().collect())
+    Ok(index)
+}
+
+/// The matches of a forward-only stream with an index in `from..until`, as many of the last
+/// of them as fit in `budget` bytes (at least one), oldest first, with the index of the first
+/// one kept. A caller wanting the newest matches first calls it again with `until` set to that
+/// index: memory stays within the budget whatever the number and length of the lines.
+pub fn match_window_forward(
+    reader: impl Read,
+    matcher: &Matcher,
+    line_limit: usize,
+    from: u64,
+    until: u64,
+    budget: usize,
+) -> io::Result<(Vec<Line>, u64)> {
+    let mut kept: VecDeque<Line> = VecDeque::new();
+    let mut bytes = 0usize;
+    let mut first = until;
+    for_each_match_forward(reader, matcher, line_limit, &mut |index, line| {
+        if index >= until {
+            return false;
+        }
+        if index >= from {
+            bytes += line.bytes.len();
+            kept.push_back(line);
+            first = first.min(index);
+            while bytes > budget && kept.len() > 1 {
+                let dropped = kept.pop_front().expect("more than one line is kept");
+                bytes -= dropped.bytes.len();
+                first += 1;
+            }
+        }
+        true
+    })?;
+    if kept.is_empty() {
+        first = until;
+    }
+    Ok((kept.into(), first))
 }
 
 #[cfg(test)]
@@ -510,12 +574,16 @@ mod tests {
             .collect()
     }
 
+    /// Every match of a forward read, newest first (as [`Backward`] yields them).
     fn forward(text: &[u8], matcher: Matcher, limit: usize) -> Vec<Vec<u8>> {
-        last_matches_forward(Cursor::new(text), &matcher, usize::MAX, limit)
-            .unwrap()
-            .into_iter()
-            .map(|line| line.bytes)
-            .collect()
+        let mut got = Vec::new();
+        for_each_match_forward(Cursor::new(text), &matcher, limit, &mut |_, line| {
+            got.push(line.bytes);
+            true
+        })
+        .unwrap();
+        got.reverse();
+        got
     }
 
     fn lines(text: &[u8], keyword: &str) -> Vec<Vec<u8>> {
@@ -579,20 +647,31 @@ mod tests {
                 vec![
                     Line {
                         bytes: b"xxxxxxxxxx".to_vec(),
-                        cut: true
+                        cut: true,
+                        start: 10,
                     },
                     Line {
                         bytes: b"short key".to_vec(),
-                        cut: false
+                        cut: false,
+                        start: 0,
                     },
                 ],
                 "chunk {chunk}"
             );
         }
-        let got = last_matches_forward(Cursor::new(&text), &Matcher::keyword("key", false), 5, 10)
-            .unwrap();
-        assert_eq!(got[0].bytes, b"xxxxxxxxxx");
-        assert!(got[0].cut);
+        let (got, first) = match_window_forward(
+            Cursor::new(&text),
+            &Matcher::keyword("key", false),
+            10,
+            0,
+            u64::MAX,
+            1 << 20,
+        )
+        .unwrap();
+        assert_eq!(first, 0);
+        assert_eq!(got[1].bytes, b"xxxxxxxxxx");
+        assert!(got[1].cut);
+        assert_eq!(got[1].start, 10);
     }
 
     #[test]
@@ -655,11 +734,61 @@ mod tests {
     }
 
     #[test]
-    fn forward_keeps_only_the_last_n() {
-        let text = b"k1\nx\nk2\nk3\n";
-        let got =
-            last_matches_forward(Cursor::new(text), &Matcher::keyword("k", false), 2, 100).unwrap();
-        let got: Vec<_> = got.into_iter().map(|l| l.bytes).collect();
-        assert_eq!(got, vec![b"k3".to_vec(), b"k2".to_vec()]);
+    fn a_forward_window_keeps_the_last_matches_that_fit_its_budget() {
+        let text = b"k1\nx\nk2\nk3\nk4 long\n";
+        let window = |from, until, budget| {
+            let (lines, first) = match_window_forward(
+                Cursor::new(text),
+                &Matcher::keyword("k", false),
+                100,
+                from,
+                until,
+                budget,
+            )
+            .unwrap();
+            let lines: Vec<Vec<u8>> = lines.into_iter().map(|l| l.bytes).collect();
+            (lines, first)
+        };
+        assert_eq!(
+            window(0, 3, 100),
+            (vec![b"k1".to_vec(), b"k2".to_vec(), b"k3".to_vec()], 0)
+        );
+        assert_eq!(window(0, 3, 4), (vec![b"k2".to_vec(), b"k3".to_vec()], 1));
+        assert_eq!(window(2, u64::MAX, 1), (vec![b"k4 long".to_vec()], 3));
+        assert_eq!(window(0, 0, 100), (vec![], 0));
+        let starts: Vec<u64> = {
+            let mut starts = Vec::new();
+            for_each_match_forward(
+                Cursor::new(text),
+                &Matcher::keyword("k", false),
+                100,
+                &mut |_, line| {
+                    starts.push(line.start);
+                    true
+                },
+            )
+            .unwrap();
+            starts
+        };
+        assert_eq!(starts, vec![0, 5, 8, 11]);
+    }
+
+    #[test]
+    fn backward_lines_know_where_they_start() {
+        let text = b"a k\nbb\nccc k\nk";
+        for chunk in [2, 3, 5, 100] {
+            let starts: Vec<u64> = Backward::new(
+                Cursor::new(text),
+                text.len() as u64,
+                Matcher::keyword("k", false),
+                ScanOptions {
+                    chunk_bytes: chunk,
+                    line_limit: 100,
+                },
+            )
+            .map(|line| line.unwrap().start)
+            .collect();
+            assert_eq!(starts, vec![13, 7, 0], "chunk {chunk}");
+        }
     }
 }

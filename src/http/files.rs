@@ -13,6 +13,7 @@
 
 use super::AppState;
 use super::error::ApiError;
+use super::server::Shutdown;
 use crate::cluster::Member;
 use crate::files::scan::{Matcher, ScanOptions};
 use crate::files::{self, ERROR_LINE_PREFIX, FOLLOW_POLL, FilesError, Order, Sink, TailRequest};
@@ -25,16 +26,16 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// The largest `n`.
 pub const MAX_N: usize = 100_000;
 /// `n` when the request gives none.
 pub const DEFAULT_N: usize = 10;
+/// The longest `keyword` or `regex`, in bytes.
+pub const MAX_PATTERN_BYTES: usize = 4096;
 /// Marks a request one node forwarded to another.
 pub const FORWARDED_HEADER: &str = "x-logmesh-forwarded";
-pub const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Batches of output in flight between a producer and the response body.
 const CHANNEL_BATCHES: usize = 8;
 
@@ -104,6 +105,16 @@ fn check(params: &LogsParams) -> Result<Checked, ApiError> {
             )));
         }
     };
+    for (name, value) in [("keyword", &params.keyword), ("regex", &params.regex)] {
+        if let Some(value) = value
+            && value.len() > MAX_PATTERN_BYTES
+        {
+            return Err(ApiError::bad_request(format!(
+                "`{name}` is {} bytes; at most {MAX_PATTERN_BYTES} are allowed",
+                value.len()
+            )));
+        }
+    }
     let matcher = match (&params.keyword, &params.regex) {
         (Some(_), Some(_)) => {
             return Err(ApiError::bad_request(
@@ -229,6 +240,17 @@ pub async fn logs(
 }
 
 async fn serve_here(state: &AppState, checked: Checked) -> Result<Response, ApiError> {
+    let permit = state
+        .inner
+        .file_streams
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| {
+            ApiError::overloaded(format!(
+                "this node already serves {} file streams (--max-file-streams); retry later",
+                state.inner.max_file_streams
+            ))
+        })?;
     let roots = state.inner.log_roots.clone();
     let filename = checked.filename.clone();
     let path = tokio::task::spawn_blocking(move || roots.resolve(&filename))
@@ -238,24 +260,90 @@ async fn serve_here(state: &AppState, checked: Checked) -> Result<Response, ApiE
         })??;
     let request = TailRequest {
         path,
+        roots: state.inner.log_roots.paths(),
         matcher: checked.matcher,
         n: checked.n,
         order: checked.order,
         follow: checked.follow,
         scan: ScanOptions::default(),
-        poll: FOLLOW_POLL,
     };
     let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
-    tokio::task::spawn_blocking(move || {
-        let mut sink = ChannelSink { tx };
-        if let Err(error) = files::tail(&request, &mut sink) {
-            tracing::warn!(file = %request.path.display(), %error, "A file stream failed.");
-            let _ = sink
-                .tx
-                .blocking_send(Chunk::Last(error_line(&error.to_string())));
+    let shutdown = state.inner.shutdown.clone();
+    tokio::spawn(async move {
+        // Held until the stream ends, follow included.
+        let _permit = permit;
+        let path = request.path.clone();
+        let sink_tx = tx.clone();
+        let tailed = tokio::task::spawn_blocking(move || {
+            let mut sink = ChannelSink { tx: sink_tx };
+            files::tail(&request, &mut sink)
+        })
+        .await;
+        let failed = |error: String| {
+            tracing::warn!(file = %path.display(), %error, "A file stream failed.");
+            error_line(&error)
+        };
+        let follower = match tailed {
+            Ok(Ok(follower)) => follower,
+            Ok(Err(error)) => {
+                let _ = tx.send(Chunk::Last(failed(error.to_string()))).await;
+                return;
+            }
+            Err(error) => {
+                let _ = tx.send(Chunk::Last(failed(error.to_string()))).await;
+                return;
+            }
+        };
+        if let Some(follower) = follower {
+            follow(follower, tx, shutdown).await;
         }
     });
     Ok(text_stream(rx))
+}
+
+/// Drives a [`files::Follower`]: one brief step on the blocking pool whenever the file may have
+/// grown, a timer in between, so an idle follow stream holds no thread. Ends when the client
+/// goes, the node stops (with an error line saying so) or a step fails.
+async fn follow(mut follower: files::Follower, tx: mpsc::Sender<Chunk>, shutdown: Shutdown) {
+    let mut wait = false;
+    loop {
+        if wait {
+            tokio::select! {
+                () = tx.closed() => return,
+                () = shutdown.wait() => {
+                    let line = error_line("the node is stopping; reconnect to follow on");
+                    let _ = tx.send(Chunk::Last(line)).await;
+                    return;
+                }
+                () = tokio::time::sleep(FOLLOW_POLL) => {}
+            }
+        }
+        let stepped = tokio::task::spawn_blocking(move || {
+            let result = follower.step();
+            (follower, result)
+        })
+        .await;
+        let (returned, result) = match stepped {
+            Ok(stepped) => stepped,
+            Err(error) => {
+                let _ = tx.send(Chunk::Last(error_line(&error.to_string()))).await;
+                return;
+            }
+        };
+        follower = returned;
+        match result {
+            Ok((bytes, more)) => {
+                wait = !more;
+                if !bytes.is_empty() && tx.send(Chunk::Data(Bytes::from(bytes))).await.is_err() {
+                    return;
+                }
+            }
+            Err(error) => {
+                let _ = tx.send(Chunk::Last(error_line(&error.to_string()))).await;
+                return;
+            }
+        }
+    }
 }
 
 /// A piece of a streamed body; `Last` ends it (the error line).
@@ -481,6 +569,7 @@ async fn list_here(state: &AppState) -> Result<Value, ApiError> {
 impl From<FilesError> for ApiError {
     fn from(error: FilesError) -> Self {
         match error {
+            FilesError::BadName(message) => ApiError::bad_request(message),
             FilesError::Forbidden(message) => {
                 ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
             }

@@ -1,9 +1,10 @@
 //! `GET /api/v1/tail?service=&severity=`: newly accepted events as Server-Sent Events.
 //!
 //! Each event is an SSE event named `log` whose id is the event id and whose data is one JSON
-//! object (the event log line without `seq`). A client that falls further behind than the
-//! node's per-client buffer gets a final event named `dropped` and the stream ends; ingest
-//! never waits for a client.
+//! object (the event log line without `seq`). Where a client's queue (`--tail-buffer` events,
+//! `--tail-buffer-bytes`) overflowed it gets an event named `dropped` with the number missed;
+//! one that stays behind gets a final `dropped` with `"disconnected": true` and the stream
+//! ends. Ingest never waits for a client.
 
 use super::AppState;
 use super::error::ApiError;
@@ -61,10 +62,18 @@ fn to_sse(item: LiveItem) -> SseEvent {
                 .json_data(data)
                 .expect("events serialise")
         }
-        LiveItem::Dropped { missed } => SseEvent::default().event("dropped").data(
+        LiveItem::Dropped {
+            missed,
+            disconnected,
+        } => SseEvent::default().event("dropped").data(
             serde_json::json!({
-                "reason": "the client fell too far behind the live feed",
+                "reason": if disconnected {
+                    "the client stayed behind the live feed and is disconnected"
+                } else {
+                    "the client's queue was full: events were dropped here"
+                },
                 "missed": missed,
+                "disconnected": disconnected,
             })
             .to_string(),
         ),
@@ -113,10 +122,13 @@ pub async fn tail(
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     let Query(params) = params.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let filter = parse_filter(&params)?;
+    let shutdown = state.inner.shutdown.clone();
     let stream = state
         .inner
         .live
         .subscribe(filter)
-        .map(|item| Ok(to_sse(item)));
+        .map(|item| Ok(to_sse(item)))
+        // A stopping node ends its live streams, so that the shutdown is not held up.
+        .take_until(async move { shutdown.wait().await });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
 }

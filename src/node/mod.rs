@@ -14,7 +14,7 @@ use crate::eventlog::{EventLogFile, Rotation};
 use crate::files::LogRoots;
 use crate::http::server::{self as http_server, Shutdown};
 use crate::http::{self, AppParts, AppState, HttpLimits};
-use crate::live::LiveFeed;
+use crate::live::{ClientLimits, LiveFeed};
 use crate::pipeline::{EventLogSink, Pipeline, StoreSink};
 use crate::queue::jetstream::{JetStreamQueue, JetStreamSettings};
 use crate::queue::local::LocalQueue;
@@ -60,8 +60,10 @@ pub struct NodeConfig {
     pub cluster: Option<ClusterConfig>,
     /// The URL others reach this node at; `None`: `http://<bound address>`.
     pub advertise: Option<String>,
-    /// Events a live tail client may fall behind before it is dropped.
+    /// Events a live tail client's queue holds.
     pub tail_buffer: usize,
+    /// Bytes of events a live tail client's queue holds.
+    pub tail_buffer_bytes: usize,
     /// Directories whose files `GET /logs` serves (default: the event log directory).
     pub log_roots: Vec<PathBuf>,
     /// Asynchronous work (`--work-*`).
@@ -130,6 +132,7 @@ impl NodeConfig {
             cluster: None,
             advertise: None,
             tail_buffer: crate::live::DEFAULT_CLIENT_BUFFER,
+            tail_buffer_bytes: crate::live::DEFAULT_CLIENT_BUFFER_BYTES,
             log_roots: vec![data_dir.join("eventlog")],
             work: WorkSettings::default(),
             http: HttpLimits::default(),
@@ -214,7 +217,13 @@ impl Node {
             .unwrap_or_else(|| format!("http://{addr}"));
         let me = Member::new(&config.node_name, &advertise);
         let metrics = Arc::new(metrics::NodeMetrics::new());
-        let live = Arc::new(LiveFeed::new(config.tail_buffer, config.cluster.is_none()));
+        let live = Arc::new(LiveFeed::new(
+            ClientLimits {
+                events: config.tail_buffer,
+                bytes: config.tail_buffer_bytes,
+            },
+            config.cluster.is_none(),
+        ));
         let (stop_writers, writers_stopped) = watch::channel(false);
         let mut live_follower = None;
         let (stop_http, mut http_stopped) = watch::channel(false);
