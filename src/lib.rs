@@ -13,6 +13,7 @@ pub mod event;
 pub mod eventlog;
 pub mod files;
 pub mod http;
+pub mod lane;
 pub mod live;
 pub mod node;
 pub mod pipeline;

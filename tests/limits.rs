@@ -316,3 +316,82 @@ async fn allowed_hosts_let_a_proxy_name_through() {
     .await;
     assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
 }
+
+#[tokio::test]
+async fn a_stalled_writer_makes_the_node_unready_until_it_writes_again() {
+    let node = TestNode::start(|config| {
+        config.writer_stall_timeout = Duration::from_secs(1);
+    })
+    .await;
+    // Another process holds SQLite's write lock: the store writer cannot commit.
+    let blocker = rusqlite::Connection::open(node.db_path()).unwrap();
+    blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let response = node
+        .post("/event")
+        .body("waits in the queue")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    common::eventually(
+        "readyz reports the stalled writer",
+        Duration::from_secs(30),
+        || async {
+            let response = node.get("/readyz").send().await.unwrap();
+            if response.status() != 503 {
+                return false;
+            }
+            let body: Value = response.json().await.unwrap();
+            let message = body["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            message.contains("store writer") && message.contains("--writer-stall-timeout")
+        },
+    )
+    .await;
+    blocker.execute_batch("COMMIT").unwrap();
+    drop(blocker);
+    node.wait_for_stored(1).await;
+    assert_healthy(&node).await;
+}
+
+#[tokio::test]
+async fn sigterm_ends_the_node_while_streams_are_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    std::fs::write(logs.path().join("app.log"), "one\n").unwrap();
+    let mut node = common::NodeProcess::spawn(
+        dir.path(),
+        &["--log-root", logs.path().to_str().unwrap()],
+        &[],
+    );
+    let client = reqwest::Client::new();
+    let mut follow = client
+        .get(format!("{}/logs?filename=app.log&follow=true", node.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(follow.status(), 200);
+    let tail = client
+        .get(format!("{}/api/v1/tail", node.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tail.status(), 200);
+    let first = follow.chunk().await.unwrap().unwrap();
+    assert_eq!(&first[..], b"one\n");
+    let status = tokio::task::spawn_blocking(move || node.terminate())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    let mut rest = Vec::new();
+    while let Ok(Some(chunk)) = follow.chunk().await {
+        rest.extend_from_slice(&chunk);
+    }
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(
+        rest.contains("logmesh-error: the node is stopping"),
+        "{rest}"
+    );
+}

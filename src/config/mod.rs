@@ -459,6 +459,7 @@ pub fn resolve(
         log_roots,
         work,
         http: crate::http::HttpLimits::default(),
+        writer_stall_timeout: crate::node::DEFAULT_WRITER_STALL_TIMEOUT,
     })
 }
 

@@ -23,6 +23,7 @@ use crate::cluster::Membership;
 use crate::files::LogRoots;
 use crate::live::LiveFeed;
 use crate::node::metrics::NodeMetrics;
+use crate::pipeline::WriterWatch;
 use crate::queue::IngestQueue;
 use crate::store::Store;
 use crate::work::Work;
@@ -94,6 +95,8 @@ struct AppInner {
     peer_timeout: Duration,
     /// Ends long-lived responses when the node stops.
     shutdown: Shutdown,
+    writers: Vec<Arc<WriterWatch>>,
+    writer_stall_timeout: Duration,
     api_token: Option<String>,
     membership: Arc<Membership>,
     live: Arc<LiveFeed>,
@@ -120,6 +123,9 @@ pub struct AppParts {
     /// Whether the node listens on a loopback address only (see [`guard`]).
     pub loopback_bind: bool,
     pub shutdown: Shutdown,
+    /// The background writers, for `GET /readyz`.
+    pub writers: Vec<Arc<WriterWatch>>,
+    pub writer_stall_timeout: Duration,
 }
 
 impl AppState {
@@ -140,6 +146,8 @@ impl AppState {
                 max_file_streams: parts.limits.max_file_streams,
                 peer_timeout: parts.limits.peer_timeout,
                 shutdown: parts.shutdown,
+                writers: parts.writers,
+                writer_stall_timeout: parts.writer_stall_timeout,
                 api_token: parts.api_token,
                 membership: parts.membership,
                 live: parts.live,

@@ -16,14 +16,47 @@ pub async fn healthz(State(state): State<AppState>) -> Json<Value> {
     Json(json!({"status": "ok", "node": state.inner.node_name}))
 }
 
-pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let (queue, store) = tokio::join!(state.inner.queue.health(), state.inner.store.health());
-    let mut problems = Vec::new();
-    if let Err(error) = queue {
-        problems.push(format!("queue: {error}"));
+/// How long `GET /readyz` waits for a health check: one that does not answer is a problem.
+const HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A health check's problem, if any, a check that does not answer in time included.
+async fn in_time(
+    what: &'static str,
+    check: impl std::future::Future<Output = Result<(), String>>,
+) -> Option<String> {
+    match tokio::time::timeout(HEALTH_CHECK_TIMEOUT, check).await {
+        Ok(Ok(())) => None,
+        Ok(Err(error)) => Some(format!("{what}: {error}")),
+        Err(_) => Some(format!(
+            "{what}: no answer to the health check within {} s",
+            HEALTH_CHECK_TIMEOUT.as_secs()
+        )),
     }
-    if let Err(error) = store {
-        problems.push(format!("store: {error}"));
+}
+
+/// Ready when the queue and the store answer their health checks in time and no writer holds a
+/// batch longer than `--writer-stall-timeout` without completing a write.
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let (queue, store) = tokio::join!(
+        in_time("queue", async {
+            state.inner.queue.health().await.map_err(|e| e.to_string())
+        }),
+        in_time("store", async {
+            state.inner.store.health().await.map_err(|e| e.to_string())
+        }),
+    );
+    let mut problems: Vec<String> = queue.into_iter().chain(store).collect();
+    for writer in &state.inner.writers {
+        if let Some(stalled) = writer.stalled_for()
+            && stalled > state.inner.writer_stall_timeout
+        {
+            problems.push(format!(
+                "{}: holds events it has not written for {} s (--writer-stall-timeout {})",
+                writer.name(),
+                stalled.as_secs(),
+                humantime::format_duration(state.inner.writer_stall_timeout)
+            ));
+        }
     }
     if problems.is_empty() {
         Ok(Json(

@@ -15,7 +15,7 @@ use crate::files::LogRoots;
 use crate::http::server::{self as http_server, Shutdown};
 use crate::http::{self, AppParts, AppState, HttpLimits};
 use crate::live::{ClientLimits, LiveFeed};
-use crate::pipeline::{EventLogSink, Pipeline, StoreSink};
+use crate::pipeline::{EventLogSink, Pipeline, StoreSink, WriterWatch};
 use crate::queue::jetstream::{JetStreamQueue, JetStreamSettings};
 use crate::queue::local::LocalQueue;
 use crate::queue::{ConsumerRole, IngestQueue, QueueError, QueueLimits};
@@ -71,7 +71,12 @@ pub struct NodeConfig {
     /// Connections, request bodies, file streams, peers and host names (`--max-connections`
     /// and friends).
     pub http: HttpLimits,
+    /// A writer holding a batch this long without completing a write makes the node unready.
+    pub writer_stall_timeout: Duration,
 }
+
+/// The default of [`NodeConfig::writer_stall_timeout`].
+pub const DEFAULT_WRITER_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The cluster shape's settings (`--nats` and friends).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,6 +141,7 @@ impl NodeConfig {
             log_roots: vec![data_dir.join("eventlog")],
             work: WorkSettings::default(),
             http: HttpLimits::default(),
+            writer_stall_timeout: DEFAULT_WRITER_STALL_TIMEOUT,
         }
     }
 
@@ -289,6 +295,8 @@ impl Node {
             ),
         };
 
+        let store_watch = WriterWatch::new("store writer");
+        let event_log_watch = WriterWatch::new("event log writer");
         let store_writer = Pipeline::new(
             queue.consumer(ConsumerRole::Store).await?,
             StoreSink {
@@ -297,14 +305,19 @@ impl Node {
             config.batch_size,
             config.flush_interval,
         )
-        .with_metrics(metrics.clone());
+        .with_metrics(metrics.clone())
+        .with_watch(store_watch.clone());
         let event_log_writer = Pipeline::new(
             queue.consumer(ConsumerRole::EventLog).await?,
-            EventLogSink::new(event_log),
+            EventLogSink::new(event_log).map_err(|e| NodeError::DataDir {
+                path: config.event_log_dir(),
+                reason: format!("cannot start the event log writer: {e}"),
+            })?,
             config.batch_size,
             config.flush_interval,
         )
-        .with_metrics(metrics.clone());
+        .with_metrics(metrics.clone())
+        .with_watch(event_log_watch.clone());
         let (store_writer, event_log_writer) = match config.cluster {
             None => (store_writer, event_log_writer),
             Some(_) => (
@@ -354,6 +367,8 @@ impl Node {
             log_roots,
             work,
             limits: config.http.clone(),
+            writers: vec![store_watch, event_log_watch],
+            writer_stall_timeout: config.writer_stall_timeout,
             loopback_bind: addr.ip().is_loopback(),
             shutdown: Shutdown::new(http_stopped.clone()),
         });

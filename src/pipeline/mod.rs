@@ -10,11 +10,13 @@
 //! - Only fetching is ever cancelled (by shutdown); a write in progress always completes.
 
 use crate::eventlog::EventLogFile;
+use crate::lane::Lane;
 use crate::node::metrics::NodeMetrics;
 use crate::queue::{Batch, QueueConsumer, QueueError};
 use crate::store::Store;
 use async_trait::async_trait;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
@@ -26,6 +28,63 @@ pub trait BatchSink: Send + 'static {
 
     /// Writes the batch; returns how many events were new (the rest were duplicates).
     async fn write(&mut self, batch: &Batch) -> Result<usize, String>;
+}
+
+/// Whether a writer keeps up: since when it has held a batch without completing a write.
+/// `GET /readyz` reports a writer stalled past `--writer-stall-timeout`, so a node that accepts
+/// events but no longer stores them (a hung database, a starved thread) is taken out of
+/// rotation instead of looking healthy.
+#[derive(Debug)]
+pub struct WriterWatch {
+    name: &'static str,
+    /// Milliseconds since `origin` when the current stretch of work began; 0 when idle.
+    busy_since_ms: AtomicU64,
+    origin: Instant,
+}
+
+impl WriterWatch {
+    pub fn new(name: &'static str) -> Arc<WriterWatch> {
+        Arc::new(WriterWatch {
+            name,
+            busy_since_ms: AtomicU64::new(0),
+            origin: Instant::now(),
+        })
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn now_ms(&self) -> u64 {
+        (self.origin.elapsed().as_millis() as u64).max(1)
+    }
+
+    /// Holding a batch: starts the clock unless it runs.
+    fn busy(&self) {
+        let _ = self.busy_since_ms.compare_exchange(
+            0,
+            self.now_ms(),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// A write completed: the clock starts again.
+    fn progressed(&self) {
+        self.busy_since_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    fn idle(&self) {
+        self.busy_since_ms.store(0, Ordering::Relaxed);
+    }
+
+    /// How long the writer has held a batch without completing a write, if it holds one.
+    pub fn stalled_for(&self) -> Option<Duration> {
+        match self.busy_since_ms.load(Ordering::Relaxed) {
+            0 => None,
+            since => Some(Duration::from_millis(self.now_ms().saturating_sub(since))),
+        }
+    }
 }
 
 /// What one step of a pipeline did.
@@ -63,6 +122,7 @@ pub struct Pipeline<S> {
     /// Whether shutdown first delivers everything the queue holds (see [`Pipeline::run`]).
     drain: bool,
     metrics: Option<Arc<NodeMetrics>>,
+    watch: Option<Arc<WriterWatch>>,
 }
 
 impl<S: BatchSink> Pipeline<S> {
@@ -82,7 +142,14 @@ impl<S: BatchSink> Pipeline<S> {
             pending_new: 0,
             drain: true,
             metrics: None,
+            watch: None,
         }
+    }
+
+    /// Reports progress to `watch` (for `GET /readyz`).
+    pub fn with_watch(mut self, watch: Arc<WriterWatch>) -> Self {
+        self.watch = Some(watch);
+        self
     }
 
     /// Records batch sizes and write durations in the node's metrics.
@@ -103,6 +170,9 @@ impl<S: BatchSink> Pipeline<S> {
         if self.pending.is_none() {
             let batch = self.consumer.fetch(self.batch_size, wait).await?;
             if batch.is_empty() {
+                if let Some(watch) = &self.watch {
+                    watch.idle();
+                }
                 return Ok(Outcome::Idle);
             }
             self.pending = Some(batch);
@@ -118,6 +188,9 @@ impl<S: BatchSink> Pipeline<S> {
         let Some(batch) = self.pending.take() else {
             return Ok(Outcome::Idle);
         };
+        if let Some(watch) = &self.watch {
+            watch.busy();
+        }
         while self.pending_written < batch.len() {
             let end = (self.pending_written + self.batch_size).min(batch.len());
             let part = if self.pending_written == 0 && end == batch.len() {
@@ -143,6 +216,9 @@ impl<S: BatchSink> Pipeline<S> {
                     );
                     self.pending_new += new;
                     self.pending_written = end;
+                    if let Some(watch) = &self.watch {
+                        watch.progressed();
+                    }
                 }
                 Err(reason) => {
                     let error = PipelineError::Sink {
@@ -272,15 +348,19 @@ impl BatchSink for StoreSink {
     }
 }
 
-/// Appends batches to the node's event log file.
+/// Appends batches to the node's event log file, on the file's own thread.
 pub struct EventLogSink {
-    /// `None` only while a write runs on the blocking pool.
-    file: Option<EventLogFile>,
+    file: Lane<EventLogFile>,
+    path: std::path::PathBuf,
 }
 
 impl EventLogSink {
-    pub fn new(file: EventLogFile) -> Self {
-        EventLogSink { file: Some(file) }
+    pub fn new(file: EventLogFile) -> std::io::Result<Self> {
+        let path = file.path();
+        Ok(EventLogSink {
+            file: Lane::spawn("eventlog-writer", file)?,
+            path,
+        })
     }
 }
 
@@ -291,20 +371,12 @@ impl BatchSink for EventLogSink {
     }
 
     async fn write(&mut self, batch: &Batch) -> Result<usize, String> {
-        let mut file = self
-            .file
-            .take()
-            .ok_or_else(|| "the event log file was lost by an earlier failure".to_string())?;
         let events = batch.events.clone();
-        let (file, result) = tokio::task::spawn_blocking(move || {
-            let result = file.append(&events);
-            (file, result)
-        })
-        .await
-        .map_err(|e| format!("the event log task failed: {e}"))?;
-        let path = file.path();
-        self.file = Some(file);
-        result.map_err(|e| format!("{}: {e}", path.display()))
+        self.file
+            .run(move |file| file.append(&events))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("{}: {e}", self.path.display()))
     }
 }
 

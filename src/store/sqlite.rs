@@ -19,11 +19,12 @@ use super::{
 };
 use crate::counters::{Counter, CounterKey};
 use crate::event::Event;
+use crate::lane::Lane;
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// Schema migrations, applied in order once each; never edit one that has shipped.
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -86,13 +87,15 @@ const MIGRATIONS: &[(i64, &str)] = &[
 ];
 
 pub struct SqliteStore {
-    writer: Arc<Mutex<Connection>>,
-    reader: Arc<Mutex<Connection>>,
+    writer: Lane<Connection>,
+    reader: Lane<Connection>,
     /// Increments wait here to be committed in groups.
     counters: CounterGroups,
     /// Searches run here, so that a slow one (a common word over millions of rows) never
     /// delays `health` or the counts; searches wait for each other.
-    searcher: Arc<Mutex<Connection>>,
+    searcher: Lane<Connection>,
+    /// Health checks only: no request waits in front of them.
+    checker: Lane<Connection>,
 }
 
 fn database_error(error: rusqlite::Error) -> StoreError {
@@ -162,18 +165,15 @@ fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Runs `work` on a connection on the blocking pool.
+/// Runs `work` on a connection's own thread.
 async fn with_connection<T: Send + 'static>(
-    connection: &Arc<Mutex<Connection>>,
+    connection: &Lane<Connection>,
     work: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
-    let connection = connection.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut connection = connection.lock().unwrap_or_else(|p| p.into_inner());
-        work(&mut connection)
-    })
-    .await
-    .map_err(|e| StoreError::Database(format!("the database task failed: {e}")))?
+    connection
+        .run(work)
+        .await
+        .map_err(|e| StoreError::Database(format!("the database task failed: {e}")))?
 }
 
 impl SqliteStore {
@@ -184,28 +184,34 @@ impl SqliteStore {
             migrate(&mut writer)?;
             let reader = connect(&path)?;
             let searcher = connect(&path)?;
-            Ok((writer, reader, searcher))
+            let checker = connect(&path)?;
+            Ok((writer, reader, searcher, checker))
         })
         .await
         .map_err(|e| StoreError::Database(format!("the database task failed: {e}")))?
-        .map(|(writer, reader, searcher)| {
-            let writer = Arc::new(Mutex::new(writer));
+        .and_then(|(writer, reader, searcher, checker)| {
+            let lane = |name, connection| {
+                Lane::spawn(name, connection)
+                    .map_err(|e| StoreError::Database(format!("cannot start a thread: {e}")))
+            };
+            let writer = lane("sqlite-writer", writer)?;
             let counters = CounterGroups::start(Arc::new(SqliteCounters {
                 writer: writer.clone(),
             }));
-            SqliteStore {
+            Ok(SqliteStore {
                 writer,
-                reader: Arc::new(Mutex::new(reader)),
-                searcher: Arc::new(Mutex::new(searcher)),
+                reader: lane("sqlite-reader", reader)?,
+                searcher: lane("sqlite-search", searcher)?,
+                checker: lane("sqlite-health", checker)?,
                 counters,
-            }
+            })
         })
     }
 }
 
 /// Applies counter totals for [`CounterGroups`], on the writer connection.
 struct SqliteCounters {
-    writer: Arc<Mutex<Connection>>,
+    writer: Lane<Connection>,
 }
 
 #[async_trait]
@@ -494,7 +500,7 @@ impl Store for SqliteStore {
     }
 
     async fn health(&self) -> Result<(), StoreError> {
-        with_connection(&self.reader, |connection| {
+        with_connection(&self.checker, |connection| {
             connection
                 .query_row("SELECT count(*) FROM logmesh_migrations", [], |row| {
                     row.get::<_, i64>(0)
