@@ -181,7 +181,7 @@ async fn bad_increments_are_rejected_and_change_nothing() {
         (json!({"name": "ok", "labels": many}), "at most 16"),
         (
             json!({"name": "ok", "labels": {"l": "v".repeat(1025)}}),
-            "1025 bytes",
+            "1026 bytes of label names and values",
         ),
         (json!({"name": "ok", "extra": 1}), "unknown field `extra`"),
         (json!({"labels": {}}), "missing field `name`"),

@@ -395,3 +395,46 @@ async fn sigterm_ends_the_node_while_streams_are_open() {
         "{rest}"
     );
 }
+
+#[tokio::test]
+async fn counter_cardinality_is_bounded_and_the_refusal_names_the_limit() {
+    let node = TestNode::start(|config| {
+        config.counters.max_series = 50;
+        config.counters.max_series_per_metric = 40;
+    })
+    .await;
+    let url = format!("{}/metrics", node.url);
+    let mut refused = Vec::new();
+    for n in 0..100 {
+        let body =
+            serde_json::json!({"name": format!("m{}", n % 2), "labels": {"id": n.to_string()}});
+        let (status, answer) = common::post_json(&node.client, &url, &body).await;
+        if status != 200 {
+            assert_eq!(status, 400, "{answer}");
+            assert_eq!(answer["error"]["code"], "limit_exceeded", "{answer}");
+            refused.push(answer["error"]["message"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(refused.len(), 50);
+    assert!(
+        refused.iter().any(|m| m.contains("--counter-max-series")),
+        "{refused:?}"
+    );
+    let all = node
+        .get("/metrics")
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(all["counters"].as_array().unwrap().len(), 50);
+    // An increment body past its limit is a JSON 413, not axum's plain text.
+    let big = serde_json::json!({"name": "c", "labels": {"v": "x".repeat(100_000)}});
+    let response = node.post("/metrics").json(&big).send().await.unwrap();
+    let (code, message) = error_of(response, 413).await;
+    assert_eq!(code, "payload_too_large");
+    assert!(message.contains("65536"), "{message}");
+    assert_healthy(&node).await;
+}

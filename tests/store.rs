@@ -14,7 +14,7 @@ mod common;
 
 use common::databases::{Server, TestDatabase};
 use common::eventually;
-use logmesh::counters::CounterKey;
+use logmesh::counters::{CounterKey, CounterLimits};
 use logmesh::event::Severity;
 use logmesh::event::{Event, IngestContext, parse_json_body};
 use logmesh::store::{
@@ -975,7 +975,7 @@ async fn keyword_queries_read_the_text_index(backend: Backend) {
     let query = keyword("zeppelin");
     let plan = match &db.url {
         DatabaseUrl::Sqlite(path) => {
-            let store = store::sqlite::SqliteStore::open(path.clone())
+            let store = store::sqlite::SqliteStore::open(path.clone(), Default::default())
                 .await
                 .unwrap();
             store.write_batch(timed_events(&batch)).await.unwrap();
@@ -983,14 +983,18 @@ async fn keyword_queries_read_the_text_index(backend: Backend) {
             store.explain_search(&query).await.unwrap()
         }
         DatabaseUrl::Postgres(url) => {
-            let store = store::postgres::PostgresStore::open(url).await.unwrap();
+            let store = store::postgres::PostgresStore::open(url, Default::default())
+                .await
+                .unwrap();
             store.write_batch(timed_events(&batch)).await.unwrap();
             db.execute(&["ANALYZE service_logs"]).await;
             assert_found_four(&store.search(&query).await.unwrap());
             store.explain_search(&query).await.unwrap()
         }
         DatabaseUrl::Mysql(url) => {
-            let store = store::mysql::MysqlStore::open(url).await.unwrap();
+            let store = store::mysql::MysqlStore::open(url, Default::default())
+                .await
+                .unwrap();
             store.write_batch(timed_events(&batch)).await.unwrap();
             // No count check here: InnoDB makes the rows of a 20,000-row commit visible to
             // FULLTEXT searches some 30 ms after the commit (see the README); the other
@@ -1113,6 +1117,77 @@ async fn a_counter_never_overflows(backend: Backend) {
     assert_eq!(store.increment_counter(&key, 1).await.unwrap(), i64::MAX);
 }
 
+async fn counter_series_are_bounded_and_refusals_change_nothing(backend: Backend) {
+    let db = Db::new(backend).await;
+    let limits = CounterLimits {
+        max_series: 5,
+        max_series_per_metric: 3,
+        max_labels: 2,
+        max_label_bytes: 20,
+    };
+    let stores = [
+        store::open_with(&db.url, limits).await.unwrap(),
+        store::open_with(&db.url, limits).await.unwrap(),
+    ];
+    let limit_of = |result: Result<i64, StoreError>| match result {
+        Err(StoreError::LimitExceeded(message)) => message,
+        other => panic!("expected a limit, got {other:?}"),
+    };
+    for n in 0..3 {
+        let key = counter("a", &[("n", &n.to_string())]);
+        assert_eq!(stores[n % 2].increment_counter(&key, 1).await.unwrap(), 1);
+    }
+    // A fourth label set of `a`, from either store: refused, nothing created.
+    let message = limit_of(
+        stores[1]
+            .increment_counter(&counter("a", &[("n", "3")]), 1)
+            .await,
+    );
+    assert!(
+        message.contains("--counter-max-series-per-metric"),
+        "{message}"
+    );
+    // Existing ones go on counting, through the other store too.
+    assert_eq!(
+        stores[1]
+            .increment_counter(&counter("a", &[("n", "0")]), 1)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        stores[0]
+            .increment_counter(&counter("b", &[]), 1)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        stores[1]
+            .increment_counter(&counter("c", &[]), 1)
+            .await
+            .unwrap(),
+        1
+    );
+    let message = limit_of(stores[0].increment_counter(&counter("d", &[]), 1).await);
+    assert!(message.contains("--counter-max-series"), "{message}");
+    let message = limit_of(
+        stores[0]
+            .increment_counter(&counter("b", &[("x", "1"), ("y", "2"), ("z", "3")]), 1)
+            .await,
+    );
+    assert!(message.contains("--counter-max-labels"), "{message}");
+    let message = limit_of(
+        stores[0]
+            .increment_counter(&counter("b", &[("x", &"v".repeat(30))]), 1)
+            .await,
+    );
+    assert!(message.contains("--counter-max-label-bytes"), "{message}");
+    let all = stores[0].counters().await.unwrap();
+    assert_eq!(all.len(), 5, "{all:?}");
+    assert_eq!(db.number("SELECT COUNT(*) FROM counters").await, 5);
+}
+
 macro_rules! conformance {
     ($($test:ident),* $(,)?) => {
         mod sqlite {
@@ -1152,6 +1227,7 @@ conformance!(
     overlapping_batches_from_two_nodes_are_stored_and_counted_once,
     counters_add_atomically_across_stores,
     a_counter_never_overflows,
+    counter_series_are_bounded_and_refusals_change_nothing,
     keywords_match_whole_words_case_insensitively,
     filters_narrow_a_search,
     every_stored_row_is_found_once_by_keyword,

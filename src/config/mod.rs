@@ -460,6 +460,7 @@ pub fn resolve(
         work,
         http: crate::http::HttpLimits::default(),
         writer_stall_timeout: crate::node::DEFAULT_WRITER_STALL_TIMEOUT,
+        counters: crate::counters::CounterLimits::default(),
     })
 }
 

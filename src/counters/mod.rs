@@ -19,12 +19,63 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-/// Most labels one counter may carry.
-pub const MAX_LABELS: usize = 16;
 /// Longest counter or label name, in bytes.
 pub const MAX_NAME_BYTES: usize = 200;
-/// Longest label value, in bytes.
-pub const MAX_VALUE_BYTES: usize = 1024;
+/// Longest label value, in bytes, whatever the limits say.
+pub const MAX_VALUE_BYTES: usize = 4096;
+
+/// How many counters there may be and how large each may be (`--counter-max-*`). Every series
+/// costs a row, a line of `GET /metrics` and memory in every query: without these, a client
+/// minting label values could grow the node without bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CounterLimits {
+    /// Series (distinct name and label set) in all.
+    pub max_series: usize,
+    /// Series of one metric name.
+    pub max_series_per_metric: usize,
+    /// Labels of one series.
+    pub max_labels: usize,
+    /// Bytes of the label names and values of one series, together.
+    pub max_label_bytes: usize,
+}
+
+pub const DEFAULT_MAX_SERIES: usize = 10_000;
+pub const DEFAULT_MAX_SERIES_PER_METRIC: usize = 1_000;
+pub const DEFAULT_MAX_LABELS: usize = 16;
+pub const DEFAULT_MAX_LABEL_BYTES: usize = 1024;
+
+impl Default for CounterLimits {
+    fn default() -> Self {
+        CounterLimits {
+            max_series: DEFAULT_MAX_SERIES,
+            max_series_per_metric: DEFAULT_MAX_SERIES_PER_METRIC,
+            max_labels: DEFAULT_MAX_LABELS,
+            max_label_bytes: DEFAULT_MAX_LABEL_BYTES,
+        }
+    }
+}
+
+impl CounterLimits {
+    /// Refuses a series with more labels, or more label bytes, than allowed.
+    pub fn check_shape(&self, key: &CounterKey) -> Result<(), CounterError> {
+        if key.labels.len() > self.max_labels {
+            return Err(CounterError(format!(
+                "`labels`: {} labels, at most {} allowed (--counter-max-labels)",
+                key.labels.len(),
+                self.max_labels
+            )));
+        }
+        let bytes: usize = key.labels.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if bytes > self.max_label_bytes {
+            return Err(CounterError(format!(
+                "`labels`: {bytes} bytes of label names and values, at most {} allowed \
+                 (--counter-max-label-bytes)",
+                self.max_label_bytes
+            )));
+        }
+        Ok(())
+    }
+}
 /// Names starting with this are the node's own metrics.
 pub const RESERVED_PREFIX: &str = "logmesh_";
 
@@ -78,12 +129,6 @@ impl CounterKey {
         if name.starts_with(RESERVED_PREFIX) {
             return Err(CounterError(format!(
                 "`name`: names starting with `{RESERVED_PREFIX}` are reserved for logmesh's own metrics"
-            )));
-        }
-        if labels.len() > MAX_LABELS {
-            return Err(CounterError(format!(
-                "`labels`: {} labels, at most {MAX_LABELS} allowed",
-                labels.len()
             )));
         }
         for (label, value) in &labels {
@@ -470,21 +515,36 @@ mod tests {
             let error = CounterKey::new(name, labels).unwrap_err().to_string();
             assert!(error.contains(expected), "{name}: {error}");
         }
-        let many: BTreeMap<String, String> =
-            (0..17).map(|i| (format!("l{i}"), "v".to_owned())).collect();
-        assert!(
-            CounterKey::new("ok", many)
-                .unwrap_err()
-                .0
-                .contains("at most 16")
-        );
-        let long = labels(&[("l", &"v".repeat(1025))]);
+        let long = labels(&[("l", &"v".repeat(4097))]);
         assert!(
             CounterKey::new("ok", long)
                 .unwrap_err()
                 .0
-                .contains("1025 bytes")
+                .contains("4097 bytes")
         );
+    }
+
+    #[test]
+    fn the_limits_bound_labels_per_series_and_their_bytes() {
+        let limits = CounterLimits::default();
+        let many: BTreeMap<String, String> =
+            (0..17).map(|i| (format!("l{i}"), "v".to_owned())).collect();
+        let error = limits
+            .check_shape(&CounterKey::new("ok", many).unwrap())
+            .unwrap_err()
+            .0;
+        assert!(
+            error.contains("at most 16") && error.contains("--counter-max-labels"),
+            "{error}"
+        );
+        let long = CounterKey::new("ok", labels(&[("l", &"v".repeat(1024))])).unwrap();
+        let error = limits.check_shape(&long).unwrap_err().0;
+        assert!(
+            error.contains("1025 bytes") && error.contains("--counter-max-label-bytes"),
+            "{error}"
+        );
+        let fine = CounterKey::new("ok", labels(&[("l", &"v".repeat(1023))])).unwrap();
+        assert!(limits.check_shape(&fine).is_ok());
     }
 
     #[test]

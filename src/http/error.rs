@@ -105,8 +105,14 @@ impl From<ClusterError> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
-        if let StoreError::Rejected(message) | StoreError::InvalidQuery(message) = error {
-            return ApiError::bad_request(message);
+        match error {
+            StoreError::Rejected(message) | StoreError::InvalidQuery(message) => {
+                return ApiError::bad_request(message);
+            }
+            StoreError::LimitExceeded(message) => {
+                return ApiError::new(StatusCode::BAD_REQUEST, "limit_exceeded", message);
+            }
+            _ => {}
         }
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

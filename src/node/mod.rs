@@ -10,6 +10,7 @@
 pub mod metrics;
 
 use crate::cluster::{ClusterError, Member, Membership};
+use crate::counters::CounterLimits;
 use crate::eventlog::{EventLogFile, Rotation};
 use crate::files::LogRoots;
 use crate::http::server::{self as http_server, Shutdown};
@@ -73,6 +74,8 @@ pub struct NodeConfig {
     pub http: HttpLimits,
     /// A writer holding a batch this long without completing a write makes the node unready.
     pub writer_stall_timeout: Duration,
+    /// How many counters there may be, and how large (`--counter-max-*`).
+    pub counters: CounterLimits,
 }
 
 /// The default of [`NodeConfig::writer_stall_timeout`].
@@ -142,6 +145,7 @@ impl NodeConfig {
             work: WorkSettings::default(),
             http: HttpLimits::default(),
             writer_stall_timeout: DEFAULT_WRITER_STALL_TIMEOUT,
+            counters: CounterLimits::default(),
         }
     }
 
@@ -281,7 +285,7 @@ impl Node {
             }
         };
         let membership = Arc::new(membership);
-        let store = store::open(&config.database).await?;
+        let store = store::open_with(&config.database, config.counters).await?;
         let work_backend = match work_backend {
             Some(backend) => backend,
             None => Arc::new(

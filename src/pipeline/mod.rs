@@ -400,7 +400,11 @@ mod tests {
         };
         let queue = LocalQueue::open(&dir.join("queue"), limits, 0).unwrap();
         let db = dir.join("s.db");
-        let store = Arc::new(SqliteStore::open(db.clone()).await.unwrap());
+        let store = Arc::new(
+            SqliteStore::open(db.clone(), Default::default())
+                .await
+                .unwrap(),
+        );
         let side = rusqlite::Connection::open(&db).unwrap();
         side.execute_batch(&format!(
             "CREATE TRIGGER refuse BEFORE INSERT ON service_logs WHEN NEW.id = '{refused_id}'

@@ -7,6 +7,12 @@
 //! every increment must wait for the previous one's row lock and fsync.
 //!
 //! Invariants:
+//! - A series (a name and label set) is created only within [`CounterLimits`]: an increment
+//!   that would create one past a limit is refused with [`StoreError::LimitExceeded`] and
+//!   changes nothing. Series this writer knows to exist cost no query; a new one costs a look
+//!   up of the keys and of the counts, in the database every node shares. Two nodes creating
+//!   the last free series at the same moment may both succeed: the limits can be overshot by
+//!   at most a group per node, never grown without bound.
 //! - A caller is answered only after the commit that holds its increment, with the value its
 //!   own increment produced (as if the group's increments ran one after another in arrival
 //!   order), so a read through any node right after sees at least that value.
@@ -14,9 +20,9 @@
 //!   commits.
 
 use super::StoreError;
-use crate::counters::CounterKey;
+use crate::counters::{CounterKey, CounterLimits};
 use async_trait::async_trait;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
@@ -32,6 +38,12 @@ pub trait ApplyIncrements: Send + Sync + 'static {
     /// the new values in the same order. Fails whole, with [`StoreError::Rejected`] when a
     /// counter would pass `i64::MAX`.
     async fn apply(&self, totals: &[(CounterKey, i64)]) -> Result<Vec<i64>, StoreError>;
+
+    /// Which of these storage keys exist.
+    async fn existing(&self, keys: &[String]) -> Result<HashSet<String>, StoreError>;
+
+    /// How many series exist, per metric name.
+    async fn series_per_name(&self) -> Result<HashMap<String, u64>, StoreError>;
 }
 
 struct Pending {
@@ -46,9 +58,9 @@ pub struct CounterGroups {
 
 impl CounterGroups {
     /// Starts the group writer; it ends when the `CounterGroups` is dropped.
-    pub fn start(applier: Arc<dyn ApplyIncrements>) -> CounterGroups {
+    pub fn start(applier: Arc<dyn ApplyIncrements>, limits: CounterLimits) -> CounterGroups {
         let (sender, receiver) = mpsc::channel(QUEUE);
-        tokio::spawn(run(applier, receiver));
+        tokio::spawn(run(applier, limits, receiver));
         CounterGroups { sender }
     }
 
@@ -65,15 +77,99 @@ impl CounterGroups {
     }
 }
 
-async fn run(applier: Arc<dyn ApplyIncrements>, mut receiver: mpsc::Receiver<Pending>) {
+async fn run(
+    applier: Arc<dyn ApplyIncrements>,
+    limits: CounterLimits,
+    mut receiver: mpsc::Receiver<Pending>,
+) {
     let mut arrived = Vec::with_capacity(MAX_PER_GROUP);
+    let mut known = HashSet::new();
     while receiver.recv_many(&mut arrived, MAX_PER_GROUP).await > 0 {
         let mut groups: BTreeMap<CounterKey, Vec<Pending>> = BTreeMap::new();
         for pending in arrived.drain(..) {
+            if let Err(error) = limits.check_shape(&pending.key) {
+                let _ = pending
+                    .reply
+                    .send(Err(StoreError::LimitExceeded(error.to_string())));
+                continue;
+            }
             groups.entry(pending.key.clone()).or_default().push(pending);
         }
-        commit(applier.as_ref(), groups).await;
+        let groups = admit(applier.as_ref(), &limits, &mut known, groups).await;
+        let admitted: Vec<String> = groups.keys().map(CounterKey::storage_key).collect();
+        if commit(applier.as_ref(), groups).await {
+            known.extend(admitted);
+        }
     }
+}
+
+/// Keeps the groups of series that exist or fit within the limits; answers the others'
+/// callers with [`StoreError::LimitExceeded`]. `known` holds keys seen to exist.
+async fn admit(
+    applier: &dyn ApplyIncrements,
+    limits: &CounterLimits,
+    known: &mut HashSet<String>,
+    groups: BTreeMap<CounterKey, Vec<Pending>>,
+) -> BTreeMap<CounterKey, Vec<Pending>> {
+    let unknown: Vec<String> = groups
+        .keys()
+        .map(CounterKey::storage_key)
+        .filter(|key| !known.contains(key))
+        .collect();
+    if unknown.is_empty() {
+        return groups;
+    }
+    let looked_up = match applier.existing(&unknown).await {
+        Ok(existing) => applier
+            .series_per_name()
+            .await
+            .map(|counts| (existing, counts)),
+        Err(error) => Err(error),
+    };
+    let (existing, mut per_name) = match looked_up {
+        Ok(found) => found,
+        Err(error) => {
+            for pendings in groups.into_values() {
+                answer_all(pendings, &error);
+            }
+            return BTreeMap::new();
+        }
+    };
+    known.extend(existing.iter().cloned());
+    let mut total: u64 = per_name.values().sum();
+    let mut admitted = BTreeMap::new();
+    for (key, pendings) in groups {
+        let storage_key = key.storage_key();
+        if known.contains(&storage_key) {
+            admitted.insert(key, pendings);
+            continue;
+        }
+        let of_name = per_name.entry(key.name.clone()).or_default();
+        let refusal = if total >= limits.max_series as u64 {
+            Some(format!(
+                "creating counter {} would pass the {} series this cluster may hold \
+                 (--counter-max-series); existing counters can still be incremented",
+                key.name, limits.max_series
+            ))
+        } else if *of_name >= limits.max_series_per_metric as u64 {
+            Some(format!(
+                "counter {} already has {} label sets, the most one name may have \
+                 (--counter-max-series-per-metric); existing ones can still be incremented",
+                key.name, limits.max_series_per_metric
+            ))
+        } else {
+            None
+        };
+        match refusal {
+            Some(message) => answer_all(pendings, &StoreError::LimitExceeded(message)),
+            None => {
+                total += 1;
+                *of_name += 1;
+                admitted.insert(key, pendings);
+            }
+        }
+    }
+    admitted
 }
 
 /// The sum of a key's increments, or `None` if it alone would overflow.
@@ -83,7 +179,8 @@ fn total(pendings: &[Pending]) -> Option<i64> {
         .try_fold(0i64, |sum, p| sum.checked_add(p.by))
 }
 
-async fn commit(applier: &dyn ApplyIncrements, groups: BTreeMap<CounterKey, Vec<Pending>>) {
+/// Commits the groups; answers whether every series in them now exists.
+async fn commit(applier: &dyn ApplyIncrements, groups: BTreeMap<CounterKey, Vec<Pending>>) -> bool {
     let mut totals = Vec::with_capacity(groups.len());
     let mut waiting = Vec::with_capacity(groups.len());
     for (key, pendings) in groups {
@@ -97,13 +194,14 @@ async fn commit(applier: &dyn ApplyIncrements, groups: BTreeMap<CounterKey, Vec<
         }
     }
     if totals.is_empty() {
-        return;
+        return false;
     }
     match applier.apply(&totals).await {
         Ok(values) => {
             for (value, pendings) in values.into_iter().zip(waiting) {
                 answer_in_order(value, pendings);
             }
+            true
         }
         Err(StoreError::Rejected(_)) => {
             // Some counter would overflow: commit each key on its own, so that only its
@@ -115,11 +213,13 @@ async fn commit(applier: &dyn ApplyIncrements, groups: BTreeMap<CounterKey, Vec<
                     Err(error) => answer_all(pendings, &error),
                 }
             }
+            false
         }
         Err(error) => {
             for pendings in waiting {
                 answer_all(pendings, &error);
             }
+            false
         }
     }
 }
@@ -151,8 +251,10 @@ fn answer_in_order(value: i64, pendings: Vec<Pending>) {
 
 fn answer_all(pendings: Vec<Pending>, error: &StoreError) {
     for pending in pendings {
-        let _ = pending
-            .reply
-            .send(Err(StoreError::Database(error.to_string())));
+        let answer = match error {
+            StoreError::LimitExceeded(message) => StoreError::LimitExceeded(message.clone()),
+            other => StoreError::Database(other.to_string()),
+        };
+        let _ = pending.reply.send(Err(answer));
     }
 }

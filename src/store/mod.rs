@@ -32,7 +32,7 @@ pub mod mysql;
 pub mod postgres;
 pub mod sqlite;
 
-use crate::counters::{Counter, CounterKey};
+use crate::counters::{Counter, CounterKey, CounterLimits};
 use crate::event::{Event, Severity};
 use async_trait::async_trait;
 use base64::Engine;
@@ -100,6 +100,9 @@ pub enum StoreError {
     /// A search this backend cannot answer as asked (the caller's input, not the database).
     #[error("{0}")]
     InvalidQuery(String),
+    /// A limit (`--counter-max-*`) refuses the request; nothing changed.
+    #[error("{0}")]
+    LimitExceeded(String),
 }
 
 /// Results per page when the caller does not say.
@@ -677,12 +680,26 @@ pub(crate) fn log_if_slow(started: Instant, events: usize, outcome: &BatchOutcom
     }
 }
 
-/// Opens the store named by `url`, running migrations. Adding a backend adds one arm here.
+/// Opens the store named by `url`, running migrations, with the default counter limits.
 pub async fn open(url: &DatabaseUrl) -> Result<Arc<dyn Store>, StoreError> {
+    open_with(url, CounterLimits::default()).await
+}
+
+/// Opens the store named by `url`, running migrations. Adding a backend adds one arm here.
+pub async fn open_with(
+    url: &DatabaseUrl,
+    counter_limits: CounterLimits,
+) -> Result<Arc<dyn Store>, StoreError> {
     match url {
-        DatabaseUrl::Sqlite(path) => Ok(Arc::new(sqlite::SqliteStore::open(path.clone()).await?)),
-        DatabaseUrl::Postgres(url) => Ok(Arc::new(postgres::PostgresStore::open(url).await?)),
-        DatabaseUrl::Mysql(url) => Ok(Arc::new(mysql::MysqlStore::open(url).await?)),
+        DatabaseUrl::Sqlite(path) => Ok(Arc::new(
+            sqlite::SqliteStore::open(path.clone(), counter_limits).await?,
+        )),
+        DatabaseUrl::Postgres(url) => Ok(Arc::new(
+            postgres::PostgresStore::open(url, counter_limits).await?,
+        )),
+        DatabaseUrl::Mysql(url) => Ok(Arc::new(
+            mysql::MysqlStore::open(url, counter_limits).await?,
+        )),
     }
 }
 

@@ -40,14 +40,14 @@ use super::{
     counter_overflow, health_check, log_if_slow, redact_url, severity_count_from_row, sqlx_error,
     stored_event_from_row, tally, unique_by_id,
 };
-use crate::counters::{Counter, CounterKey};
+use crate::counters::{Counter, CounterKey, CounterLimits};
 use crate::event::Event;
 use async_trait::async_trait;
 use sqlx::mysql::{
     MySql, MySqlConnectOptions, MySqlConnection, MySqlDatabaseError, MySqlPool, MySqlPoolOptions,
 };
 use sqlx::{ConnectOptions, Connection, QueryBuilder, Row};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -135,6 +135,31 @@ struct MysqlCounters {
 
 #[async_trait]
 impl ApplyIncrements for MysqlCounters {
+    async fn existing(&self, keys: &[String]) -> Result<HashSet<String>, StoreError> {
+        let error = |e| sqlx_error(&self.shown_url, e);
+        let mut query = sqlx::QueryBuilder::new("SELECT `key` FROM counters WHERE `key` IN (");
+        let mut list = query.separated(", ");
+        for key in keys {
+            list.push_bind(key);
+        }
+        list.push_unseparated(")");
+        let found: Vec<String> = query
+            .build_query_scalar()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(error)?;
+        Ok(found.into_iter().collect())
+    }
+
+    async fn series_per_name(&self) -> Result<HashMap<String, u64>, StoreError> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT name, COUNT(*) FROM counters GROUP BY name")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| sqlx_error(&self.shown_url, e))?;
+        Ok(rows.into_iter().map(|(name, n)| (name, n as u64)).collect())
+    }
+
     async fn apply(&self, totals: &[(CounterKey, i64)]) -> Result<Vec<i64>, StoreError> {
         let error = |e| sqlx_error(&self.shown_url, e);
         // MySQL has no RETURNING for an upsert: read each value back inside the transaction,
@@ -180,7 +205,7 @@ impl MysqlStore {
     /// Connects to `url` (a `mysql://` URL; MariaDB speaks the same protocol), migrates the
     /// database and returns a store on a pool that reconnects on its own. Fails with
     /// [`StoreError::Open`] when the database cannot be reached.
-    pub async fn open(url: &str) -> Result<MysqlStore, StoreError> {
+    pub async fn open(url: &str, counter_limits: CounterLimits) -> Result<MysqlStore, StoreError> {
         let shown_url = redact_url(url);
         let open_error = |reason: String| StoreError::Open {
             url: shown_url.clone(),
@@ -201,10 +226,13 @@ impl MysqlStore {
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_lazy_with(options);
-        let counters = CounterGroups::start(Arc::new(MysqlCounters {
-            pool: pool.clone(),
-            shown_url: shown_url.clone(),
-        }));
+        let counters = CounterGroups::start(
+            Arc::new(MysqlCounters {
+                pool: pool.clone(),
+                shown_url: shown_url.clone(),
+            }),
+            counter_limits,
+        );
         Ok(MysqlStore {
             pool,
             shown_url,

@@ -31,12 +31,13 @@ use super::{
     counter_overflow, health_check, log_if_slow, redact_url, severity_count_from_row, sqlx_error,
     stored_event_from_row, tally, unique_by_id,
 };
-use crate::counters::{Counter, CounterKey};
+use crate::counters::{Counter, CounterKey, CounterLimits};
 use crate::event::Event;
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, Postgres};
 use sqlx::{ConnectOptions, Connection, QueryBuilder, Row};
 use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -124,6 +125,26 @@ struct PgCounters {
 
 #[async_trait]
 impl ApplyIncrements for PgCounters {
+    async fn existing(&self, keys: &[String]) -> Result<HashSet<String>, StoreError> {
+        let error = |e| sqlx_error(&self.shown_url, e);
+        let found: Vec<String> =
+            sqlx::query_scalar("SELECT key::text FROM counters WHERE key = ANY($1::uuid[])")
+                .bind(keys)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(error)?;
+        Ok(found.into_iter().collect())
+    }
+
+    async fn series_per_name(&self) -> Result<HashMap<String, u64>, StoreError> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT name, COUNT(*) FROM counters GROUP BY name")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| sqlx_error(&self.shown_url, e))?;
+        Ok(rows.into_iter().map(|(name, n)| (name, n as u64)).collect())
+    }
+
     async fn apply(&self, totals: &[(CounterKey, i64)]) -> Result<Vec<i64>, StoreError> {
         let error = |e| sqlx_error(&self.shown_url, e);
         let mut transaction = self.pool.begin().await.map_err(error)?;
@@ -154,7 +175,10 @@ impl ApplyIncrements for PgCounters {
 impl PostgresStore {
     /// Connects to `url`, migrates the database and returns a store on a pool that reconnects
     /// on its own. Fails with [`StoreError::Open`] when the database cannot be reached.
-    pub async fn open(url: &str) -> Result<PostgresStore, StoreError> {
+    pub async fn open(
+        url: &str,
+        counter_limits: CounterLimits,
+    ) -> Result<PostgresStore, StoreError> {
         let shown_url = redact_url(url);
         let open_error = |reason: String| StoreError::Open {
             url: shown_url.clone(),
@@ -176,10 +200,13 @@ impl PostgresStore {
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_lazy_with(options);
-        let counters = CounterGroups::start(Arc::new(PgCounters {
-            pool: pool.clone(),
-            shown_url: shown_url.clone(),
-        }));
+        let counters = CounterGroups::start(
+            Arc::new(PgCounters {
+                pool: pool.clone(),
+                shown_url: shown_url.clone(),
+            }),
+            counter_limits,
+        );
         Ok(PostgresStore {
             pool,
             shown_url,

@@ -17,12 +17,12 @@ use super::{
     BatchOutcome, SearchPage, SearchQuery, Selection, SeverityCount, Store, StoreError,
     StoredEvent, counter_from_row, counter_overflow, stored_severity,
 };
-use crate::counters::{Counter, CounterKey};
+use crate::counters::{Counter, CounterKey, CounterLimits};
 use crate::event::Event;
 use crate::lane::Lane;
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -178,7 +178,10 @@ async fn with_connection<T: Send + 'static>(
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and migrates it.
-    pub async fn open(path: PathBuf) -> Result<SqliteStore, StoreError> {
+    pub async fn open(
+        path: PathBuf,
+        counter_limits: CounterLimits,
+    ) -> Result<SqliteStore, StoreError> {
         tokio::task::spawn_blocking(move || {
             let mut writer = connect(&path)?;
             migrate(&mut writer)?;
@@ -195,9 +198,12 @@ impl SqliteStore {
                     .map_err(|e| StoreError::Database(format!("cannot start a thread: {e}")))
             };
             let writer = lane("sqlite-writer", writer)?;
-            let counters = CounterGroups::start(Arc::new(SqliteCounters {
-                writer: writer.clone(),
-            }));
+            let counters = CounterGroups::start(
+                Arc::new(SqliteCounters {
+                    writer: writer.clone(),
+                }),
+                counter_limits,
+            );
             Ok(SqliteStore {
                 writer,
                 reader: lane("sqlite-reader", reader)?,
@@ -216,6 +222,39 @@ struct SqliteCounters {
 
 #[async_trait]
 impl ApplyIncrements for SqliteCounters {
+    async fn existing(&self, keys: &[String]) -> Result<HashSet<String>, StoreError> {
+        let keys = keys.to_vec();
+        with_connection(&self.writer, move |connection| {
+            let mut found = HashSet::new();
+            let mut query = connection
+                .prepare_cached("SELECT 1 FROM counters WHERE key = ?1")
+                .map_err(database_error)?;
+            for key in keys {
+                if query.exists([&key]).map_err(database_error)? {
+                    found.insert(key);
+                }
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn series_per_name(&self) -> Result<HashMap<String, u64>, StoreError> {
+        with_connection(&self.writer, |connection| {
+            let mut query = connection
+                .prepare_cached("SELECT name, COUNT(*) FROM counters GROUP BY name")
+                .map_err(database_error)?;
+            let rows = query
+                .query_map([], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)? as u64))
+                })
+                .map_err(database_error)?;
+            rows.collect::<Result<HashMap<_, _>, _>>()
+                .map_err(database_error)
+        })
+        .await
+    }
+
     async fn apply(&self, totals: &[(CounterKey, i64)]) -> Result<Vec<i64>, StoreError> {
         let totals = totals.to_vec();
         with_connection(&self.writer, move |connection| {
