@@ -772,3 +772,72 @@ async fn run_count(client: &reqwest::Client, url: &str) -> (u16, String, String)
     )
     .await
 }
+
+/// Runs an export of `data` to its end; answers the final record.
+async fn export_record(client: &reqwest::Client, url: &str, data: Value) -> Value {
+    let (code, accepted) = submit(client, url, json!({"kind": "export", "data": data})).await;
+    assert_eq!(code, 202, "{accepted}");
+    let callback = accepted["callback"].as_str().unwrap().to_owned();
+    follow(client, url, &callback).await.1
+}
+
+/// A result larger than a job may keep, then one the result store has no room left for: each
+/// fails at once (no retry could fit it) with an error naming its limit, and keeps nothing.
+async fn results_past_their_limits_fail_and_keep_nothing(client: &reqwest::Client, url: &str) {
+    let record = export_record(client, url, json!({})).await;
+    assert_eq!(record["status"], "failed", "{record}");
+    assert_eq!(record["attempts"], 1, "{record}");
+    let error = record["error"].as_str().unwrap();
+    assert!(error.contains("--work-max-result-bytes"), "{error}");
+    // Fits alone: kept.
+    let record = export_record(client, url, json!({"service": "web"})).await;
+    assert_eq!(record["status"], "worked", "{record}");
+    // Fits alone, but not beside the one kept.
+    let record = export_record(client, url, json!({"service": "db"})).await;
+    assert_eq!(record["status"], "failed", "{record}");
+    let error = record["error"].as_str().unwrap();
+    assert!(error.contains("--work-max-results-bytes"), "{error}");
+}
+
+#[tokio::test]
+async fn export_results_are_bounded_per_job_and_in_all() {
+    let node = TestNode::start(|config| {
+        // The 32 events export to about 4 KB, the 11 of a service to about 1.3 KB.
+        config.work.max_result_bytes = 1500;
+        config.work.max_results_bytes = 2000;
+    })
+    .await;
+    ingest(&node, &events()).await;
+    results_past_their_limits_fail_and_keep_nothing(&node.client, &node.url).await;
+    let results = node.config.work_dir().join("results");
+    let kept: Vec<String> = std::fs::read_dir(&results)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(kept.len(), 1, "only the result that fits: {kept:?}");
+}
+
+#[tokio::test]
+async fn cluster_export_results_are_bounded_per_job_and_in_all() {
+    let database = TestDatabase::create(Server::Postgres).await;
+    let cluster = TestCluster::start(
+        1,
+        &nats_url(),
+        database.url(),
+        &[
+            "--work-max-result-bytes",
+            "1500",
+            "--work-max-results-bytes",
+            "2000",
+        ],
+    );
+    let url = cluster.nodes[0].url();
+    ready(&cluster.client, &url).await;
+    let lines: String = events().iter().map(|l| format!("{l}\n")).collect();
+    assert_eq!(cluster.post_ndjson(0, lines).await, 202);
+    eventually("events stored", DEADLINE, || async {
+        cluster.stored().await.rows == 32
+    })
+    .await;
+    results_past_their_limits_fail_and_keep_nothing(&cluster.client, &url).await;
+}

@@ -3,8 +3,12 @@
 //! defaults. The first source that sets a value wins; every value is checked here, so a bad
 //! one is a start-up error that names its source, never a panic later.
 
+use crate::counters::CounterLimits;
 use crate::event::parse::check_name;
 use crate::eventlog::Rotation;
+use crate::http::HttpLimits;
+use crate::http::body::BodyPace;
+use crate::http::server::ServerLimits;
 use crate::node::{ClusterConfig, LogFormat, NodeConfig};
 use crate::queue::QueueLimits;
 use crate::store::{DatabaseUrl, redact_url};
@@ -143,6 +147,71 @@ pub struct ServeArgs {
     /// 1m) [env: LOGMESH_WORK_RETRY_BACKOFF] [default: 1s]
     #[arg(long, value_name = "DURATION")]
     pub work_retry_backoff: Option<String>,
+    /// Largest result one job may keep, e.g. 100MiB [env: LOGMESH_WORK_MAX_RESULT_BYTES]
+    /// [default: 1GiB]
+    #[arg(long, value_name = "SIZE")]
+    pub work_max_result_bytes: Option<String>,
+    /// Bytes the results kept may hold together (in a cluster: on all nodes together); past
+    /// it jobs fail [env: LOGMESH_WORK_MAX_RESULTS_BYTES] [default: 4GiB]
+    #[arg(long, value_name = "SIZE")]
+    pub work_max_results_bytes: Option<String>,
+    /// Connections served at once; one more gets 503 [env: LOGMESH_MAX_CONNECTIONS]
+    /// [default: 1024]
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<String>,
+    /// Time a client has to send a request's head (and an idle kept-alive connection lives)
+    /// [env: LOGMESH_HEADER_READ_TIMEOUT] [default: 10s]
+    #[arg(long, value_name = "DURATION")]
+    pub header_read_timeout: Option<String>,
+    /// Time a request body has before --body-min-rate applies; one second more per
+    /// --body-min-rate bytes received, else 408 [env: LOGMESH_BODY_READ_TIMEOUT] [default: 10s]
+    #[arg(long, value_name = "DURATION")]
+    pub body_read_timeout: Option<String>,
+    /// Bytes per second a request body must keep up, e.g. 8KiB [env: LOGMESH_BODY_MIN_RATE]
+    /// [default: 8KiB]
+    #[arg(long, value_name = "SIZE")]
+    pub body_min_rate: Option<String>,
+    /// GET /logs streams (follow included) served at once; more get 503
+    /// [env: LOGMESH_MAX_FILE_STREAMS] [default: 64]
+    #[arg(long, value_name = "N")]
+    pub max_file_streams: Option<String>,
+    /// How long another member may take to answer a forwarded request
+    /// [env: LOGMESH_PEER_TIMEOUT] [default: 10s]
+    #[arg(long, value_name = "DURATION")]
+    pub peer_timeout: Option<String>,
+    /// Host names the node answers to besides loopback ones (comma-separated; `.example.com`
+    /// for a domain, `*` for any); on a loopback address only loopback names are served
+    /// otherwise [env: LOGMESH_ALLOWED_HOSTS] [default: loopback names on a loopback address,
+    /// any name otherwise]
+    #[arg(long, value_name = "HOSTS")]
+    pub allowed_hosts: Option<String>,
+    /// How long requests in flight get to finish when the node stops
+    /// [env: LOGMESH_SHUTDOWN_GRACE] [default: 10s]
+    #[arg(long, value_name = "DURATION")]
+    pub shutdown_grace: Option<String>,
+    /// Bytes of events a live tail client's queue holds [env: LOGMESH_TAIL_BUFFER_BYTES]
+    /// [default: 4MiB]
+    #[arg(long, value_name = "SIZE")]
+    pub tail_buffer_bytes: Option<String>,
+    /// A writer holding events this long without writing any makes GET /readyz fail
+    /// [env: LOGMESH_WRITER_STALL_TIMEOUT] [default: 30s]
+    #[arg(long, value_name = "DURATION")]
+    pub writer_stall_timeout: Option<String>,
+    /// Counters (name and label set) in all [env: LOGMESH_COUNTER_MAX_SERIES]
+    /// [default: 10000]
+    #[arg(long, value_name = "N")]
+    pub counter_max_series: Option<String>,
+    /// Label sets one counter name may have [env: LOGMESH_COUNTER_MAX_SERIES_PER_METRIC]
+    /// [default: 1000]
+    #[arg(long, value_name = "N")]
+    pub counter_max_series_per_metric: Option<String>,
+    /// Labels one counter may have [env: LOGMESH_COUNTER_MAX_LABELS] [default: 16]
+    #[arg(long, value_name = "N")]
+    pub counter_max_labels: Option<String>,
+    /// Bytes of label names and values one counter may have, together
+    /// [env: LOGMESH_COUNTER_MAX_LABEL_BYTES] [default: 1KiB]
+    #[arg(long, value_name = "SIZE")]
+    pub counter_max_label_bytes: Option<String>,
     /// Format of logmesh's own logs: human or json [env: LOGMESH_LOG_FORMAT] [default: human]
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<String>,
@@ -221,6 +290,31 @@ const SETTINGS: &[(&str, &[&str])] = &[
     ("work-lease", &["LOGMESH_WORK_LEASE"]),
     ("work-max-attempts", &["LOGMESH_WORK_MAX_ATTEMPTS"]),
     ("work-retry-backoff", &["LOGMESH_WORK_RETRY_BACKOFF"]),
+    ("work-max-result-bytes", &["LOGMESH_WORK_MAX_RESULT_BYTES"]),
+    (
+        "work-max-results-bytes",
+        &["LOGMESH_WORK_MAX_RESULTS_BYTES"],
+    ),
+    ("max-connections", &["LOGMESH_MAX_CONNECTIONS"]),
+    ("header-read-timeout", &["LOGMESH_HEADER_READ_TIMEOUT"]),
+    ("body-read-timeout", &["LOGMESH_BODY_READ_TIMEOUT"]),
+    ("body-min-rate", &["LOGMESH_BODY_MIN_RATE"]),
+    ("max-file-streams", &["LOGMESH_MAX_FILE_STREAMS"]),
+    ("peer-timeout", &["LOGMESH_PEER_TIMEOUT"]),
+    ("allowed-hosts", &["LOGMESH_ALLOWED_HOSTS"]),
+    ("shutdown-grace", &["LOGMESH_SHUTDOWN_GRACE"]),
+    ("tail-buffer-bytes", &["LOGMESH_TAIL_BUFFER_BYTES"]),
+    ("writer-stall-timeout", &["LOGMESH_WRITER_STALL_TIMEOUT"]),
+    ("counter-max-series", &["LOGMESH_COUNTER_MAX_SERIES"]),
+    (
+        "counter-max-series-per-metric",
+        &["LOGMESH_COUNTER_MAX_SERIES_PER_METRIC"],
+    ),
+    ("counter-max-labels", &["LOGMESH_COUNTER_MAX_LABELS"]),
+    (
+        "counter-max-label-bytes",
+        &["LOGMESH_COUNTER_MAX_LABEL_BYTES"],
+    ),
 ];
 
 struct Resolver<'a> {
@@ -308,6 +402,25 @@ pub fn resolve(
     set("work-lease", &args.work_lease);
     set("work-max-attempts", &args.work_max_attempts);
     set("work-retry-backoff", &args.work_retry_backoff);
+    set("work-max-result-bytes", &args.work_max_result_bytes);
+    set("work-max-results-bytes", &args.work_max_results_bytes);
+    set("max-connections", &args.max_connections);
+    set("header-read-timeout", &args.header_read_timeout);
+    set("body-read-timeout", &args.body_read_timeout);
+    set("body-min-rate", &args.body_min_rate);
+    set("max-file-streams", &args.max_file_streams);
+    set("peer-timeout", &args.peer_timeout);
+    set("allowed-hosts", &args.allowed_hosts);
+    set("shutdown-grace", &args.shutdown_grace);
+    set("tail-buffer-bytes", &args.tail_buffer_bytes);
+    set("writer-stall-timeout", &args.writer_stall_timeout);
+    set("counter-max-series", &args.counter_max_series);
+    set(
+        "counter-max-series-per-metric",
+        &args.counter_max_series_per_metric,
+    );
+    set("counter-max-labels", &args.counter_max_labels);
+    set("counter-max-label-bytes", &args.counter_max_label_bytes);
     if args.insecure {
         flags.insert("insecure", "true".to_owned());
     }
@@ -356,7 +469,13 @@ pub fn resolve(
         })?;
     let api_token = resolver
         .get("api-token", None, |v| {
-            if v.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            if v.is_empty() {
+                Err(
+                    "an empty token would refuse every request; give a token or leave the \
+                     setting out"
+                        .into(),
+                )
+            } else if v.chars().any(|c| c.is_whitespace() || c.is_control()) {
                 Err("tokens cannot contain whitespace or control characters".into())
             } else {
                 Ok(Some(v.to_owned()))
@@ -427,6 +546,18 @@ pub fn resolve(
         }
     };
     let work = resolve_work(&resolver)?;
+    let http = resolve_http(&resolver)?;
+    let tail_buffer_bytes = resolver.get(
+        "tail-buffer-bytes",
+        crate::live::DEFAULT_CLIENT_BUFFER_BYTES,
+        |v| parse_size(v, 1024, 1 << 30).map(|n| n as usize),
+    )?;
+    let writer_stall_timeout = resolver.get(
+        "writer-stall-timeout",
+        crate::node::DEFAULT_WRITER_STALL_TIMEOUT,
+        |v| parse_duration_between(v, Duration::from_secs(1), Duration::from_secs(3600)),
+    )?;
+    let counters = resolve_counters(&resolver)?;
     if max_bytes < max_body_bytes {
         return Err(ConfigError::Conflict(format!(
             "queue-max-bytes ({max_bytes}) is smaller than max-body-bytes ({max_body_bytes}): \
@@ -455,12 +586,104 @@ pub fn resolve(
         cluster,
         advertise,
         tail_buffer,
-        tail_buffer_bytes: crate::live::DEFAULT_CLIENT_BUFFER_BYTES,
+        tail_buffer_bytes,
         log_roots,
         work,
-        http: crate::http::HttpLimits::default(),
-        writer_stall_timeout: crate::node::DEFAULT_WRITER_STALL_TIMEOUT,
-        counters: crate::counters::CounterLimits::default(),
+        http,
+        writer_stall_timeout,
+        counters,
+    })
+}
+
+fn resolve_http(resolver: &Resolver) -> Result<HttpLimits, ConfigError> {
+    use crate::http::body::{DEFAULT_BODY_MIN_RATE, DEFAULT_BODY_READ_TIMEOUT};
+    use crate::http::server::{
+        DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_SHUTDOWN_GRACE,
+    };
+    use crate::http::{DEFAULT_MAX_FILE_STREAMS, DEFAULT_PEER_TIMEOUT};
+    let timeout =
+        |v: &str| parse_duration_between(v, Duration::from_millis(100), Duration::from_secs(3600));
+    let max_connections = resolver.get("max-connections", DEFAULT_MAX_CONNECTIONS, |v| {
+        parse_count(v, 1, 1_000_000)
+    })?;
+    let header_read_timeout =
+        resolver.get("header-read-timeout", DEFAULT_HEADER_READ_TIMEOUT, timeout)?;
+    let read_timeout = resolver.get("body-read-timeout", DEFAULT_BODY_READ_TIMEOUT, timeout)?;
+    let min_rate = resolver.get("body-min-rate", DEFAULT_BODY_MIN_RATE, |v| {
+        parse_size(v, 1, 1 << 30)
+    })?;
+    let max_file_streams = resolver.get("max-file-streams", DEFAULT_MAX_FILE_STREAMS, |v| {
+        parse_count(v, 1, 100_000)
+    })?;
+    let peer_timeout = resolver.get("peer-timeout", DEFAULT_PEER_TIMEOUT, timeout)?;
+    let shutdown_grace = resolver.get("shutdown-grace", DEFAULT_SHUTDOWN_GRACE, timeout)?;
+    let allowed_hosts = resolver.get("allowed-hosts", Vec::new(), parse_host_list)?;
+    Ok(HttpLimits {
+        server: ServerLimits {
+            max_connections,
+            header_read_timeout,
+            shutdown_grace,
+        },
+        body_pace: BodyPace {
+            read_timeout,
+            min_rate,
+        },
+        max_file_streams,
+        peer_timeout,
+        allowed_hosts,
+    })
+}
+
+/// A comma-separated list of host names: `name`, `.domain` or `*`.
+fn parse_host_list(value: &str) -> Result<Vec<String>, String> {
+    let hosts: Vec<String> = value
+        .split([',', '\n'])
+        .map(str::trim)
+        .filter(|host| !host.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if hosts.is_empty() {
+        return Err("expected host names separated by commas".into());
+    }
+    for host in &hosts {
+        let name = host.strip_prefix('.').unwrap_or(host);
+        let valid = host == "*"
+            || (!name.is_empty()
+                && name.bytes().all(|b| {
+                    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b':' | b'[' | b']')
+                }));
+        if !valid {
+            return Err(format!(
+                "`{host}` is not a host name (give names such as logs.example.com, \
+                 .example.com for a domain, or * for any)"
+            ));
+        }
+    }
+    Ok(hosts)
+}
+
+fn resolve_counters(resolver: &Resolver) -> Result<CounterLimits, ConfigError> {
+    use crate::counters::*;
+    let max_series = resolver.get("counter-max-series", DEFAULT_MAX_SERIES, |v| {
+        parse_count(v, 1, 10_000_000)
+    })?;
+    let max_series_per_metric = resolver.get(
+        "counter-max-series-per-metric",
+        DEFAULT_MAX_SERIES_PER_METRIC,
+        |v| parse_count(v, 1, 10_000_000),
+    )?;
+    let max_labels = resolver.get("counter-max-labels", DEFAULT_MAX_LABELS, |v| {
+        parse_count(v, 0, 64)
+    })?;
+    let max_label_bytes =
+        resolver.get("counter-max-label-bytes", DEFAULT_MAX_LABEL_BYTES, |v| {
+            parse_size(v, 16, 64 * 1024).map(|n| n as usize)
+        })?;
+    Ok(CounterLimits {
+        max_series,
+        max_series_per_metric,
+        max_labels,
+        max_label_bytes,
     })
 }
 
@@ -488,6 +711,22 @@ fn resolve_work(resolver: &Resolver) -> Result<WorkSettings, ConfigError> {
     let retry_backoff = resolver.get("work-retry-backoff", DEFAULT_WORK_RETRY_BACKOFF, |v| {
         parse_duration_between(v, Duration::from_millis(1), crate::work::MAX_RETRY_BACKOFF)
     })?;
+    let max_result_bytes = resolver.get(
+        "work-max-result-bytes",
+        DEFAULT_WORK_MAX_RESULT_BYTES,
+        |v| parse_size(v, 1024, 1 << 40),
+    )?;
+    let max_results_bytes = resolver.get(
+        "work-max-results-bytes",
+        DEFAULT_WORK_MAX_RESULTS_BYTES,
+        |v| parse_size(v, 1024, 1 << 50),
+    )?;
+    if max_results_bytes < max_result_bytes {
+        return Err(ConfigError::Conflict(format!(
+            "work-max-results-bytes ({max_results_bytes}) is smaller than work-max-result-bytes \
+             ({max_result_bytes}): a result of the largest allowed size could never be kept"
+        )));
+    }
     Ok(WorkSettings {
         concurrency,
         max_queued,
@@ -495,6 +734,8 @@ fn resolve_work(resolver: &Resolver) -> Result<WorkSettings, ConfigError> {
         lease,
         max_attempts,
         retry_backoff,
+        max_result_bytes,
+        max_results_bytes,
     })
 }
 
@@ -646,14 +887,14 @@ fn read_file(path: &Path) -> Result<BTreeMap<String, String>, ConfigError> {
             )));
         }
         let raw = match value {
-            toml::Value::Array(items) if key == "log-root" => {
+            toml::Value::Array(items) if key == "log-root" || key == "allowed-hosts" => {
                 let mut roots = Vec::new();
                 for item in items {
                     match item {
                         toml::Value::String(root) if !root.contains('\n') => roots.push(root),
                         other => {
                             return Err(file_error(format!(
-                                "`log-root` must list directory names, not {}",
+                                "`{key}` must list names, not {}",
                                 other.type_str()
                             )));
                         }
@@ -954,9 +1195,96 @@ mod tests {
     }
 
     #[test]
+    fn limits_resolve_from_flags_environment_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("logmesh.toml");
+        std::fs::write(
+            &file,
+            "allowed-hosts = [\"logs.example.com\", \".corp.example\"]\ncounter-max-series = 20\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            max_file_streams: Some("8".into()),
+            config: Some(file),
+            ..Default::default()
+        };
+        let env = env_of(&[
+            ("LOGMESH_BODY_MIN_RATE", "1KiB"),
+            ("LOGMESH_TAIL_BUFFER_BYTES", "1MiB"),
+        ]);
+        let config = resolve(&args, &env).unwrap();
+        assert_eq!(config.http.max_file_streams, 8);
+        assert_eq!(config.http.body_pace.min_rate, 1024);
+        assert_eq!(config.tail_buffer_bytes, 1 << 20);
+        assert_eq!(
+            config.http.allowed_hosts,
+            ["logs.example.com", ".corp.example"]
+        );
+        assert_eq!(config.counters.max_series, 20);
+        let defaults = resolve(&ServeArgs::default(), &no_env()).unwrap();
+        assert_eq!(defaults.http, HttpLimits::default());
+        assert_eq!(defaults.counters, CounterLimits::default());
+        assert_eq!(defaults.work, WorkSettings::default());
+    }
+
+    #[test]
     fn invalid_values_are_errors_that_name_their_source() {
         type Case = (ServeArgs, Vec<(&'static str, &'static str)>, &'static str);
         let cases: Vec<Case> = vec![
+            (
+                ServeArgs {
+                    api_token: Some(String::new()),
+                    ..Default::default()
+                },
+                vec![],
+                "invalid value \"***\" for --api-token: an empty token would refuse every request",
+            ),
+            (
+                ServeArgs {
+                    max_connections: Some("0".into()),
+                    ..Default::default()
+                },
+                vec![],
+                "invalid value \"0\" for --max-connections: must be between 1 and 1000000",
+            ),
+            (
+                ServeArgs::default(),
+                vec![("LOGMESH_BODY_MIN_RATE", "fast")],
+                "for environment variable LOGMESH_BODY_MIN_RATE: expected a size",
+            ),
+            (
+                ServeArgs {
+                    header_read_timeout: Some("1ms".into()),
+                    ..Default::default()
+                },
+                vec![],
+                "for --header-read-timeout: must be at least 100ms",
+            ),
+            (
+                ServeArgs {
+                    allowed_hosts: Some("logs.example.com, bad/host".into()),
+                    ..Default::default()
+                },
+                vec![],
+                "for --allowed-hosts: `bad/host` is not a host name",
+            ),
+            (
+                ServeArgs {
+                    counter_max_labels: Some("65".into()),
+                    ..Default::default()
+                },
+                vec![],
+                "for --counter-max-labels: must be between 0 and 64",
+            ),
+            (
+                ServeArgs {
+                    work_max_result_bytes: Some("2GiB".into()),
+                    work_max_results_bytes: Some("1GiB".into()),
+                    ..Default::default()
+                },
+                vec![],
+                "work-max-results-bytes (1073741824) is smaller than work-max-result-bytes",
+            ),
             (
                 ServeArgs {
                     batch_size: Some("many".into()),

@@ -129,6 +129,7 @@ impl From<WorkError> for ApiError {
             WorkError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             WorkError::NotWorked(_) => (StatusCode::CONFLICT, "not_worked"),
             WorkError::Full(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            WorkError::ResultLimit(_) => (StatusCode::PAYLOAD_TOO_LARGE, "limit_exceeded"),
             WorkError::Unavailable(_) | WorkError::Config(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "work_unavailable")
             }

@@ -271,6 +271,7 @@ impl Node {
                         config.work.ttl,
                         config.work.lease,
                         config.work.max_queued,
+                        config.work.max_results_bytes,
                     )
                     .await?,
                 ));
@@ -294,6 +295,7 @@ impl Node {
                     config.work.ttl,
                     config.work.lease,
                     config.work.max_queued,
+                    config.work.max_results_bytes,
                 )
                 .await?,
             ),

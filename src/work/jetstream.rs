@@ -9,7 +9,10 @@
 //! - results in the object store `<stream>_work_results`, kept a lease longer than the TTL so
 //!   a result outlives its record.
 
-use super::{Created, Delivery, JobRecord, ResultReader, Versioned, WorkBackend, WorkError};
+use super::{
+    Capped, Created, Delivery, JobRecord, ResultReader, Versioned, WorkBackend, WorkError,
+    result_limit,
+};
 use crate::queue::jetstream::{nats_safe_name, open_kv_with_ttl, publish_refused_as_full};
 use async_nats::jetstream::{
     self, AckKind,
@@ -30,6 +33,9 @@ pub struct JetStreamWork {
     ttl: Duration,
     /// The queue stream's message limit (the stream's own when it existed already).
     max_queued: i64,
+    /// The stream behind the result store, whose size is the bytes the results hold.
+    results_stream: String,
+    max_results_bytes: u64,
 }
 
 fn unavailable(what: &str, error: impl std::fmt::Display) -> WorkError {
@@ -46,6 +52,7 @@ impl JetStreamWork {
         ttl: Duration,
         lease: Duration,
         max_queued: usize,
+        max_results_bytes: u64,
     ) -> Result<JetStreamWork, WorkError> {
         let config_error = |what: &str, e: &dyn std::fmt::Display| {
             WorkError::Config(format!("cannot open the work {what}: {e}"))
@@ -63,6 +70,8 @@ impl JetStreamWork {
                         bucket: results_bucket.clone(),
                         description: Some("logmesh work results".to_owned()),
                         max_age: ttl + lease,
+                        // A backstop: puts check the room first and refuse with a clear error.
+                        max_bytes: i64::try_from(max_results_bytes).unwrap_or(i64::MAX),
                         storage: StorageType::File,
                         ..Default::default()
                     })
@@ -126,6 +135,8 @@ impl JetStreamWork {
             subject,
             ttl,
             max_queued: stream_max,
+            results_stream: format!("OBJ_{results_bucket}"),
+            max_results_bytes,
         })
     }
 }
@@ -251,13 +262,27 @@ impl WorkBackend for JetStreamWork {
     async fn put_result(
         &self,
         key: &str,
-        mut data: &mut (dyn tokio::io::AsyncRead + Send + Unpin),
+        data: &mut (dyn tokio::io::AsyncRead + Send + Unpin),
+        max_bytes: u64,
     ) -> Result<u64, WorkError> {
-        let info = self
-            .results
-            .put(key, &mut data)
+        let used = self
+            .jetstream
+            .get_stream(&self.results_stream)
             .await
-            .map_err(|e| unavailable("cannot store the result", e))?;
+            .map_err(|e| unavailable("cannot read the result store's size", e))?
+            .info()
+            .await
+            .map_err(|e| unavailable("cannot read the result store's size", e))?
+            .state
+            .bytes;
+        let allowed = max_bytes.min(self.max_results_bytes.saturating_sub(used));
+        let mut capped = Capped::new(data, allowed);
+        let put = self.results.put(key, &mut capped).await;
+        if capped.exceeded() {
+            let _ = self.results.delete(key).await;
+            return Err(result_limit(max_bytes, used, self.max_results_bytes));
+        }
+        let info = put.map_err(|e| unavailable("cannot store the result", e))?;
         Ok(info.size as u64)
     }
 

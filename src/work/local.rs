@@ -10,7 +10,10 @@
 //! once: whoever held one was an earlier run of this process, which the data directory lock
 //! proves dead.
 
-use super::{Created, Delivery, JobRecord, ResultReader, Versioned, WorkBackend, WorkError, us};
+use super::{
+    Capped, Created, Delivery, JobRecord, ResultReader, Versioned, WorkBackend, WorkError,
+    result_limit, us,
+};
 use crate::event::now_us;
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -36,6 +39,8 @@ struct Inner {
     lease: Duration,
     /// Jobs the queue may hold; past it, `enqueue` refuses.
     max_queued: usize,
+    /// Bytes the result files may hold together.
+    max_results_bytes: u64,
     /// Wakes a waiting worker when a job becomes due.
     queued: Notify,
     last_sweep: Mutex<Instant>,
@@ -74,6 +79,7 @@ impl LocalWork {
         ttl: Duration,
         lease: Duration,
         max_queued: usize,
+        max_results_bytes: u64,
     ) -> Result<LocalWork, WorkError> {
         let dir = dir.to_owned();
         let results = dir.join("results");
@@ -118,6 +124,7 @@ impl LocalWork {
                 ttl,
                 lease,
                 max_queued,
+                max_results_bytes,
                 queued: Notify::new(),
                 last_sweep: Mutex::new(Instant::now()),
             }),
@@ -190,6 +197,23 @@ impl LocalWork {
         })
         .await
         .expect("removing orphans does not panic")
+    }
+
+    /// The bytes the result files hold now (partial ones included).
+    async fn results_bytes(&self) -> Result<u64, WorkError> {
+        let dir = self.inner.results.clone();
+        tokio::task::spawn_blocking(move || {
+            let entries = std::fs::read_dir(&dir)
+                .map_err(|e| WorkError::Unavailable(format!("{}: {e}", dir.display())))?;
+            Ok(entries
+                .flatten()
+                .filter_map(|entry| entry.metadata().ok())
+                .filter(|meta| meta.is_file())
+                .map(|meta| meta.len())
+                .sum())
+        })
+        .await
+        .map_err(|e| WorkError::Unavailable(format!("counting the results failed: {e}")))?
     }
 
     fn result_path(&self, key: &str) -> Result<PathBuf, WorkError> {
@@ -407,14 +431,31 @@ impl WorkBackend for LocalWork {
         &self,
         key: &str,
         data: &mut (dyn tokio::io::AsyncRead + Send + Unpin),
+        max_bytes: u64,
     ) -> Result<u64, WorkError> {
         let path = self.result_path(key)?;
         // Keys already hold a dot (`<callback>.<attempt>`): append, never replace, the suffix.
         let partial = self.inner.results.join(format!("{key}.part"));
         let failed =
             |e: std::io::Error| WorkError::Unavailable(format!("{}: {e}", partial.display()));
+        let used = self.results_bytes().await?;
+        let allowed = max_bytes.min(self.inner.max_results_bytes.saturating_sub(used));
         let mut file = tokio::fs::File::create(&partial).await.map_err(failed)?;
-        let bytes = tokio::io::copy(data, &mut file).await.map_err(failed)?;
+        let mut capped = Capped::new(data, allowed);
+        let copied = tokio::io::copy(&mut capped, &mut file).await;
+        if capped.exceeded() {
+            drop(file);
+            let _ = tokio::fs::remove_file(&partial).await;
+            return Err(result_limit(max_bytes, used, self.inner.max_results_bytes));
+        }
+        let bytes = match copied {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                drop(file);
+                let _ = tokio::fs::remove_file(&partial).await;
+                return Err(failed(error));
+            }
+        };
         file.flush().await.map_err(failed)?;
         file.sync_all().await.map_err(failed)?;
         drop(file);

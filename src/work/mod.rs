@@ -139,6 +139,72 @@ pub enum WorkError {
     /// The backend's configuration conflicts with this node's.
     #[error("{0}")]
     Config(String),
+    /// A result is larger than a job may keep, or the results kept fill their limit
+    /// (`--work-max-result-bytes`, `--work-max-results-bytes`); nothing of it is kept.
+    #[error("{0}")]
+    ResultLimit(String),
+}
+
+/// An `AsyncRead` that fails once more than `allowed` bytes came through, so a result store
+/// never takes more than its limits; [`Capped::exceeded`] tells that failure from others.
+pub struct Capped<'a> {
+    inner: &'a mut (dyn tokio::io::AsyncRead + Send + Unpin),
+    left: u64,
+    exceeded: bool,
+}
+
+impl<'a> Capped<'a> {
+    pub fn new(inner: &'a mut (dyn tokio::io::AsyncRead + Send + Unpin), allowed: u64) -> Self {
+        Capped {
+            inner,
+            left: allowed,
+            exceeded: false,
+        }
+    }
+
+    pub fn exceeded(&self) -> bool {
+        self.exceeded
+    }
+}
+
+impl tokio::io::AsyncRead for Capped<'_> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut *self.inner).poll_read(cx, buf);
+        if let std::task::Poll::Ready(Ok(())) = &polled {
+            let read = (buf.filled().len() - before) as u64;
+            if read > self.left {
+                self.exceeded = true;
+                return std::task::Poll::Ready(Err(std::io::Error::other(
+                    "the result passed its size limit",
+                )));
+            }
+            self.left -= read;
+        }
+        polled
+    }
+}
+
+/// The refusal of a result past `allowed` bytes: the job's own limit, or what the result
+/// store had room for.
+pub fn result_limit(max_result_bytes: u64, used: u64, max_results_bytes: u64) -> WorkError {
+    let room = max_results_bytes.saturating_sub(used);
+    WorkError::ResultLimit(if room < max_result_bytes {
+        format!(
+            "the results kept fill the result store: {used} bytes of its {max_results_bytes}-byte \
+             limit (--work-max-results-bytes) are held, and this result needed more than the \
+             {room} left; results go after --work-ttl"
+        )
+    } else {
+        format!(
+            "the result is larger than the {max_result_bytes} bytes a job may keep \
+             (--work-max-result-bytes); narrow the job's filters"
+        )
+    })
 }
 
 /// A blob being read back: a result, streamed.
@@ -172,11 +238,14 @@ pub trait WorkBackend: Send + Sync + 'static {
     async fn enqueue(&self, callback: &str) -> Result<(), WorkError>;
     /// The next job due, waiting up to `wait` for one.
     async fn next(&self, wait: Duration) -> Result<Option<Box<dyn Delivery>>, WorkError>;
-    /// Stores a result blob read to its end from `data`; returns its size.
+    /// Stores a result blob read to its end from `data`; returns its size. A blob past
+    /// `max_bytes`, or past the room the backend's total limit leaves, is refused whole with
+    /// [`WorkError::ResultLimit`].
     async fn put_result(
         &self,
         key: &str,
         data: &mut (dyn tokio::io::AsyncRead + Send + Unpin),
+        max_bytes: u64,
     ) -> Result<u64, WorkError>;
     async fn open_result(&self, key: &str) -> Result<Option<ResultReader>, WorkError>;
     async fn delete_result(&self, key: &str) -> Result<(), WorkError>;
@@ -201,6 +270,10 @@ pub struct WorkSettings {
     pub max_attempts: u32,
     /// Wait before the second attempt; doubles per attempt, at most [`MAX_RETRY_BACKOFF`].
     pub retry_backoff: Duration,
+    /// Bytes one job's result may hold.
+    pub max_result_bytes: u64,
+    /// Bytes the results kept may hold together (per cluster, or node).
+    pub max_results_bytes: u64,
 }
 
 pub const DEFAULT_WORK_CONCURRENCY: usize = 2;
@@ -210,6 +283,8 @@ pub const DEFAULT_WORK_LEASE: Duration = Duration::from_secs(30);
 pub const DEFAULT_WORK_MAX_ATTEMPTS: u32 = 5;
 pub const DEFAULT_WORK_RETRY_BACKOFF: Duration = Duration::from_secs(1);
 pub const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(60);
+pub const DEFAULT_WORK_MAX_RESULT_BYTES: u64 = 1 << 30;
+pub const DEFAULT_WORK_MAX_RESULTS_BYTES: u64 = 4 << 30;
 
 impl Default for WorkSettings {
     fn default() -> Self {
@@ -220,6 +295,8 @@ impl Default for WorkSettings {
             lease: DEFAULT_WORK_LEASE,
             max_attempts: DEFAULT_WORK_MAX_ATTEMPTS,
             retry_backoff: DEFAULT_WORK_RETRY_BACKOFF,
+            max_result_bytes: DEFAULT_WORK_MAX_RESULT_BYTES,
+            max_results_bytes: DEFAULT_WORK_MAX_RESULTS_BYTES,
         }
     }
 }

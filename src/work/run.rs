@@ -34,8 +34,9 @@ impl From<StoreError> for JobError {
 impl From<WorkError> for JobError {
     fn from(error: WorkError) -> Self {
         JobError {
+            // A result past a limit would be past it again.
+            transient: !matches!(error, WorkError::ResultLimit(_)),
             message: format!("cannot store the result: {error}"),
-            transient: true,
         }
     }
 }
@@ -43,13 +44,15 @@ impl From<WorkError> for JobError {
 /// Bytes an export may have in flight between the store and the result store.
 const EXPORT_PIPE_BYTES: usize = 256 * 1024;
 
-/// Runs `job`, stores its result under `key`, and counts processed items in `progress`.
+/// Runs `job`, stores its result (at most `max_bytes`) under `key`, and counts processed items
+/// in `progress`.
 pub async fn run(
     job: &Job,
     store: &dyn Store,
     backend: &dyn WorkBackend,
     key: &str,
     progress: &AtomicU64,
+    max_bytes: u64,
 ) -> Result<ResultInfo, JobError> {
     match job {
         Job::Search { filter, cap } => {
@@ -61,7 +64,7 @@ pub async fn run(
                 truncated: bool,
             }
             let body = serde_json::to_vec(&Found { events, truncated }).expect("events serialise");
-            put(backend, key, &body, items).await
+            put(backend, key, &body, items, max_bytes).await
         }
         Job::Count { filter, by } => {
             let rows = store.count_events(filter).await?;
@@ -70,9 +73,9 @@ pub async fn run(
             let items = groups.len() as u64;
             let body = serde_json::to_vec(&json!({"groups": groups, "total": total}))
                 .expect("counts serialise");
-            put(backend, key, &body, items).await
+            put(backend, key, &body, items, max_bytes).await
         }
-        Job::Export { filter } => export(store, backend, filter, key, progress).await,
+        Job::Export { filter } => export(store, backend, filter, key, progress, max_bytes).await,
     }
 }
 
@@ -81,9 +84,10 @@ async fn put(
     key: &str,
     body: &[u8],
     items: u64,
+    max_bytes: u64,
 ) -> Result<ResultInfo, JobError> {
     let mut reader = body;
-    let bytes = backend.put_result(key, &mut reader).await?;
+    let bytes = backend.put_result(key, &mut reader, max_bytes).await?;
     Ok(ResultInfo {
         key: key.to_owned(),
         bytes,
@@ -211,6 +215,7 @@ async fn export(
     filter: &SearchQuery,
     key: &str,
     progress: &AtomicU64,
+    max_bytes: u64,
 ) -> Result<ResultInfo, JobError> {
     let (out, mut reader) = tokio::io::duplex(EXPORT_PIPE_BYTES);
     let mut writer = WriteLines {
@@ -224,7 +229,13 @@ async fn export(
         let _ = writer.out.shutdown().await;
         result
     };
-    let (produced, uploaded) = tokio::join!(produce, backend.put_result(key, &mut reader));
+    let upload = async move {
+        let uploaded = backend.put_result(key, &mut reader, max_bytes).await;
+        // An upload that stopped early (a limit) must not leave the pages waiting on the pipe.
+        drop(reader);
+        uploaded
+    };
+    let (produced, uploaded) = tokio::join!(produce, upload);
     match (produced, uploaded) {
         (Ok(()), Ok(bytes)) => Ok(ResultInfo {
             key: key.to_owned(),

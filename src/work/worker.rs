@@ -212,6 +212,7 @@ impl Workers {
                 self.backend.as_ref(),
                 &key,
                 &progress,
+                self.settings.max_result_bytes,
             );
             tokio::pin!(running);
             let mut stop = self.stop.clone();
