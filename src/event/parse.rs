@@ -255,7 +255,10 @@ fn event_from_fields(
     };
     let ts_us = match take("timestamp") {
         None => ctx.now_us,
-        Some(value) => parse_timestamp(&value).map_err(|m| error("timestamp", m))?,
+        Some(value) => {
+            let ts_us = parse_timestamp(&value).map_err(|m| error("timestamp", m))?;
+            check_not_future(ts_us, ctx.now_us).map_err(|m| error("timestamp", m))?
+        }
     };
     let service = match take("service") {
         None => {
@@ -333,6 +336,25 @@ fn unknown_severity(text: &str) -> String {
 /// Largest timestamp accepted: 9999-12-31T23:59:59.999Z in epoch milliseconds.
 const MAX_EPOCH_MS: i64 = 253_402_300_799_999;
 
+/// How far after the receiving node's clock an event's timestamp may lie (VictoriaLogs'
+/// default too): a clock a little fast is tolerated; a timestamp years ahead is a mistake that
+/// would sort the event before every real one, forever.
+pub const MAX_FUTURE: std::time::Duration = std::time::Duration::from_secs(2 * 24 * 3600);
+
+/// Refuses a timestamp more than [`MAX_FUTURE`] after `now_us`.
+pub fn check_not_future(ts_us: i64, now_us: i64) -> Result<i64, String> {
+    let latest = now_us.saturating_add(MAX_FUTURE.as_micros() as i64);
+    if ts_us > latest {
+        return Err(format!(
+            "{} is more than 2 days after this node's clock ({}); events from the future are \
+             refused: check the sender's clock",
+            super::format_us(ts_us),
+            super::format_us(now_us)
+        ));
+    }
+    Ok(ts_us)
+}
+
 pub fn parse_timestamp(value: &Value) -> Result<i64, String> {
     match value {
         Value::String(text) => OffsetDateTime::parse(text, &Rfc3339)
@@ -346,6 +368,8 @@ pub fn parse_timestamp(value: &Value) -> Result<i64, String> {
             .and_then(|us| {
                 if us < 0 {
                     Err(format!("`{text}` is before 1970"))
+                } else if us > MAX_EPOCH_MS * 1_000 + 999 {
+                    Err(format!("`{text}` is after 9999-12-31T23:59:59Z"))
                 } else {
                     Ok(us)
                 }
@@ -422,7 +446,7 @@ mod tests {
 
     const CTX: IngestContext<'static> = IngestContext {
         node: "n1",
-        now_us: 1_700_000_000_000_000,
+        now_us: 1_800_000_000_000_000,
     };
 
     fn parse(body: &str) -> Result<Vec<Event>, InputError> {
@@ -572,6 +596,18 @@ mod tests {
             (
                 r#"{"service":"a","message":"m","timestamp":"1969-12-31T23:59:59Z"}"#,
                 "line 1, field `timestamp`: `1969-12-31T23:59:59Z` is before 1970",
+            ),
+            (
+                r#"{"service":"a","message":"m","timestamp":"9999-12-31T23:59:59-23:59"}"#,
+                "line 1, field `timestamp`: `9999-12-31T23:59:59-23:59` is after 9999-12-31",
+            ),
+            (
+                r#"{"service":"a","message":"m","timestamp":"2100-01-01T00:00:00Z"}"#,
+                "line 1, field `timestamp`: 2100-01-01T00:00:00Z is more than 2 days after",
+            ),
+            (
+                r#"{"service":"a","message":"m","timestamp":253402300799999}"#,
+                "line 1, field `timestamp`: 9999-12-31T23:59:59.999Z is more than 2 days after",
             ),
             (
                 r#"{"service":"a","message":"m","attributes":[1]}"#,
