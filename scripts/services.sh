@@ -10,6 +10,7 @@
 #   LOGMESH_TEST_NATS_URL            nats://127.0.0.1:PORT, the shared throwaway NATS (JetStream on)
 #   LOGMESH_TEST_NATS_SERVER         a nats-server >= 2.10, for tests that start their own
 #   LOGMESH_TEST_NATS_SERVER_MINIMUM nats-server 2.10 (the oldest supported), likewise
+#   LOGMESH_TEST_NATS_SERVER_TOO_OLD Debian's nats-server when it is older than 2.10, else empty
 #   LOGMESH_TEST_POSTGRES_URL        postgres://postgres@127.0.0.1:PORT/postgres (superuser)
 #   LOGMESH_TEST_PG_BIN              the directory holding initdb, pg_ctl and postgres
 #   LOGMESH_TEST_MYSQL_URL           mysql://root@127.0.0.1:PORT/mysql (root, no password)
@@ -403,11 +404,29 @@ logmesh_services_prometheus_parser() {
   echo "services: Prometheus text parser: prometheus_client $LOGMESH_PROMETHEUS_CLIENT_VERSION in $dir"
 }
 
+# A nats-server older than logmesh supports (Debian bookworm's 2.9), for the test that the node
+# refuses it plainly. Left empty (and the test says it could not run) where Debian's package is
+# 2.10 or newer.
+logmesh_services_nats_too_old() {
+  local server=/usr/sbin/nats-server
+  if [ -z "${LOGMESH_TEST_NATS_SERVER_TOO_OLD+set}" ]; then
+    [ -x "$server" ] || logmesh_svc_apt_install nats-server >&2 || true
+    if [ -x "$server" ] && ! logmesh_svc_nats_is_current "$server"; then
+      LOGMESH_TEST_NATS_SERVER_TOO_OLD=$server
+    else
+      LOGMESH_TEST_NATS_SERVER_TOO_OLD=""
+    fi
+  fi
+  export LOGMESH_TEST_NATS_SERVER_TOO_OLD
+  echo "services: NATS: a server too old to run on: ${LOGMESH_TEST_NATS_SERVER_TOO_OLD:-none available}"
+}
+
 logmesh_services_start() {
   logmesh_svc_have python3 || logmesh_svc_apt_install python3 python3-pip
   logmesh_services_prometheus_parser
   logmesh_services_nats
   logmesh_services_nats_minimum
+  logmesh_services_nats_too_old
   logmesh_services_postgres
   logmesh_services_mariadb
 }

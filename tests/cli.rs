@@ -1,5 +1,7 @@
 //! The binary's command line: help, configuration errors and their exit codes.
 
+mod common;
+
 use std::process::{Command, Output};
 
 fn logmesh(args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -229,4 +231,35 @@ fn bench_store_writes_into_an_empty_database_and_refuses_a_used_one() {
         "{}",
         stderr(&output)
     );
+}
+
+#[test]
+fn a_nats_server_older_than_2_10_is_refused_with_the_versions() {
+    let Some(server) = common::services::NatsServer::start_too_old() else {
+        eprintln!(
+            "SKIPPED: no NATS server older than 2.10 on this machine (Debian's nats-server is \
+             newer); the version check is not exercised"
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let output = logmesh(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--nats",
+            &server.url(),
+            "--database",
+            "postgres://postgres@127.0.0.1:1/none",
+        ],
+        &[],
+    );
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(text.contains("is version 2.9"), "{text}");
+    assert!(text.contains("logmesh needs NATS 2.10 or newer"), "{text}");
+    assert!(!text.contains("untagged enum"), "{text}");
 }

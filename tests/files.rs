@@ -565,8 +565,71 @@ async fn any_member_serves_any_members_files_and_all_of_them_at_once() {
     let (status, body) = cluster_get(&cluster, 0, "/logs?hostname=node-1&filename=app.log").await;
     assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
     assert!(body.contains("node-1"), "{body}");
-    let (status, _) = cluster_get(&cluster, 0, "/logs?hostname=*&filename=app.log").await;
-    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    // Every member at once: the ones that answer are served, the others named at the end.
+    let (status, body) =
+        cluster_get(&cluster, 0, "/logs?hostname=*&filename=app.log&keyword=key").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let got = lines(&body);
+    assert_eq!(got[..2], ["node-0: n0 key b", "node-0: n0 key a"], "{body}");
+    assert!(
+        got[2].starts_with("logmesh-error: some members were left out: ")
+            && got[2].contains("node-1"),
+        "{body}"
+    );
+    let (status, body) = cluster_get(&cluster, 0, "/logs/files?hostname=*").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let listed: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let nodes = listed["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 2, "{body}");
+    assert!(
+        nodes
+            .iter()
+            .any(|n| n["node"] == "node-1" && n["error"].is_string()),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn a_member_that_hangs_delays_a_forwarded_request_only_to_the_peer_timeout() {
+    let database = TestDatabase::create(Server::Postgres).await;
+    let mut cluster = TestCluster::start(2, &nats_url(), database.url(), &["--peer-timeout", "1s"]);
+    for (index, node) in cluster.nodes.iter().enumerate() {
+        write(
+            &node.event_log_dir().join("app.log"),
+            &format!("n{index} line\n"),
+        );
+    }
+    eventually("two members", DEADLINE, || async {
+        cluster_get(&cluster, 0, "/logs?hostname=node-1&filename=app.log")
+            .await
+            .0
+            == StatusCode::OK
+    })
+    .await;
+    // Stopped, not dead: its socket still accepts connections, it just never answers.
+    let pid = cluster.nodes[1].process().child.id() as libc::pid_t;
+    // SAFETY: kill(2) on a child process of this test.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    let started = std::time::Instant::now();
+    let (status, body) = cluster_get(&cluster, 0, "/logs?hostname=*&filename=app.log").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.starts_with("node-0: n0 line\n"), "{body}");
+    assert!(
+        body.contains("node-1") && body.contains("--peer-timeout"),
+        "{body}"
+    );
+    let (status, body) = cluster_get(&cluster, 0, "/logs?hostname=node-1&filename=app.log").await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
+    let (status, body) = cluster_get(&cluster, 0, "/logs/files?hostname=*").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains("--peer-timeout"), "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
 }
 
 fn mkfifo(path: &Path) {

@@ -26,6 +26,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// The largest `n`.
@@ -201,18 +202,22 @@ pub async fn logs(
 ) -> Result<Response, ApiError> {
     let Query(params) = params.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let checked = check(&params)?;
+    // A follow stream may stay silent for as long as the file does.
+    let idle = (!checked.follow).then_some(state.inner.peer_timeout);
     match target(&state, params.hostname.as_deref(), &headers).await? {
         Target::Here => serve_here(&state, checked).await,
         Target::Member(member) => {
             let upstream = forward(&state, &member, "/logs", &params, &headers).await?;
             if !upstream.status().is_success() {
-                return Ok(pass_error(upstream).await);
+                return Ok(pass_error(&state, upstream).await);
             }
             let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
-            tokio::spawn(relay(member.name, upstream, None, tx));
+            tokio::spawn(relay(member.name, upstream, None, idle, tx));
             Ok(text_stream(rx))
         }
         Target::Everyone(members) => {
+            // Every member at once, each within the peer timeout: a slow or dead member
+            // delays nothing and is named in the stream's final line.
             let requests = members.iter().map(|member| {
                 let mut params = params.clone();
                 params.hostname = Some(member.name.clone());
@@ -222,18 +227,59 @@ pub async fn logs(
             });
             let answers = futures_util::future::join_all(requests).await;
             let mut upstreams = Vec::new();
+            let mut failures = Vec::new();
             for (member, answer) in members.into_iter().zip(answers) {
-                let upstream = answer?;
-                if !upstream.status().is_success() {
-                    return Ok(pass_error(upstream).await);
+                match answer {
+                    Ok(upstream) if upstream.status().is_success() => {
+                        upstreams.push((member.name, upstream));
+                    }
+                    // A bad request is bad on every member: say so as the member said it.
+                    Ok(upstream) if upstream.status() == reqwest::StatusCode::BAD_REQUEST => {
+                        return Ok(pass_error(&state, upstream).await);
+                    }
+                    Ok(upstream) => {
+                        let status = upstream.status();
+                        let body = pass_error(&state, upstream).await;
+                        let text = axum::body::to_bytes(body.into_body(), 64 * 1024)
+                            .await
+                            .unwrap_or_default();
+                        failures.push(format!(
+                            "{}: answered {status}: {}",
+                            member.name,
+                            String::from_utf8_lossy(&text)
+                        ));
+                    }
+                    Err(error) => failures.push(error.message),
                 }
-                upstreams.push((member.name, upstream));
+            }
+            if upstreams.is_empty() {
+                return Err(ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "bad_gateway",
+                    format!("no member could serve the file: {}", failures.join("; ")),
+                ));
             }
             let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
+            let mut relays = Vec::new();
             for (name, upstream) in upstreams {
                 let prefix = format!("{name}: ");
-                tokio::spawn(relay(name, upstream, Some(prefix), tx.clone()));
+                relays.push(tokio::spawn(relay(
+                    name,
+                    upstream,
+                    Some(prefix),
+                    idle,
+                    tx.clone(),
+                )));
             }
+            tokio::spawn(async move {
+                for relay in relays {
+                    let _ = relay.await;
+                }
+                if !failures.is_empty() {
+                    let message = format!("some members were left out: {}", failures.join("; "));
+                    let _ = tx.send(Chunk::Last(error_line(&message))).await;
+                }
+            });
             Ok(text_stream(rx))
         }
     }
@@ -418,8 +464,10 @@ pub(super) async fn forward<P: Serialize>(
     if let Some(authorization) = headers.get(header::AUTHORIZATION) {
         request = request.header(header::AUTHORIZATION, authorization.clone());
     }
-    request.send().await.map_err(|error| {
-        ApiError::new(
+    let timeout = state.inner.peer_timeout;
+    match tokio::time::timeout(timeout, request.send()).await {
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(error)) => Err(ApiError::new(
             StatusCode::BAD_GATEWAY,
             "bad_gateway",
             format!(
@@ -428,8 +476,18 @@ pub(super) async fn forward<P: Serialize>(
                 member.address,
                 error_chain(&error)
             ),
-        )
-    })
+        )),
+        Err(_) => Err(ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "gateway_timeout",
+            format!(
+                "cluster member {} at {} did not answer within {} (--peer-timeout)",
+                member.name,
+                member.address,
+                humantime::format_duration(timeout)
+            ),
+        )),
+    }
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {
@@ -443,11 +501,16 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// The member's error answer, status and JSON body as they came.
-async fn pass_error(upstream: reqwest::Response) -> Response {
+/// The member's error answer, status and JSON body as they came (a body that does not come
+/// within the peer timeout is left out).
+async fn pass_error(state: &AppState, upstream: reqwest::Response) -> Response {
     let status =
         StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-    let body = upstream.bytes().await.unwrap_or_default();
+    let body = tokio::time::timeout(state.inner.peer_timeout, upstream.bytes())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
     let mut response = (status, body).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -457,16 +520,35 @@ async fn pass_error(upstream: reqwest::Response) -> Response {
 }
 
 /// Moves a member's streamed body into `tx`: as it comes, or with `prefix` before every line.
-/// A failure ends the whole response with the error line.
+/// A failure, or (with `idle`) a member silent that long, ends the whole response with the
+/// error line.
 async fn relay(
     name: String,
     upstream: reqwest::Response,
     prefix: Option<String>,
+    idle: Option<Duration>,
     tx: mpsc::Sender<Chunk>,
 ) {
     let mut body = upstream.bytes_stream();
     let mut partial: Vec<u8> = Vec::new();
-    while let Some(piece) = body.next().await {
+    loop {
+        let piece = match idle {
+            None => body.next().await,
+            Some(idle) => match tokio::time::timeout(idle, body.next()).await {
+                Ok(piece) => piece,
+                Err(_) => {
+                    let message = format!(
+                        "{name}: sent nothing for {} (--peer-timeout)",
+                        humantime::format_duration(idle)
+                    );
+                    let _ = tx.send(Chunk::Last(error_line(&message))).await;
+                    return;
+                }
+            },
+        };
+        let Some(piece) = piece else {
+            break;
+        };
         let bytes = match piece {
             Ok(bytes) => bytes,
             Err(error) => {
@@ -529,23 +611,36 @@ pub async fn list(
         Target::Here => Ok(Json(list_here(&state).await?).into_response()),
         Target::Member(member) => {
             let upstream = forward(&state, &member, "/logs/files", &params, &headers).await?;
-            Ok(pass_error(upstream).await)
+            Ok(pass_error(&state, upstream).await)
         }
         Target::Everyone(members) => {
-            let mut nodes = Vec::new();
-            for member in &members {
-                let upstream = forward(&state, member, "/logs/files", &params, &headers).await?;
-                let status = upstream.status();
-                let body: Value = upstream.json().await.unwrap_or(Value::Null);
-                if !status.is_success() {
-                    return Err(ApiError::new(
-                        StatusCode::BAD_GATEWAY,
-                        "bad_gateway",
-                        format!("cluster member {} answered {status}: {body}", member.name),
-                    ));
+            let asks = members.iter().map(|member| {
+                let state = &state;
+                let params = &params;
+                let headers = &headers;
+                async move {
+                    let failed = |error: String| json!({"node": member.name, "error": error});
+                    let upstream =
+                        match forward(state, member, "/logs/files", params, headers).await {
+                            Ok(upstream) => upstream,
+                            Err(error) => return failed(error.message),
+                        };
+                    let status = upstream.status();
+                    let body =
+                        tokio::time::timeout(state.inner.peer_timeout, upstream.json::<Value>())
+                            .await;
+                    match body {
+                        Ok(Ok(body)) if status.is_success() => body,
+                        Ok(Ok(body)) => failed(format!("answered {status}: {body}")),
+                        Ok(Err(error)) => failed(format!("answered {status}: {error}")),
+                        Err(_) => failed(format!(
+                            "did not send its list within {} (--peer-timeout)",
+                            humantime::format_duration(state.inner.peer_timeout)
+                        )),
+                    }
                 }
-                nodes.push(body);
-            }
+            });
+            let nodes = futures_util::future::join_all(asks).await;
             Ok(Json(json!({"nodes": nodes})).into_response())
         }
     }

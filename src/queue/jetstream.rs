@@ -202,6 +202,16 @@ impl JetStreamQueue {
             .map_err(|e| {
                 QueueError::Config(format!("cannot connect to NATS at {}: {e}", settings.url))
             })?;
+        // Older servers answer JetStream requests in shapes the client cannot read ("data did
+        // not match any variant of untagged enum Response"): say plainly what is needed.
+        let version = client.server_info().version;
+        if !server_version_at_least(&version, MINIMUM_SERVER) {
+            return Err(QueueError::Config(format!(
+                "the NATS server at {} is version {version}; logmesh needs NATS {}.{} or newer \
+                 with JetStream enabled (2.12 or newer for requests larger than one message)",
+                settings.url, MINIMUM_SERVER.0, MINIMUM_SERVER.1
+            )));
+        }
         let jetstream = jetstream::ContextBuilder::new()
             .timeout(REQUEST_TIMEOUT)
             .build(client.clone());
@@ -593,6 +603,9 @@ fn check_stream(actual: &stream::Config, wanted: &stream::Config) -> Result<(), 
     }
     Ok(())
 }
+
+/// The oldest NATS server logmesh runs on.
+pub const MINIMUM_SERVER: (u64, u64) = (2, 10);
 
 /// Whether a server `version` ("2.12.1", "v2.10.0-beta") is `at_least` (major, minor).
 fn server_version_at_least(version: &str, at_least: (u64, u64)) -> bool {

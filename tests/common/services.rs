@@ -268,6 +268,15 @@ impl NatsServer {
         NatsServer::start_binary("LOGMESH_TEST_NATS_SERVER_MINIMUM")
     }
 
+    /// Starts a release older than logmesh supports (Debian bookworm's 2.9), if the machine
+    /// has one (`scripts/services.sh` says which).
+    pub fn start_too_old() -> Option<NatsServer> {
+        let binary = std::env::var("LOGMESH_TEST_NATS_SERVER_TOO_OLD").expect(
+            "LOGMESH_TEST_NATS_SERVER_TOO_OLD is not set: run the tests through scripts/test.sh",
+        );
+        (!binary.is_empty()).then(|| NatsServer::start_binary("LOGMESH_TEST_NATS_SERVER_TOO_OLD"))
+    }
+
     fn start_binary(binary: &'static str) -> NatsServer {
         let mut server = NatsServer {
             dir: tempfile::tempdir().expect("temp dir"),
