@@ -17,6 +17,7 @@
 #   LOGMESH_TEST_MARIADB_INSTALL_DB  the mariadb-install-db script
 #   LOGMESH_TEST_MARIADBD            the mariadbd server binary
 #   LOGMESH_TEST_PYTHONPATH          where PyPI's prometheus_client (the reference text parser) is
+#   LOGMESH_TEST_SCHEMATHESIS        PyPI's schemathesis `st` (with LOGMESH_TEST_SCHEMATHESIS_PYTHONPATH)
 #
 # With LOGMESH_SERVICES_NO_AUTOSTART=1 sourcing only defines the functions: call
 # logmesh_services_nats, logmesh_services_postgres or logmesh_services_mariadb as needed.
@@ -404,6 +405,25 @@ logmesh_services_prometheus_parser() {
   echo "services: Prometheus text parser: prometheus_client $LOGMESH_PROMETHEUS_CLIENT_VERSION in $dir"
 }
 
+# Schemathesis (PyPI), which tests the running API against its OpenAPI document (tests/openapi.rs).
+LOGMESH_SCHEMATHESIS_VERSION=4.32.5
+
+logmesh_services_schemathesis() {
+  local dir
+  dir="${LOGMESH_TOOLS_DIR:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/logmesh-tools}/schemathesis-$LOGMESH_SCHEMATHESIS_VERSION"
+  if ! [ -x "$dir/bin/st" ] || ! PYTHONPATH="$dir" "$dir/bin/st" --version >/dev/null 2>&1; then
+    if ! python3 -m pip --version >/dev/null 2>&1; then
+      logmesh_svc_apt_install python3-pip >&2
+    fi
+    python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location --root-user-action=ignore \
+      --upgrade --target "$dir" "schemathesis==$LOGMESH_SCHEMATHESIS_VERSION" >&2 \
+      || logmesh_svc_fail "pip could not install schemathesis==$LOGMESH_SCHEMATHESIS_VERSION"
+  fi
+  export LOGMESH_TEST_SCHEMATHESIS="$dir/bin/st"
+  export LOGMESH_TEST_SCHEMATHESIS_PYTHONPATH="$dir"
+  echo "services: schemathesis $LOGMESH_SCHEMATHESIS_VERSION in $dir"
+}
+
 # A nats-server older than logmesh supports (Debian bookworm's 2.9), for the test that the node
 # refuses it plainly. Left empty (and the test says it could not run) where Debian's package is
 # 2.10 or newer.
@@ -424,6 +444,7 @@ logmesh_services_nats_too_old() {
 logmesh_services_start() {
   logmesh_svc_have python3 || logmesh_svc_apt_install python3 python3-pip
   logmesh_services_prometheus_parser
+  logmesh_services_schemathesis
   logmesh_services_nats
   logmesh_services_nats_minimum
   logmesh_services_nats_too_old

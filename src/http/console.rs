@@ -10,6 +10,7 @@
 
 use super::error::ApiError;
 use axum::extract::Path;
+use axum::extract::rejection::PathRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -104,13 +105,24 @@ fn serve(index: usize, headers: &HeaderMap) -> Response {
         .into_response()
 }
 
-/// `GET /`.
+/// The web console.
+#[utoipa::path(get, path = "/", tag = "operations",
+    responses((status = 200, description = "The console's page", content_type = "text/html", body = String)))]
 pub async fn index(headers: HeaderMap) -> Response {
     serve(0, &headers)
 }
 
-/// `GET /console/{file}`.
-pub async fn file(Path(name): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
+/// A file of the web console.
+#[utoipa::path(get, path = "/console/{file}", tag = "operations",
+    params(("file" = String, Path, description = "A file of the console, e.g. app.js")),
+    responses((status = 200, description = "The file", content(
+        (String = "text/javascript"), (String = "text/css"), (String = "text/html"), (String = "image/svg+xml")
+    ))))]
+pub async fn file(
+    name: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Path(name) = name.map_err(|e| ApiError::bad_request(e.body_text()))?;
     match ASSETS.iter().position(|asset| asset.name == name) {
         Some(index) => Ok(serve(index, &headers)),
         None => Err(ApiError::new(

@@ -40,30 +40,47 @@ pub const FORWARDED_HEADER: &str = "x-logmesh-forwarded";
 /// Batches of output in flight between a producer and the response body.
 const CHANNEL_BATCHES: usize = 8;
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct LogsParams {
+    /// The member whose file it is (default: this node; `*`: every member).
     #[serde(skip_serializing_if = "Option::is_none")]
     hostname: Option<String>,
+    /// Relative to a log root, or `root-name/relative`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[param(required = true, min_length = 1, max_length = 4096)]
     filename: Option<String>,
+    /// Lines holding it (default: every line).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[param(max_length = 4096)]
     keyword: Option<String>,
+    /// 1 to 100000 (default 10).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100000)]
     n: Option<String>,
+    /// Lines matching it (the `regex` crate's syntax), instead of `keyword`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[param(max_length = 4096)]
     regex: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[param(value_type = Option<crate::http::openapi::Flag>, inline)]
     ignore_case: Option<String>,
+    /// desc (newest first, default) or asc.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[param(value_type = Option<crate::http::openapi::Order>, inline)]
     order: Option<String>,
+    /// true: keep streaming new lines.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[param(value_type = Option<crate::http::openapi::Flag>, inline)]
     follow: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
+    /// The member whose files to list (default: this node; `*`: every member).
     #[serde(skip_serializing_if = "Option::is_none")]
     hostname: Option<String>,
 }
@@ -194,7 +211,10 @@ async fn target(
     }
 }
 
-/// `GET /logs`.
+/// The last `n` matching lines of a file on any member, streamed; an error after the first
+/// line ends the stream with a `logmesh-error: ` line.
+#[utoipa::path(get, path = "/logs", tag = "files", params(LogsParams),
+    responses((status = 200, description = "Lines", content_type = "text/plain", body = String)))]
 pub async fn logs(
     State(state): State<AppState>,
     params: Result<Query<LogsParams>, QueryRejection>,
@@ -600,7 +620,9 @@ async fn relay(
     }
 }
 
-/// `GET /logs/files`.
+/// The files a member may serve, with size and mtime.
+#[utoipa::path(get, path = "/logs/files", tag = "files", params(ListParams),
+    responses((status = 200, description = "Files", body = crate::http::openapi::FileList)))]
 pub async fn list(
     State(state): State<AppState>,
     params: Result<Query<ListParams>, QueryRejection>,

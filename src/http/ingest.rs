@@ -14,15 +14,21 @@ use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
+use utoipa::IntoParams;
 
 /// Bodies larger than this are parsed on the blocking pool so that they do not stall the
 /// runtime thread other requests share.
 const INLINE_PARSE_MAX_BYTES: usize = 256 * 1024;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct RawEventParams {
+    /// The event's service (default: `default`).
+    #[param(min_length = 1, max_length = 50, pattern = "^[A-Za-z0-9._:/@+=-]+$")]
     service: Option<String>,
+    /// The event's severity (default: info).
+    #[param(value_type = Option<crate::http::openapi::SeverityName>, inline)]
     severity: Option<String>,
 }
 
@@ -43,6 +49,15 @@ async fn append(state: &AppState, events: Vec<Event>) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// One raw-text event; 202 once it is durable.
+#[utoipa::path(
+    post,
+    path = "/event",
+    tag = "ingest",
+    params(RawEventParams),
+    request_body(content = crate::http::openapi::RawMessage, content_type = "text/plain", description = "The message, UTF-8 (gzip with Content-Encoding)"),
+    responses((status = 202, description = "Durable", body = crate::http::openapi::IngestAccepted))
+)]
 pub async fn post_event(
     State(state): State<AppState>,
     params: Result<Query<RawEventParams>, QueryRejection>,
@@ -73,6 +88,20 @@ pub async fn post_event(
     Ok((StatusCode::ACCEPTED, Json(json!({"accepted": 1, "id": id}))))
 }
 
+/// Events as one JSON object, a JSON array or NDJSON; accepted whole or rejected whole.
+#[utoipa::path(
+    post,
+    path = "/api/v1/logs",
+    tag = "ingest",
+    request_body(
+        description = "One event, an array of events, or one event per line (NDJSON)",
+        content(
+            (Vec<crate::http::openapi::EventIn> = "application/json"),
+            (String = "application/x-ndjson"),
+        )
+    ),
+    responses((status = 202, description = "Every event durable", body = crate::http::openapi::IngestAccepted))
+)]
 pub async fn post_logs(
     State(state): State<AppState>,
     params: Result<Query<NoParams>, QueryRejection>,

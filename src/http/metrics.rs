@@ -58,6 +58,10 @@ fn parse_increment(body: &[u8]) -> Result<(CounterKey, i64), ApiError> {
 /// The largest increment body: a name and at most a few kilobytes of labels.
 pub const MAX_INCREMENT_BYTES: usize = 64 * 1024;
 
+/// Adds `by` to a counter, creating it at 0 if new; answers the new value.
+#[utoipa::path(post, path = "/metrics", tag = "counters",
+    request_body(content = crate::http::openapi::Increment, content_type = "application/json"),
+    responses((status = 200, description = "The value after this increment", body = crate::http::openapi::Incremented)))]
 pub async fn increment(State(state): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
     let body = read_small_body(body, MAX_INCREMENT_BYTES).await?;
     let (key, by) = parse_increment(&body)?;
@@ -91,6 +95,13 @@ async fn all_families(state: &AppState) -> Result<(Vec<Counter>, Vec<Family>), A
     Ok((counters, families))
 }
 
+/// Every counter, `logmesh_events_total` and the node's own metrics in the Prometheus text
+/// format; the counters as JSON with `Accept: application/json`.
+#[utoipa::path(get, path = "/metrics", tag = "counters",
+    responses((status = 200, description = "The exposition", content(
+        (String = "text/plain"),
+        (crate::http::openapi::CountersView = "application/json"),
+    ))))]
 pub async fn exposition(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -112,12 +123,19 @@ pub async fn exposition(
     Ok(response)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct QueryParams {
+    /// Selectors with =, !=, =~, !~ and sum, min, max, avg or count with by/without; at most
+    /// 4096 bytes.
+    #[param(required = true, min_length = 1, max_length = 4096)]
     expression: Option<String>,
 }
 
+/// A PromQL subset over the counters, in the Prometheus HTTP API's result shape.
+#[utoipa::path(get, path = "/metrics/query", tag = "counters", params(QueryParams),
+    responses((status = 200, description = "An instant vector", body = crate::http::openapi::QueryAnswer)))]
 pub async fn query(
     State(state): State<AppState>,
     params: Result<Query<QueryParams>, QueryRejection>,

@@ -13,6 +13,7 @@ pub mod files;
 mod guard;
 mod ingest;
 mod metrics;
+pub mod openapi;
 mod ops;
 mod search;
 pub mod server;
@@ -28,20 +29,24 @@ use crate::queue::IngestQueue;
 use crate::store::Store;
 use crate::work::Work;
 use axum::Router;
-use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::body::Bytes;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use body::BodyPace;
 use error::ApiError;
 use guard::HostPolicy;
 use server::{ServerLimits, Shutdown};
 use std::sync::Arc;
+use std::sync::OnceLock;
 use std::time::Duration;
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// How many maximum-size bodies may be held in memory at once across all ingest requests.
 /// Past that, requests are shed with 503 instead of being buffered.
@@ -97,6 +102,8 @@ struct AppInner {
     shutdown: Shutdown,
     writers: Vec<Arc<WriterWatch>>,
     writer_stall_timeout: Duration,
+    /// `GET /openapi.json`, set by [`app`].
+    openapi: OnceLock<Bytes>,
     api_token: Option<String>,
     membership: Arc<Membership>,
     live: Arc<LiveFeed>,
@@ -148,6 +155,7 @@ impl AppState {
                 shutdown: parts.shutdown,
                 writers: parts.writers,
                 writer_stall_timeout: parts.writer_stall_timeout,
+                openapi: OnceLock::new(),
                 api_token: parts.api_token,
                 membership: parts.membership,
                 live: parts.live,
@@ -163,30 +171,47 @@ impl AppState {
     }
 }
 
+/// Every route with its documentation: the router and `GET /openapi.json` both come from here,
+/// so no route is served undescribed.
+fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(ingest::post_event))
+        .routes(routes!(ingest::post_logs))
+        .routes(routes!(ops::stats))
+        .routes(routes!(search::search))
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(ops::cluster))
+        .routes(routes!(tail::tail))
+        .routes(routes!(metrics::exposition, metrics::increment))
+        .routes(routes!(metrics::query))
+        .routes(routes!(files::logs))
+        .routes(routes!(files::list))
+        .routes(routes!(work::submit))
+        .routes(routes!(work::status))
+        .routes(routes!(work::result))
+        .routes(routes!(ops::node_stats))
+        .routes(routes!(console::index))
+        .routes(routes!(console::file))
+        .routes(routes!(openapi::document))
+}
+
+/// The OpenAPI document of [`app`], as served at `/openapi.json`.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    let (_, mut document) = routes().split_for_parts();
+    document.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    utoipa::Modify::modify(&openapi::DefaultErrors, &mut document);
+    document
+}
+
 /// The whole API as a router, ready to serve.
 pub fn app(state: AppState) -> Router {
-    Router::new()
-        .route("/event", post(ingest::post_event))
-        .route("/api/v1/logs", post(ingest::post_logs))
-        .route("/api/v1/logs/stats", get(ops::stats))
-        .route("/api/v1/logs/search", get(search::search))
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/api/v1/cluster", get(ops::cluster))
-        .route("/api/v1/tail", get(tail::tail))
-        .route(
-            "/metrics",
-            get(metrics::exposition).post(metrics::increment),
-        )
-        .route("/metrics/query", get(metrics::query))
-        .route("/logs", get(files::logs))
-        .route("/logs/files", get(files::list))
-        .route("/api/v1/work", post(work::submit))
-        .route("/api/v1/work/{callback}", get(work::status))
-        .route("/api/v1/work/{callback}/result", get(work::result))
-        .route("/api/v1/node/stats", get(ops::node_stats))
-        .route("/", get(console::index))
-        .route("/console/{file}", get(console::file))
+    let (router, _) = routes().split_for_parts();
+    let document = openapi_document()
+        .to_pretty_json()
+        .expect("the OpenAPI document serialises");
+    let _ = state.inner.openapi.set(Bytes::from(document));
+    router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
@@ -200,48 +225,36 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Every route, as the `route` label of `logmesh_http_requests_total`; other paths count as
-/// `other`, so a scan of random URLs cannot grow the label set.
-const ROUTES: &[&str] = &[
-    "/event",
-    "/api/v1/logs",
-    "/api/v1/logs/stats",
-    "/api/v1/logs/search",
-    "/healthz",
-    "/readyz",
-    "/api/v1/cluster",
-    "/api/v1/tail",
-    "/metrics",
-    "/metrics/query",
-    "/logs",
-    "/logs/files",
-    "/api/v1/work",
-    "/api/v1/node/stats",
-    "/",
-];
+impl AppState {
+    /// The OpenAPI document, as JSON.
+    fn openapi_json(&self) -> Bytes {
+        self.inner.openapi.get().cloned().unwrap_or_default()
+    }
+}
 
-/// Counts every answered request (401s and 404s included) in the node's metrics.
+/// Counts every answered request (401s and 404s included) in the node's metrics, by the route
+/// that matched (`other` when none did, so a scan of random URLs or methods cannot grow the
+/// label set).
 async fn count_request(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let path = request.uri().path();
-    let route = ROUTES
-        .iter()
-        .find(|route| **route == path)
-        .copied()
-        .or_else(|| path.starts_with("/console/").then_some("/console/{file}"))
-        .or_else(|| {
-            let callback = path.strip_prefix("/api/v1/work/")?;
-            Some(match callback.strip_suffix("/result") {
-                Some(_) => "/api/v1/work/{callback}/result",
-                None => "/api/v1/work/{callback}",
-            })
-        })
-        .unwrap_or("other");
-    let method = request.method().as_str().to_owned();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "other".to_owned(), |matched| matched.as_str().to_owned());
+    let method = match *request.method() {
+        Method::GET
+        | Method::POST
+        | Method::PUT
+        | Method::DELETE
+        | Method::HEAD
+        | Method::OPTIONS
+        | Method::PATCH => request.method().as_str().to_owned(),
+        _ => "other".to_owned(),
+    };
     let response = next.run(request).await;
     state
         .inner
         .metrics
-        .http_request(route, &method, response.status().as_u16());
+        .http_request(&route, &method, response.status().as_u16());
     response
 }
 

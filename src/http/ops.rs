@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::time::Duration;
 
+/// Alive.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "The process serves", body = crate::http::openapi::Health)))]
 pub async fn healthz(State(state): State<AppState>) -> Json<Value> {
     Json(json!({"status": "ok", "node": state.inner.node_name}))
 }
@@ -34,6 +37,8 @@ async fn in_time(
     }
 }
 
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "Ready", body = crate::http::openapi::Health)))]
 /// Ready when the queue and the store answer their health checks in time and no writer holds a
 /// batch longer than `--writer-stall-timeout` without completing a write.
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
@@ -71,6 +76,9 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
     }
 }
 
+/// The `service_severity` table.
+#[utoipa::path(get, path = "/api/v1/logs/stats", tag = "query",
+    responses((status = 200, description = "Counts per service and severity", body = crate::http::openapi::Stats)))]
 pub async fn stats(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let rows = state.inner.store.severity_counts().await?;
     let total: i64 = rows.iter().map(|row| row.count).sum();
@@ -78,6 +86,8 @@ pub async fn stats(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
 }
 
 /// The cluster's members, as they last described themselves.
+#[utoipa::path(get, path = "/api/v1/cluster", tag = "operations",
+    responses((status = 200, description = "Members", body = crate::http::openapi::ClusterView)))]
 pub async fn cluster(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let members = state.inner.membership.members().await?;
     Ok(Json(
@@ -89,9 +99,11 @@ pub async fn cluster(State(state): State<AppState>) -> Result<Json<Value>, ApiEr
 /// an error instead of holding up the figures of the others.
 const MEMBER_STATS_TIMEOUT: Duration = Duration::from_secs(3);
 
-#[derive(Debug, Default, Deserialize, Serialize)]
+#[derive(Debug, Default, Deserialize, Serialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct NodeStatsParams {
+    /// `*` for every member, or this node's name (default: this node).
     #[serde(skip_serializing_if = "Option::is_none")]
     hostname: Option<String>,
 }
@@ -109,6 +121,8 @@ fn local_stats(state: &AppState) -> Value {
 /// batches per sink); `hostname=*` asks every member (server-side, like `GET /logs`, so the
 /// console needs no cross-origin requests) and answers `{"nodes": [...]}`, a member that cannot
 /// be asked appearing as `{"node", "error"}` rather than failing the whole answer.
+#[utoipa::path(get, path = "/api/v1/node/stats", tag = "operations", params(NodeStatsParams),
+    responses((status = 200, description = "Operational figures", body = crate::http::openapi::NodeStatsView)))]
 pub async fn node_stats(
     State(state): State<AppState>,
     params: Result<Query<NodeStatsParams>, QueryRejection>,
@@ -155,8 +169,13 @@ pub async fn node_stats(
             Ok(Json(json!({ "nodes": nodes })))
         }
         Some(name) if name == state.inner.node_name => Ok(Json(local_stats(&state))),
-        Some(_) => Err(ApiError::bad_request(
-            "parameter `hostname`: only `*` (every member) or this node's name",
+        Some(name) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_host",
+            format!(
+                "parameter `hostname`: `{name}` is not this node; give `*` for every member or \
+                 this node's name"
+            ),
         )),
     }
 }

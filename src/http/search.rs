@@ -13,15 +13,28 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct SearchParams {
+    /// Words every event found must hold as whole words, any case.
+    #[param(max_length = 1024)]
     q: Option<String>,
+    #[param(min_length = 1)]
     service: Option<String>,
+    /// A minimum: warn also finds error and fatal.
+    #[param(value_type = Option<crate::http::openapi::SeverityName>, inline)]
     severity: Option<String>,
+    /// RFC 3339 or epoch milliseconds, inclusive.
+    #[param(format = DateTime)]
     since: Option<String>,
+    /// RFC 3339 or epoch milliseconds, exclusive.
+    #[param(format = DateTime)]
     until: Option<String>,
+    /// 1 to 1000 (default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
+    /// The `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
@@ -93,6 +106,9 @@ pub fn search_query(params: SearchParams) -> Result<SearchQuery, ApiError> {
     Ok(query)
 }
 
+/// Stored events, newest first, a page at a time.
+#[utoipa::path(get, path = "/api/v1/logs/search", tag = "query", params(SearchParams),
+    responses((status = 200, description = "A page", body = crate::http::openapi::SearchAnswer)))]
 #[tracing::instrument(skip_all)]
 pub async fn search(
     State(state): State<AppState>,

@@ -22,8 +22,9 @@ use std::time::Duration;
 /// Comment lines sent while nothing happens, so proxies keep the connection open.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct TailParams {
     /// Comma-separated services; all when absent.
     service: Option<String>,
@@ -116,6 +117,9 @@ fn parse_filter(params: &TailParams) -> Result<LiveFilter, ApiError> {
     })
 }
 
+/// Live events as Server-Sent Events (`log`, and `dropped` where the client fell behind).
+#[utoipa::path(get, path = "/api/v1/tail", tag = "query", params(TailParams),
+    responses((status = 200, description = "An endless event stream", content_type = "text/event-stream", body = String)))]
 pub async fn tail(
     State(state): State<AppState>,
     params: Result<Query<TailParams>, QueryRejection>,

@@ -12,11 +12,16 @@ use crate::work::submission::MAX_SUBMISSION_BYTES;
 use crate::work::{Accepted, StatusView, Submission};
 use axum::Json;
 use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tokio_util::io::ReaderStream;
 
+/// Submits work; answers its callback. Identical work within its TTL is not run twice.
+#[utoipa::path(post, path = "/api/v1/work", tag = "work",
+    request_body(content = crate::http::openapi::WorkSubmission, content_type = "application/json"),
+    responses((status = 202, description = "Recorded and queued", body = crate::http::openapi::WorkAccepted)))]
 #[tracing::instrument(skip_all)]
 pub async fn submit(
     State(state): State<AppState>,
@@ -28,17 +33,30 @@ pub async fn submit(
     Ok((StatusCode::ACCEPTED, Json(accepted)))
 }
 
+/// A job's record.
+#[utoipa::path(get, path = "/api/v1/work/{callback}", tag = "work",
+    params(("callback" = String, Path, description = "The callback `POST /api/v1/work` answered", pattern = "^[0-9A-Fa-f]{32}$")),
+    responses((status = 200, description = "The record", body = crate::http::openapi::WorkStatus)))]
 pub async fn status(
     State(state): State<AppState>,
-    Path(callback): Path<String>,
+    callback: Result<Path<String>, PathRejection>,
 ) -> Result<Json<StatusView>, ApiError> {
+    let Path(callback) = callback.map_err(|e| ApiError::bad_request(e.body_text()))?;
     Ok(Json(state.inner.work.status(&callback).await?))
 }
 
+/// A worked job's result (NDJSON for an export).
+#[utoipa::path(get, path = "/api/v1/work/{callback}/result", tag = "work",
+    params(("callback" = String, Path, description = "The callback `POST /api/v1/work` answered", pattern = "^[0-9A-Fa-f]{32}$")),
+    responses((status = 200, description = "The result", content(
+        (Object = "application/json"),
+        (String = "application/x-ndjson"),
+    ))))]
 pub async fn result(
     State(state): State<AppState>,
-    Path(callback): Path<String>,
+    callback: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
+    let Path(callback) = callback.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let blob = state.inner.work.result(&callback).await?;
     Ok((
         [
