@@ -346,11 +346,7 @@ fn gunzip(
         out.resize(start + room, 0);
         let read = decoder
             .read(&mut out[start..])
-            .map_err(|e| ApiError::bad_request(format!("the body is not valid gzip: {e}")));
-        let read = match read {
-            Ok(read) => read,
-            Err(error) => return Err(error),
-        };
+            .map_err(|e| ApiError::bad_request(format!("the body is not valid gzip: {e}")))?;
         out.truncate(start + read);
         if out.len() > limit {
             return Err(inflated_too_large(limit));

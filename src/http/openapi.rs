@@ -178,7 +178,7 @@ pub struct ErrorDetail {
 /// A raw message: UTF-8 text, not empty.
 #[derive(ToSchema)]
 #[schema(value_type = String, min_length = 1)]
-pub struct RawMessage(String);
+pub struct RawMessage(pub String);
 
 /// `POST /event` and `POST /api/v1/logs` answers once every event is durable.
 #[derive(ToSchema)]
