@@ -239,7 +239,7 @@ async fn every_panel_shows_real_data_behind_the_token_prompt() {
         .send()
         .await
         .expect("node stats of nobody");
-    assert_eq!(elsewhere.status(), 400);
+    assert_eq!(elsewhere.status(), 404);
 
     let script = Script::start(
         "panels",

@@ -158,3 +158,51 @@ async fn schemathesis_finds_no_server_error_and_no_undocumented_answer() {
         .unwrap();
     assert_eq!(ready.status(), 200);
 }
+
+#[tokio::test]
+async fn requests_are_counted_by_the_route_that_matched_and_nothing_else() {
+    let node = TestNode::start(|_| {}).await;
+    node.get("/api/v1/work/ACBD18DB4CC2F85CEDEF654FCCC4A4D8/result")
+        .send()
+        .await
+        .unwrap();
+    node.get("/console/app.js").send().await.unwrap();
+    // Random paths and methods must not grow the label set.
+    for n in 0..5 {
+        node.get(&format!("/scan/{n}")).send().await.unwrap();
+        node.client
+            .request(
+                reqwest::Method::from_bytes(format!("FOO{n}").as_bytes()).unwrap(),
+                format!("{}/healthz", node.url),
+            )
+            .send()
+            .await
+            .unwrap();
+    }
+    let text = node
+        .get("/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let counted: Vec<&str> = text
+        .lines()
+        .filter(|line| line.starts_with("logmesh_http_requests_total{"))
+        .collect();
+    let has = |route: &str, method: &str| {
+        counted.iter().any(|line| {
+            line.contains(&format!("route=\"{route}\""))
+                && line.contains(&format!("method=\"{method}\""))
+        })
+    };
+    assert!(has("/api/v1/work/{callback}/result", "GET"), "{counted:#?}");
+    assert!(has("/console/{file}", "GET"), "{counted:#?}");
+    assert!(has("other", "GET"), "{counted:#?}");
+    assert!(has("/healthz", "other"), "{counted:#?}");
+    assert!(
+        !text.contains("/scan/") && !text.contains("FOO"),
+        "{counted:#?}"
+    );
+}

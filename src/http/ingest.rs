@@ -25,7 +25,7 @@ const INLINE_PARSE_MAX_BYTES: usize = 256 * 1024;
 #[into_params(parameter_in = Query)]
 pub struct RawEventParams {
     /// The event's service (default: `default`).
-    #[param(min_length = 1, max_length = 50, pattern = "^[A-Za-z0-9._:/@+=-]+$")]
+    #[param(min_length = 1, max_length = 32, pattern = "^[A-Za-z0-9._:/@+=-]+$")]
     service: Option<String>,
     /// The event's severity (default: info).
     #[param(value_type = Option<crate::http::openapi::SeverityName>, inline)]

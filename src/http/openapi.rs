@@ -193,15 +193,15 @@ pub struct IngestAccepted {
 #[derive(ToSchema)]
 pub struct EventIn {
     /// Unique; re-sending an id never stores the event twice. Generated when absent. At most
-    /// 200 bytes, no whitespace or control characters.
-    #[schema(min_length = 1, max_length = 50, pattern = "^[A-Za-z0-9._:/@+=-]+$")]
+    /// 128 bytes, no whitespace or control characters.
+    #[schema(min_length = 1, max_length = 32, pattern = "^[A-Za-z0-9._:/@+=-]+$")]
     pub id: Option<String>,
     /// RFC 3339 (e.g. 2026-11-23T10:15:00Z) at most 2 days after the node's clock. Epoch
     /// milliseconds (a number) are taken too. Default: now.
     #[schema(format = DateTime)]
     pub timestamp: Option<String>,
-    /// At most 200 bytes, no whitespace or control characters.
-    #[schema(min_length = 1, max_length = 50, pattern = "^[A-Za-z0-9._:/@+=-]+$")]
+    /// At most 128 bytes, no whitespace or control characters.
+    #[schema(min_length = 1, max_length = 32, pattern = "^[A-Za-z0-9._:/@+=-]+$")]
     pub service: String,
     /// trace, debug, info, warn, error or fatal (any case), an alias such as `warning`, or a
     /// syslog number 0-7. Default: info.

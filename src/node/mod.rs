@@ -372,7 +372,7 @@ impl Node {
             metrics,
             log_roots,
             work,
-            limits: config.http.clone(),
+            limits: http_limits(&config.http, &advertise, addr.ip().is_loopback()),
             writers: vec![store_watch, event_log_watch],
             writer_stall_timeout: config.writer_stall_timeout,
             loopback_bind: addr.ip().is_loopback(),
@@ -440,6 +440,25 @@ impl Node {
     }
 }
 
+/// The HTTP limits with the node's own advertised host name allowed: other members and
+/// clients reach the node by it, so whenever `Host` is checked it must pass.
+fn http_limits(limits: &HttpLimits, advertise: &str, loopback_bind: bool) -> HttpLimits {
+    let mut limits = limits.clone();
+    let checked = loopback_bind || !limits.allowed_hosts.is_empty();
+    let host = advertise
+        .split_once("://")
+        .map(|(_, rest)| rest.split(['/', '?']).next().unwrap_or(rest))
+        .map(|authority| match authority.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            _ => authority,
+        })
+        .map(|name| name.trim_start_matches('[').trim_end_matches(']'));
+    if checked && let Some(host) = host.filter(|host| !host.is_empty()) {
+        limits.allowed_hosts.push(host.to_owned());
+    }
+    limits
+}
+
 fn lock_data_dir(dir: &Path) -> Result<File, NodeError> {
     let failed = |reason: String| NodeError::DataDir {
         path: dir.to_owned(),
@@ -477,4 +496,36 @@ async fn bind(config: &NodeConfig) -> Result<TcpListener, NodeError> {
     TcpListener::bind(addr)
         .await
         .map_err(|e| failed(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_advertised_host_is_allowed_whenever_hosts_are_checked() {
+        let none = HttpLimits::default();
+        assert_eq!(
+            http_limits(&none, "http://logs.internal:5555", true).allowed_hosts,
+            ["logs.internal"]
+        );
+        assert_eq!(
+            http_limits(&none, "https://[fd00::1]:443/", true).allowed_hosts,
+            ["fd00::1"]
+        );
+        // A public bind without a list answers to any name: nothing to add.
+        assert!(
+            http_limits(&none, "http://10.0.0.2:5555", false)
+                .allowed_hosts
+                .is_empty()
+        );
+        let listed = HttpLimits {
+            allowed_hosts: vec!["logs.example.com".into()],
+            ..HttpLimits::default()
+        };
+        assert_eq!(
+            http_limits(&listed, "http://10.0.0.2:5555", false).allowed_hosts,
+            ["logs.example.com", "10.0.0.2"]
+        );
+    }
 }
