@@ -605,9 +605,12 @@ pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// for a real migration; a node that died releases the lock with its session at once.
 pub(crate) const MIGRATION_LOCK_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// Connections per server pool: the store writer uses one at a time, the rest serve reads
-/// and health checks.
+/// Connections of a server store's read pool (searches, counts, counters).
 pub(crate) const MAX_CONNECTIONS: u32 = 8;
+
+/// Connections of its writer pool: the store writer's batches and the counter commits, each one
+/// at a time.
+pub(crate) const WRITER_CONNECTIONS: u32 = 2;
 
 /// A batch slower than this is logged at `warn`, with its size: sqlx's own statement logging
 /// is off because a multi-row statement's text holds thousands of placeholders.

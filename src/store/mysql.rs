@@ -36,9 +36,9 @@
 use super::counter_groups::{ApplyIncrements, CounterGroups};
 use super::{
     ACQUIRE_TIMEOUT, BatchOutcome, CONNECT_TIMEOUT, MAX_CONNECTIONS, MIGRATION_LOCK_TIMEOUT,
-    SearchPage, SearchQuery, Selection, SeverityCount, Store, StoreError, counter_from_sql_row,
-    counter_overflow, health_check, log_if_slow, redact_url, severity_count_from_row, sqlx_error,
-    stored_event_from_row, tally, unique_by_id,
+    SearchPage, SearchQuery, Selection, SeverityCount, Store, StoreError, WRITER_CONNECTIONS,
+    counter_from_sql_row, counter_overflow, health_check, log_if_slow, redact_url,
+    severity_count_from_row, sqlx_error, stored_event_from_row, tally, unique_by_id,
 };
 use crate::counters::{Counter, CounterKey, CounterLimits};
 use crate::event::Event;
@@ -120,7 +120,12 @@ const MAX_STATEMENT_BYTES: usize = 4 << 20;
 const LOG_COLUMNS: usize = 8;
 
 pub struct MysqlStore {
+    /// Reads: searches, counts, counters.
     pool: MySqlPool,
+    /// The store writer's batches and the counter increments.
+    writer: MySqlPool,
+    /// Health checks only.
+    checker: MySqlPool,
     /// The URL with its password redacted, for messages.
     shown_url: String,
     /// Increments wait here to be committed in groups.
@@ -222,19 +227,26 @@ impl MysqlStore {
         // Ending the session releases the migration lock, whatever happened.
         let _ = session.close().await;
         migrated?;
-        let pool = MySqlPoolOptions::new()
-            .max_connections(MAX_CONNECTIONS)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_lazy_with(options);
+        // Three pools, so that no number of reads can keep the writers or the health check
+        // waiting for a connection.
+        let pool_of = |size: u32| {
+            MySqlPoolOptions::new()
+                .max_connections(size)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                .connect_lazy_with(options.clone())
+        };
+        let writer = pool_of(WRITER_CONNECTIONS);
         let counters = CounterGroups::start(
             Arc::new(MysqlCounters {
-                pool: pool.clone(),
+                pool: writer.clone(),
                 shown_url: shown_url.clone(),
             }),
             counter_limits,
         );
         Ok(MysqlStore {
-            pool,
+            pool: pool_of(MAX_CONNECTIONS),
+            writer,
+            checker: pool_of(1),
             shown_url,
             counters,
         })
@@ -455,7 +467,7 @@ impl Store for MysqlStore {
         }
         let started = Instant::now();
         let rows = unique_by_id(&events);
-        let mut transaction = self.pool.begin().await.map_err(|e| self.error(e))?;
+        let mut transaction = self.writer.begin().await.map_err(|e| self.error(e))?;
 
         let mut stored: HashSet<String> = HashSet::new();
         for chunk in statement_chunks(&rows, MAX_PLACEHOLDERS, |e| e.id.len()) {
@@ -576,7 +588,7 @@ impl Store for MysqlStore {
 
     async fn health(&self) -> Result<(), StoreError> {
         let round_trip =
-            sqlx::query("SELECT COUNT(*) FROM logmesh_migrations").fetch_one(&self.pool);
+            sqlx::query("SELECT COUNT(*) FROM logmesh_migrations").fetch_one(&self.checker);
         health_check(&self.shown_url, round_trip).await
     }
 }

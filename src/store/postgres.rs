@@ -27,9 +27,9 @@
 use super::counter_groups::{ApplyIncrements, CounterGroups};
 use super::{
     ACQUIRE_TIMEOUT, BatchOutcome, CONNECT_TIMEOUT, MAX_CONNECTIONS, MIGRATION_LOCK_TIMEOUT,
-    SearchPage, SearchQuery, Selection, SeverityCount, Store, StoreError, counter_from_sql_row,
-    counter_overflow, health_check, log_if_slow, redact_url, severity_count_from_row, sqlx_error,
-    stored_event_from_row, tally, unique_by_id,
+    SearchPage, SearchQuery, Selection, SeverityCount, Store, StoreError, WRITER_CONNECTIONS,
+    counter_from_sql_row, counter_overflow, health_check, log_if_slow, redact_url,
+    severity_count_from_row, sqlx_error, stored_event_from_row, tally, unique_by_id,
 };
 use crate::counters::{Counter, CounterKey, CounterLimits};
 use crate::event::Event;
@@ -110,7 +110,12 @@ const BUMP_COUNTS: &str = "INSERT INTO service_severity (service, severity, coun
     ON CONFLICT (service, severity) DO UPDATE SET count = service_severity.count + EXCLUDED.count";
 
 pub struct PostgresStore {
+    /// Reads: searches, counts, counters.
     pool: PgPool,
+    /// The store writer's batches and the counter increments.
+    writer: PgPool,
+    /// Health checks only.
+    checker: PgPool,
     /// The URL with its password redacted, for messages.
     shown_url: String,
     /// Increments wait here to be committed in groups.
@@ -196,19 +201,26 @@ impl PostgresStore {
         // Ending the session releases the migration lock, whatever happened.
         let _ = session.close().await;
         migrated?;
-        let pool = PgPoolOptions::new()
-            .max_connections(MAX_CONNECTIONS)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_lazy_with(options);
+        // Three pools, so that no number of reads can keep the writers or the health check
+        // waiting for a connection.
+        let pool_of = |size: u32| {
+            PgPoolOptions::new()
+                .max_connections(size)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                .connect_lazy_with(options.clone())
+        };
+        let writer = pool_of(WRITER_CONNECTIONS);
         let counters = CounterGroups::start(
             Arc::new(PgCounters {
-                pool: pool.clone(),
+                pool: writer.clone(),
                 shown_url: shown_url.clone(),
             }),
             counter_limits,
         );
         Ok(PostgresStore {
-            pool,
+            pool: pool_of(MAX_CONNECTIONS),
+            writer,
+            checker: pool_of(1),
             shown_url,
             counters,
         })
@@ -390,7 +402,7 @@ impl Store for PostgresStore {
         let nodes: Vec<&str> = rows.iter().map(|e| e.node.as_str()).collect();
         let received: Vec<i64> = rows.iter().map(|e| e.received_us).collect();
 
-        let mut transaction = self.pool.begin().await.map_err(|e| self.error(e))?;
+        let mut transaction = self.writer.begin().await.map_err(|e| self.error(e))?;
         let inserted = sqlx::query(INSERT_LOGS)
             .bind(ids)
             .bind(ts)
@@ -476,7 +488,7 @@ impl Store for PostgresStore {
 
     async fn health(&self) -> Result<(), StoreError> {
         let round_trip =
-            sqlx::query("SELECT count(*) FROM logmesh_migrations").fetch_one(&self.pool);
+            sqlx::query("SELECT count(*) FROM logmesh_migrations").fetch_one(&self.checker);
         health_check(&self.shown_url, round_trip).await
     }
 }

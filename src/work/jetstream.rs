@@ -70,8 +70,8 @@ impl JetStreamWork {
                         bucket: results_bucket.clone(),
                         description: Some("logmesh work results".to_owned()),
                         max_age: ttl + lease,
-                        // A backstop: puts check the room first and refuse with a clear error.
-                        max_bytes: i64::try_from(max_results_bytes).unwrap_or(i64::MAX),
+                        // No `max_bytes`: JetStream would reserve that much of the server's
+                        // storage for the bucket up front. Puts check the room themselves.
                         storage: StorageType::File,
                         ..Default::default()
                     })
