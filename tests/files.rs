@@ -767,3 +767,86 @@ async fn file_streams_are_capped_and_idle_follows_hold_no_thread() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_followed_name_replaced_by_a_link_inside_the_root_is_followed_once() {
+    let (node, root) = node_with_root().await;
+    let path = root.path().join("app.log");
+    write(&path, "first\n");
+    let next = root.path().join("app-2.log");
+    write(&next, "second\n");
+    let response = node
+        .get("/logs?filename=app.log&follow=true")
+        .send()
+        .await
+        .unwrap();
+    let mut body = response.bytes_stream();
+    let mut seen = String::new();
+    let mut read_until = async |seen: &mut String, what: &str| {
+        use futures_util::StreamExt;
+        while !seen.contains(what) {
+            let piece = tokio::time::timeout(DEADLINE, body.next())
+                .await
+                .unwrap_or_else(|_| panic!("waiting for {what:?}; got {seen:?}"));
+            match piece {
+                Some(Ok(bytes)) => seen.push_str(&String::from_utf8_lossy(&bytes)),
+                _ => panic!("the stream ended; got {seen:?}"),
+            }
+        }
+    };
+    read_until(&mut seen, "first\n").await;
+    // Rotation by a link: app.log now leads to app-2.log, inside the root.
+    fs::rename(&path, root.path().join("app.log.1")).unwrap();
+    std::os::unix::fs::symlink(&next, &path).unwrap();
+    read_until(&mut seen, "second\n").await;
+    append(&next, "third\n");
+    read_until(&mut seen, "third\n").await;
+    assert_eq!(seen, "first\nsecond\nthird\n", "each line once");
+}
+
+#[tokio::test]
+async fn a_file_used_as_a_directory_is_not_found_not_a_server_error() {
+    let (node, root) = node_with_root().await;
+    write(&root.path().join("app.log"), "line\n");
+    let (status, body) = get(&node, "/logs?filename=app.log/x").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+}
+
+#[tokio::test]
+async fn a_forwarded_follow_stream_is_released_on_the_member_when_the_client_leaves() {
+    let database = TestDatabase::create(Server::Postgres).await;
+    let cluster = TestCluster::start(2, &nats_url(), database.url(), &["--max-file-streams", "1"]);
+    write(
+        &cluster.nodes[1].event_log_dir().join("quiet.log"),
+        "line\n",
+    );
+    eventually("two members", DEADLINE, || async {
+        cluster_get(&cluster, 0, "/logs?hostname=node-1&filename=quiet.log")
+            .await
+            .0
+            == StatusCode::OK
+    })
+    .await;
+    // A follow through node-0 that nothing more is written to: node-1's one stream is taken.
+    let follow = cluster
+        .client
+        .get(format!(
+            "{}/logs?hostname=node-1&filename=quiet.log&follow=true",
+            cluster.nodes[0].url()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(follow.status(), StatusCode::OK);
+    eventually("node-1's stream taken", DEADLINE, || async {
+        cluster_get(&cluster, 1, "/logs?filename=quiet.log").await.0
+            == StatusCode::SERVICE_UNAVAILABLE
+    })
+    .await;
+    // The client leaves: node-0 drops its request to node-1, which frees the stream.
+    drop(follow);
+    eventually("node-1's stream released", DEADLINE, || async {
+        cluster_get(&cluster, 1, "/logs?filename=quiet.log").await.0 == StatusCode::OK
+    })
+    .await;
+}

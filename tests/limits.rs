@@ -12,15 +12,23 @@ use std::time::{Duration, Instant};
 async fn assert_healthy(node: &TestNode) {
     let ready = node.get("/readyz").send().await.expect("the node answers");
     assert_eq!(ready.status(), 200, "{}", ready.text().await.unwrap());
-    let before = node.stats_total().await;
+    let id = format!("health-{}", uuid::Uuid::now_v7().simple());
     let response = node
         .post("/api/v1/logs")
-        .body(r#"{"service":"health","message":"still here"}"#)
+        .body(format!(
+            r#"{{"id":"{id}","service":"health","message":"still here"}}"#
+        ))
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 202);
-    node.wait_for_stored(before + 1).await;
+    let db = node.db_path();
+    common::eventually(
+        "the health event stored",
+        Duration::from_secs(20),
+        || async { common::stored(&db).ids.get(&id) == Some(&1) },
+    )
+    .await;
 }
 
 /// The JSON error's code and message, after checking the status.
@@ -436,5 +444,51 @@ async fn counter_cardinality_is_bounded_and_the_refusal_names_the_limit() {
     let (code, message) = error_of(response, 413).await;
     assert_eq!(code, "payload_too_large");
     assert!(message.contains("65536"), "{message}");
+    assert_healthy(&node).await;
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_closed_after_the_send_timeout() {
+    let node = TestNode::start(|config| {
+        config.http.server.send_timeout = Duration::from_secs(1);
+        config.http.max_live_clients = 1;
+        config.tail_buffer_bytes = 64 << 20;
+        config.tail_buffer = 1_000_000;
+    })
+    .await;
+    let addr = node.node.as_ref().unwrap().local_addr();
+    // A live tail that reads nothing, over a raw socket with a small receive buffer.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stalled = socket.connect(addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(
+        &mut stalled,
+        b"GET /api/v1/tail HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    common::eventually(
+        "the one live client slot taken",
+        Duration::from_secs(10),
+        || async { node.get("/api/v1/tail").send().await.unwrap().status() == 503 },
+    )
+    .await;
+    // Far more than the socket buffers hold.
+    let message = "x".repeat(8 * 1024);
+    for round in 0..20 {
+        let body: String = (0..100)
+            .map(|i| common::ndjson_line(&format!("{round}-{i}"), "api", "info", &message))
+            .collect();
+        let response = node.post("/api/v1/logs").body(body).send().await.unwrap();
+        assert_eq!(response.status(), 202);
+    }
+    // The stalled connection is closed, its slot free again.
+    common::eventually(
+        "the stalled client closed",
+        Duration::from_secs(20),
+        || async { node.get("/api/v1/tail").send().await.unwrap().status() == 200 },
+    )
+    .await;
+    drop(stalled);
     assert_healthy(&node).await;
 }

@@ -175,6 +175,14 @@ pub struct ServeArgs {
     /// [env: LOGMESH_MAX_FILE_STREAMS] [default: 64]
     #[arg(long, value_name = "N")]
     pub max_file_streams: Option<String>,
+    /// GET /api/v1/tail clients served at once; more get 503 [env: LOGMESH_MAX_LIVE_CLIENTS]
+    /// [default: 256]
+    #[arg(long, value_name = "N")]
+    pub max_live_clients: Option<String>,
+    /// How long a response may wait for the client to take more of it before the connection
+    /// is closed [env: LOGMESH_SEND_TIMEOUT] [default: 60s]
+    #[arg(long, value_name = "DURATION")]
+    pub send_timeout: Option<String>,
     /// How long another member may take to answer a forwarded request
     /// [env: LOGMESH_PEER_TIMEOUT] [default: 10s]
     #[arg(long, value_name = "DURATION")]
@@ -301,6 +309,8 @@ const SETTINGS: &[(&str, &[&str])] = &[
     ("body-min-rate", &["LOGMESH_BODY_MIN_RATE"]),
     ("max-file-streams", &["LOGMESH_MAX_FILE_STREAMS"]),
     ("peer-timeout", &["LOGMESH_PEER_TIMEOUT"]),
+    ("max-live-clients", &["LOGMESH_MAX_LIVE_CLIENTS"]),
+    ("send-timeout", &["LOGMESH_SEND_TIMEOUT"]),
     ("allowed-hosts", &["LOGMESH_ALLOWED_HOSTS"]),
     ("shutdown-grace", &["LOGMESH_SHUTDOWN_GRACE"]),
     ("tail-buffer-bytes", &["LOGMESH_TAIL_BUFFER_BYTES"]),
@@ -410,6 +420,8 @@ pub fn resolve(
     set("body-min-rate", &args.body_min_rate);
     set("max-file-streams", &args.max_file_streams);
     set("peer-timeout", &args.peer_timeout);
+    set("max-live-clients", &args.max_live_clients);
+    set("send-timeout", &args.send_timeout);
     set("allowed-hosts", &args.allowed_hosts);
     set("shutdown-grace", &args.shutdown_grace);
     set("tail-buffer-bytes", &args.tail_buffer_bytes);
@@ -598,9 +610,10 @@ pub fn resolve(
 fn resolve_http(resolver: &Resolver) -> Result<HttpLimits, ConfigError> {
     use crate::http::body::{DEFAULT_BODY_MIN_RATE, DEFAULT_BODY_READ_TIMEOUT};
     use crate::http::server::{
-        DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_SHUTDOWN_GRACE,
+        DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_SEND_TIMEOUT,
+        DEFAULT_SHUTDOWN_GRACE,
     };
-    use crate::http::{DEFAULT_MAX_FILE_STREAMS, DEFAULT_PEER_TIMEOUT};
+    use crate::http::{DEFAULT_MAX_FILE_STREAMS, DEFAULT_MAX_LIVE_CLIENTS, DEFAULT_PEER_TIMEOUT};
     let timeout =
         |v: &str| parse_duration_between(v, Duration::from_millis(100), Duration::from_secs(3600));
     let max_connections = resolver.get("max-connections", DEFAULT_MAX_CONNECTIONS, |v| {
@@ -616,12 +629,17 @@ fn resolve_http(resolver: &Resolver) -> Result<HttpLimits, ConfigError> {
         parse_count(v, 1, 100_000)
     })?;
     let peer_timeout = resolver.get("peer-timeout", DEFAULT_PEER_TIMEOUT, timeout)?;
+    let max_live_clients = resolver.get("max-live-clients", DEFAULT_MAX_LIVE_CLIENTS, |v| {
+        parse_count(v, 1, 100_000)
+    })?;
+    let send_timeout = resolver.get("send-timeout", DEFAULT_SEND_TIMEOUT, timeout)?;
     let shutdown_grace = resolver.get("shutdown-grace", DEFAULT_SHUTDOWN_GRACE, timeout)?;
     let allowed_hosts = resolver.get("allowed-hosts", Vec::new(), parse_host_list)?;
     Ok(HttpLimits {
         server: ServerLimits {
             max_connections,
             header_read_timeout,
+            send_timeout,
             shutdown_grace,
         },
         body_pace: BodyPace {
@@ -629,6 +647,7 @@ fn resolve_http(resolver: &Resolver) -> Result<HttpLimits, ConfigError> {
             min_rate,
         },
         max_file_streams,
+        max_live_clients,
         peer_timeout,
         allowed_hosts,
     })

@@ -288,6 +288,12 @@ pub fn check_query_size(expression: &str) -> Result<(), CounterError> {
     while i < bytes.len() {
         let byte = bytes[i];
         match byte {
+            // A comment runs to the end of the line, quotes in it included.
+            b'#' => {
+                while i + 1 < bytes.len() && bytes[i + 1] != b'\n' {
+                    i += 1;
+                }
+            }
             b'"' | b'\'' | b'`' => {
                 // Skip the string, honouring backslash escapes (none in backtick strings).
                 i += 1;
@@ -675,6 +681,9 @@ mod tests {
         assert!(check_query_size("sum(((((req)))))").is_ok());
         assert!(check_query_size(&format!("{}a", "-".repeat(64))).is_ok());
         assert!(check_query_size(&format!("{}a", "-".repeat(65))).is_err());
+        // A quote in a comment does not hide what follows it.
+        assert!(check_query_size(&format!("#\"\n{}a", "-".repeat(100))).is_err());
+        assert!(check_query_size("# a comment with ((( and \"\nreq").is_ok());
     }
 
     #[test]

@@ -167,6 +167,11 @@ impl LogRoots {
                         "`filename` has a part longer than the file system allows: {error}"
                     )));
                 }
+                // A file used as a directory (`app.log/x`): not here, maybe in the next root.
+                Err(error) if error.raw_os_error() == Some(libc::ENOTDIR) => continue,
+                Err(error) if matches!(error.raw_os_error(), Some(libc::ELOOP | libc::EACCES)) => {
+                    return Err(forbidden(&format!("cannot be resolved: {error}")));
+                }
                 Err(error) => return Err(FilesError::Io(format!("{filename}: {error}"))),
             }
         }
@@ -362,7 +367,11 @@ pub fn render(line: &Line, out: &mut Vec<u8>) {
 const BATCH_BYTES: usize = 64 * 1024;
 /// Bytes of lines a gzipped sibling read newest first holds at once (see
 /// [`scan::match_window_forward`]).
-const GZ_WINDOW_BYTES: usize = 1024 * 1024;
+const GZ_WINDOW_BYTES: usize = 4 * 1024 * 1024;
+/// Windows (each a decompression of the file from its start) a gzipped sibling may take newest
+/// first: 256 MiB of matching lines. Past that the stream ends with an error line saying to
+/// read oldest first, which takes one pass.
+const GZ_MAX_WINDOWS: usize = 64;
 /// Bytes a follow step reads at most.
 const FOLLOW_BLOCK: usize = 256 * 1024;
 
@@ -506,7 +515,7 @@ pub fn tail(request: &TailRequest, sink: &mut dyn Sink) -> Result<Option<Followe
         gz: false,
     };
     let meta = main.file.metadata().map_err(|e| main.io(e))?;
-    let (len, ino) = (meta.len(), meta.ino());
+    let (len, dev, ino) = (meta.len(), meta.dev(), meta.ino());
     let mut output = Output {
         sink,
         out: Vec::new(),
@@ -538,7 +547,17 @@ pub fn tail(request: &TailRequest, sink: &mut dyn Sink) -> Result<Option<Followe
         let Some((path, gz)) = next_sibling.next() else {
             break;
         };
-        let file = open_confined(&path, &request.roots)?;
+        let file = match open_confined(&path, &request.roots) {
+            Ok(file) => file,
+            // Rotated away (or compressed) between the listing and now: the next sibling
+            // holds it.
+            Err(FilesError::NotFound(_)) => continue,
+            Err(error) => return Err(error),
+        };
+        if request.order == Order::Desc {
+            // Newest first never comes back to a sibling: keep only the followed file open.
+            sources.truncate(1);
+        }
         sources.push(Source { path, file, gz });
     }
     // Oldest first: from the oldest file that holds one of them.
@@ -558,6 +577,7 @@ pub fn tail(request: &TailRequest, sink: &mut dyn Sink) -> Result<Option<Followe
         roots: request.roots.clone(),
         matcher: request.matcher.clone(),
         file: main.file,
+        dev,
         ino,
         offset: len,
         lines: Assembler::new(request.scan.line_limit),
@@ -608,7 +628,17 @@ fn emit_newest_first(
     let wanted = total.min(n as u64);
     let floor = total - wanted;
     let mut until = total;
+    let mut windows = 0;
     while until > floor && output.open {
+        windows += 1;
+        if windows > GZ_MAX_WINDOWS {
+            return Err(FilesError::Io(format!(
+                "{}: the lines asked for are too many to read newest first from a gzipped \
+                 file (over {} MiB); ask for fewer (`n`) or oldest first (`order=asc`)",
+                display_name(&source.path),
+                GZ_MAX_WINDOWS * GZ_WINDOW_BYTES / (1024 * 1024)
+            )));
+        }
         let (lines, first) = scan::match_window_forward(
             source.forward()?,
             matcher,
@@ -694,6 +724,7 @@ pub struct Follower {
     roots: Vec<PathBuf>,
     matcher: Matcher,
     file: File,
+    dev: u64,
     ino: u64,
     offset: u64,
     lines: Assembler,
@@ -729,9 +760,10 @@ impl Follower {
             self.block = Vec::new();
             return Ok((out, read > 0));
         }
-        // At the end of the file we hold: has the name moved on to a new file?
-        match fs::symlink_metadata(&self.path) {
-            Ok(meta) if meta.ino() != self.ino || meta.file_type().is_symlink() => {
+        // At the end of the file we hold: has the name moved on to a new file? (Followed
+        // through a link, so a link to the file we hold is no change.)
+        match fs::metadata(&self.path) {
+            Ok(meta) if (meta.dev(), meta.ino()) != (self.dev, self.ino) => {
                 let real = match fs::canonicalize(&self.path) {
                     Ok(real) => real,
                     // Between the rename and the new file: try again on the next step.
@@ -747,7 +779,8 @@ impl Follower {
                     )));
                 }
                 let file = open_confined(&real, &self.roots)?;
-                self.ino = file.metadata().map_err(io)?.ino();
+                let meta = file.metadata().map_err(io)?;
+                (self.dev, self.ino) = (meta.dev(), meta.ino());
                 self.file = file;
                 self.offset = 0;
                 self.lines.restart_at(0);

@@ -522,6 +522,9 @@ pub fn for_each_match_forward(
     Ok(index)
 }
 
+/// What a kept [`Line`] costs besides its bytes, for window budgets.
+const LINE_OVERHEAD: usize = std::mem::size_of::<Line>();
+
 /// The matches of a forward-only stream with an index in `from..until`, as many of the last
 /// of them as fit in `budget` bytes (at least one), oldest first, with the index of the first
 /// one kept. A caller wanting the newest matches first calls it again with `until` set to that
@@ -542,12 +545,12 @@ pub fn match_window_forward(
             return false;
         }
         if index >= from {
-            bytes += line.bytes.len();
+            bytes += line.bytes.len() + LINE_OVERHEAD;
             kept.push_back(line);
             first = first.min(index);
             while bytes > budget && kept.len() > 1 {
                 let dropped = kept.pop_front().expect("more than one line is kept");
-                bytes -= dropped.bytes.len();
+                bytes -= dropped.bytes.len() + LINE_OVERHEAD;
                 first += 1;
             }
         }
@@ -750,10 +753,11 @@ mod tests {
             (lines, first)
         };
         assert_eq!(
-            window(0, 3, 100),
+            window(0, 3, 1 << 20),
             (vec![b"k1".to_vec(), b"k2".to_vec(), b"k3".to_vec()], 0)
         );
-        assert_eq!(window(0, 3, 4), (vec![b"k2".to_vec(), b"k3".to_vec()], 1));
+        let two = 2 * (2 + LINE_OVERHEAD);
+        assert_eq!(window(0, 3, two), (vec![b"k2".to_vec(), b"k3".to_vec()], 1));
         assert_eq!(window(2, u64::MAX, 1), (vec![b"k4 long".to_vec()], 3));
         assert_eq!(window(0, 0, 100), (vec![], 0));
         let starts: Vec<u64> = {

@@ -26,7 +26,6 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// The largest `n`.
@@ -222,8 +221,7 @@ pub async fn logs(
 ) -> Result<Response, ApiError> {
     let Query(params) = params.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let checked = check(&params)?;
-    // A follow stream may stay silent for as long as the file does.
-    let idle = (!checked.follow).then_some(state.inner.peer_timeout);
+    let shutdown = state.inner.shutdown.clone();
     match target(&state, params.hostname.as_deref(), &headers).await? {
         Target::Here => serve_here(&state, checked).await,
         Target::Member(member) => {
@@ -232,7 +230,7 @@ pub async fn logs(
                 return Ok(pass_error(&state, upstream).await);
             }
             let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
-            tokio::spawn(relay(member.name, upstream, None, idle, tx));
+            tokio::spawn(relay(member.name, upstream, None, shutdown, tx));
             Ok(text_stream(rx))
         }
         Target::Everyone(members) => {
@@ -287,7 +285,7 @@ pub async fn logs(
                     name,
                     upstream,
                     Some(prefix),
-                    idle,
+                    shutdown.clone(),
                     tx.clone(),
                 )));
             }
@@ -540,31 +538,27 @@ async fn pass_error(state: &AppState, upstream: reqwest::Response) -> Response {
 }
 
 /// Moves a member's streamed body into `tx`: as it comes, or with `prefix` before every line.
-/// A failure, or (with `idle`) a member silent that long, ends the whole response with the
-/// error line.
+/// A failure ends the whole response with the error line. The upstream request is dropped as
+/// soon as the client goes or the node stops, so a forwarded follow stream that has nothing to
+/// say does not hold the member's file stream for a client that left.
 async fn relay(
     name: String,
     upstream: reqwest::Response,
     prefix: Option<String>,
-    idle: Option<Duration>,
+    shutdown: Shutdown,
     tx: mpsc::Sender<Chunk>,
 ) {
     let mut body = upstream.bytes_stream();
     let mut partial: Vec<u8> = Vec::new();
     loop {
-        let piece = match idle {
-            None => body.next().await,
-            Some(idle) => match tokio::time::timeout(idle, body.next()).await {
-                Ok(piece) => piece,
-                Err(_) => {
-                    let message = format!(
-                        "{name}: sent nothing for {} (--peer-timeout)",
-                        humantime::format_duration(idle)
-                    );
-                    let _ = tx.send(Chunk::Last(error_line(&message))).await;
-                    return;
-                }
-            },
+        let piece = tokio::select! {
+            piece = body.next() => piece,
+            () = tx.closed() => return,
+            () = shutdown.wait() => {
+                let line = error_line(&format!("{name}: the node is stopping"));
+                let _ = tx.send(Chunk::Last(line)).await;
+                return;
+            }
         };
         let Some(piece) = piece else {
             break;

@@ -104,10 +104,17 @@ impl HostPolicy {
         Ok(())
     }
 
-    /// An origin's `host[:port]` listed in `--allowed-hosts` (e.g. a proxy's public name).
+    /// An origin's `host[:port]` named in `--allowed-hosts` (e.g. a proxy's public name); `*`
+    /// names no origin, or any site could post.
     fn allowed_origin(&self, authority: &str) -> bool {
-        let host = host_name(authority);
-        !self.allowed.is_empty() && !is_loopback_name(host) && self.allows(host)
+        let host = host_name(authority).to_ascii_lowercase();
+        !is_loopback_name(&host)
+            && self.allowed.iter().any(|allowed| {
+                *allowed == host
+                    || allowed.strip_prefix('.').is_some_and(|domain| {
+                        host == domain || host.ends_with(&format!(".{domain}"))
+                    })
+            })
     }
 }
 
@@ -222,6 +229,20 @@ mod tests {
                 .is_ok()
         );
         // A proxy's public name in --allowed-hosts may be the origin.
+        // `*` answers to any host name, but lets no other site's page post.
+        let any = HostPolicy::new(true, &["*".into()]);
+        assert_eq!(
+            any.check(
+                &Method::POST,
+                &headers(&[
+                    ("host", "logs.example.com"),
+                    ("origin", "https://evil.example")
+                ])
+            )
+            .unwrap_err()
+            .code,
+            "cross_site_request"
+        );
         let proxied = HostPolicy::new(true, &["logs.example.com".into()]);
         assert!(
             proxied

@@ -59,6 +59,8 @@ pub struct HttpLimits {
     pub body_pace: BodyPace,
     /// `GET /logs` streams this node serves at once (follow streams included).
     pub max_file_streams: usize,
+    /// `GET /api/v1/tail` clients this node serves at once.
+    pub max_live_clients: usize,
     /// How long another member may take to answer a forwarded request's head.
     pub peer_timeout: Duration,
     /// `--allowed-hosts`; empty: loopback names only on a loopback bind, any name otherwise.
@@ -66,6 +68,7 @@ pub struct HttpLimits {
 }
 
 pub const DEFAULT_MAX_FILE_STREAMS: usize = 64;
+pub const DEFAULT_MAX_LIVE_CLIENTS: usize = 256;
 pub const DEFAULT_PEER_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Default for HttpLimits {
@@ -74,6 +77,7 @@ impl Default for HttpLimits {
             server: ServerLimits::default(),
             body_pace: BodyPace::default(),
             max_file_streams: DEFAULT_MAX_FILE_STREAMS,
+            max_live_clients: DEFAULT_MAX_LIVE_CLIENTS,
             peer_timeout: DEFAULT_PEER_TIMEOUT,
             allowed_hosts: Vec::new(),
         }
@@ -97,6 +101,9 @@ struct AppInner {
     /// One permit per `GET /logs` stream served here.
     file_streams: Arc<Semaphore>,
     max_file_streams: usize,
+    /// One permit per live tail client.
+    live_clients: Arc<Semaphore>,
+    max_live_clients: usize,
     peer_timeout: Duration,
     /// Ends long-lived responses when the node stops.
     shutdown: Shutdown,
@@ -151,6 +158,8 @@ impl AppState {
                 hosts: HostPolicy::new(parts.loopback_bind, &parts.limits.allowed_hosts),
                 file_streams: Arc::new(Semaphore::new(parts.limits.max_file_streams)),
                 max_file_streams: parts.limits.max_file_streams,
+                live_clients: Arc::new(Semaphore::new(parts.limits.max_live_clients)),
+                max_live_clients: parts.limits.max_live_clients,
                 peer_timeout: parts.limits.peer_timeout,
                 shutdown: parts.shutdown,
                 writers: parts.writers,

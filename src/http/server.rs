@@ -7,7 +7,10 @@
 //!   the node's memory or tasks without bound, and the client learns why.
 //! - A request head (and the idle time before the next one on a kept-alive connection) must
 //!   arrive within `header_read_timeout`, else the connection is closed: a half-sent header
-//!   holds nothing for long. Bodies are paced by [`super::limits::MinRateBody`].
+//!   holds nothing for long. Bodies are paced by [`super::body::MinRateBody`].
+//! - A response the client stops taking (a live tail or a stream it no longer reads) closes the
+//!   connection after `send_timeout` without progress ([`SendDeadline`]), so an unread stream
+//!   cannot hold a connection slot forever.
 //! - Shutdown stops accepting at once, tells long-lived streams (live tail, follow) to end
 //!   through [`Shutdown`], lets requests in flight finish for `shutdown_grace`, then cuts what
 //!   is left, so SIGTERM always ends the process.
@@ -16,9 +19,12 @@ use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use std::future::Future;
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
@@ -28,18 +34,22 @@ use tokio::task::JoinSet;
 pub struct ServerLimits {
     pub max_connections: usize,
     pub header_read_timeout: Duration,
+    /// How long a response may wait for the client to take more of it.
+    pub send_timeout: Duration,
     pub shutdown_grace: Duration,
 }
 
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Default for ServerLimits {
     fn default() -> Self {
         ServerLimits {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            send_timeout: DEFAULT_SEND_TIMEOUT,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
         }
     }
@@ -118,6 +128,7 @@ pub async fn serve(
             builder
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_read_timeout);
+            let stream = SendDeadline::new(stream, limits.send_timeout);
             let connection = builder.serve_connection(TokioIo::new(stream), service);
             tokio::pin!(connection);
             tokio::select! {
@@ -174,4 +185,93 @@ async fn refuse(mut stream: TcpStream, max_connections: usize) {
         Ok::<(), std::io::Error>(())
     })
     .await;
+}
+
+/// A socket whose writes fail when the client takes nothing for `timeout`: the write that
+/// waits for room in the socket starts a timer, and any progress stops it.
+struct SendDeadline {
+    inner: TcpStream,
+    timeout: Duration,
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl SendDeadline {
+    fn new(inner: TcpStream, timeout: Duration) -> SendDeadline {
+        SendDeadline {
+            inner,
+            timeout,
+            stalled: None,
+        }
+    }
+
+    /// `polled` from a write-side call: progress clears the timer; waiting runs it.
+    fn watch<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        match polled {
+            Poll::Ready(result) => {
+                self.stalled = None;
+                Poll::Ready(result)
+            }
+            Poll::Pending => {
+                let timeout = self.timeout;
+                let timer = self
+                    .stalled
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                if timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the client took nothing of the response for --send-timeout",
+                    )));
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl AsyncRead for SendDeadline {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for SendDeadline {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.watch(cx, polled)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.watch(cx, polled)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let polled = Pin::new(&mut self.inner).poll_flush(cx);
+        self.watch(cx, polled)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let polled = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.watch(cx, polled)
+    }
 }

@@ -126,12 +126,27 @@ pub async fn tail(
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     let Query(params) = params.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let filter = parse_filter(&params)?;
+    let permit = state
+        .inner
+        .live_clients
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| {
+            ApiError::overloaded(format!(
+                "this node already serves {} live tail clients (--max-live-clients); retry later",
+                state.inner.max_live_clients
+            ))
+        })?;
     let shutdown = state.inner.shutdown.clone();
     let stream = state
         .inner
         .live
         .subscribe(filter)
-        .map(|item| Ok(to_sse(item)))
+        // The permit lives as long as the stream.
+        .map(move |item| {
+            let _held = &permit;
+            Ok(to_sse(item))
+        })
         // A stopping node ends its live streams, so that the shutdown is not held up.
         .take_until(async move { shutdown.wait().await });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))

@@ -272,6 +272,7 @@ impl Node {
                         config.work.lease,
                         config.work.max_queued,
                         config.work.max_results_bytes,
+                        &staging_dir(&config.work_dir())?,
                     )
                     .await?,
                 ));
@@ -438,6 +439,23 @@ impl Node {
         self.queue.close().await;
         tracing::info!("Node stopped.");
     }
+}
+
+/// The directory cluster results are written to before they go to the result store; emptied
+/// at start-up (what is there is left from a run that died).
+fn staging_dir(work_dir: &Path) -> Result<PathBuf, NodeError> {
+    let dir = work_dir.join("staging");
+    let failed = |e: std::io::Error| NodeError::DataDir {
+        path: dir.clone(),
+        reason: e.to_string(),
+    };
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(failed(error)),
+    }
+    std::fs::create_dir_all(&dir).map_err(failed)?;
+    Ok(dir)
 }
 
 /// The HTTP limits with the node's own advertised host name allowed: other members and

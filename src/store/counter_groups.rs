@@ -84,6 +84,7 @@ async fn run(
 ) {
     let mut arrived = Vec::with_capacity(MAX_PER_GROUP);
     let mut known = HashSet::new();
+    let mut counts = SeriesCounts::default();
     while receiver.recv_many(&mut arrived, MAX_PER_GROUP).await > 0 {
         let mut groups: BTreeMap<CounterKey, Vec<Pending>> = BTreeMap::new();
         for pending in arrived.drain(..) {
@@ -95,12 +96,23 @@ async fn run(
             }
             groups.entry(pending.key.clone()).or_default().push(pending);
         }
-        let groups = admit(applier.as_ref(), &limits, &mut known, groups).await;
+        let groups = admit(applier.as_ref(), &limits, &mut known, &mut counts, groups).await;
         let admitted: Vec<String> = groups.keys().map(CounterKey::storage_key).collect();
         if commit(applier.as_ref(), groups).await {
             known.extend(admitted);
         }
     }
+}
+
+/// How long series counts read from the database are used again: a client minting new label
+/// sets past a limit costs one count per this, not one per request.
+const COUNTS_FRESH_FOR: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Series per metric name, as last read (plus what this writer created since).
+#[derive(Default)]
+struct SeriesCounts {
+    per_name: HashMap<String, u64>,
+    read_at: Option<std::time::Instant>,
 }
 
 /// Keeps the groups of series that exist or fit within the limits; answers the others'
@@ -109,6 +121,7 @@ async fn admit(
     applier: &dyn ApplyIncrements,
     limits: &CounterLimits,
     known: &mut HashSet<String>,
+    counts: &mut SeriesCounts,
     groups: BTreeMap<CounterKey, Vec<Pending>>,
 ) -> BTreeMap<CounterKey, Vec<Pending>> {
     let unknown: Vec<String> = groups
@@ -119,16 +132,22 @@ async fn admit(
     if unknown.is_empty() {
         return groups;
     }
+    let fresh = counts
+        .read_at
+        .is_some_and(|at| at.elapsed() < COUNTS_FRESH_FOR);
     let looked_up = match applier.existing(&unknown).await {
-        Ok(existing) => applier
-            .series_per_name()
-            .await
-            .map(|counts| (existing, counts)),
+        Ok(existing) if fresh => Ok((existing, std::mem::take(&mut counts.per_name))),
+        Ok(existing) => {
+            counts.read_at = Some(std::time::Instant::now());
+            applier.series_per_name().await.map(|read| (existing, read))
+        }
         Err(error) => Err(error),
     };
     let (existing, mut per_name) = match looked_up {
         Ok(found) => found,
         Err(error) => {
+            // The counts were taken out for this group: read them again next time.
+            counts.read_at = None;
             for pendings in groups.into_values() {
                 answer_all(pendings, &error);
             }
@@ -169,6 +188,7 @@ async fn admit(
             }
         }
     }
+    counts.per_name = per_name;
     admitted
 }
 

@@ -36,6 +36,9 @@ pub struct JetStreamWork {
     /// The stream behind the result store, whose size is the bytes the results hold.
     results_stream: String,
     max_results_bytes: u64,
+    /// Where a result is written whole, within its limits, before it is put in the result
+    /// store: a put cut short would leave its chunks in the stream until they expire.
+    staging: std::path::PathBuf,
 }
 
 fn unavailable(what: &str, error: impl std::fmt::Display) -> WorkError {
@@ -53,6 +56,7 @@ impl JetStreamWork {
         lease: Duration,
         max_queued: usize,
         max_results_bytes: u64,
+        staging: &std::path::Path,
     ) -> Result<JetStreamWork, WorkError> {
         let config_error = |what: &str, e: &dyn std::fmt::Display| {
             WorkError::Config(format!("cannot open the work {what}: {e}"))
@@ -137,6 +141,7 @@ impl JetStreamWork {
             max_queued: stream_max,
             results_stream: format!("OBJ_{results_bucket}"),
             max_results_bytes,
+            staging: staging.to_owned(),
         })
     }
 }
@@ -276,14 +281,28 @@ impl WorkBackend for JetStreamWork {
             .state
             .bytes;
         let allowed = max_bytes.min(self.max_results_bytes.saturating_sub(used));
+        let staged = self.staging.join(format!("{key}.part"));
+        let failed = |e: std::io::Error| unavailable(&format!("{}", staged.display()), e);
+        let mut file = tokio::fs::File::create(&staged).await.map_err(failed)?;
         let mut capped = Capped::new(data, allowed);
-        let put = self.results.put(key, &mut capped).await;
-        if capped.exceeded() {
-            let _ = self.results.delete(key).await;
-            return Err(result_limit(max_bytes, used, self.max_results_bytes));
-        }
-        let info = put.map_err(|e| unavailable("cannot store the result", e))?;
-        Ok(info.size as u64)
+        let copied = tokio::io::copy(&mut capped, &mut file).await;
+        let exceeded = capped.exceeded();
+        drop(file);
+        let put = match copied {
+            _ if exceeded => Err(result_limit(max_bytes, used, self.max_results_bytes)),
+            Err(error) => Err(failed(error)),
+            Ok(_) => match tokio::fs::File::open(&staged).await {
+                Ok(mut file) => self
+                    .results
+                    .put(key, &mut file)
+                    .await
+                    .map(|info| info.size as u64)
+                    .map_err(|e| unavailable("cannot store the result", e)),
+                Err(error) => Err(failed(error)),
+            },
+        };
+        let _ = tokio::fs::remove_file(&staged).await;
+        put
     }
 
     async fn open_result(&self, key: &str) -> Result<Option<ResultReader>, WorkError> {
