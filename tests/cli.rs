@@ -18,6 +18,25 @@ fn logmesh(args: &[&str], env: &[(&str, &str)]) -> Output {
     command.output().expect("run logmesh")
 }
 
+/// `logmesh serve` as a cluster node on `nats`, with a database that is never reached.
+fn serve_on_nats(nats: &str) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    logmesh(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--nats",
+            nats,
+            "--database",
+            "postgres://postgres@127.0.0.1:1/none",
+        ],
+        &[],
+    )
+}
+
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
@@ -103,22 +122,8 @@ fn an_unreachable_nats_server_stops_the_node_at_start() {
         .local_addr()
         .unwrap()
         .port();
-    let dir = tempfile::tempdir().unwrap();
     let nats = format!("nats://127.0.0.1:{port}");
-    let output = logmesh(
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            dir.path().to_str().unwrap(),
-            "--nats",
-            &nats,
-            "--database",
-            "postgres://postgres@127.0.0.1:1/none",
-        ],
-        &[],
-    );
+    let output = serve_on_nats(&nats);
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     assert!(
         stderr(&output).contains(&format!("cannot connect to NATS at {nats}")),
@@ -242,21 +247,7 @@ fn a_nats_server_older_than_2_10_is_refused_with_the_versions() {
         );
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let output = logmesh(
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            dir.path().to_str().unwrap(),
-            "--nats",
-            &server.url(),
-            "--database",
-            "postgres://postgres@127.0.0.1:1/none",
-        ],
-        &[],
-    );
+    let output = serve_on_nats(&server.url());
     let text = stderr(&output);
     assert_eq!(output.status.code(), Some(1), "{text}");
     assert!(text.contains("is version 2.9"), "{text}");

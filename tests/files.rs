@@ -632,6 +632,46 @@ async fn a_member_that_hangs_delays_a_forwarded_request_only_to_the_peer_timeout
     assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
 }
 
+/// Reads a streamed body as text, a piece at a time, with a deadline.
+struct StreamReader {
+    body: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    seen: String,
+}
+
+impl StreamReader {
+    fn new(response: reqwest::Response) -> StreamReader {
+        StreamReader {
+            body: Box::pin(response.bytes_stream()),
+            seen: String::new(),
+        }
+    }
+
+    /// Reads until `what` was seen; panics if the stream ends or the deadline passes first.
+    async fn until(&mut self, what: &str) {
+        use futures_util::StreamExt;
+        while !self.seen.contains(what) {
+            let piece = tokio::time::timeout(DEADLINE, self.body.next())
+                .await
+                .unwrap_or_else(|_| panic!("waiting for {what:?}; got {:?}", self.seen));
+            match piece {
+                Some(Ok(bytes)) => self.seen.push_str(&String::from_utf8_lossy(&bytes)),
+                _ => panic!("the stream ended waiting for {what:?}; got {:?}", self.seen),
+            }
+        }
+    }
+
+    /// Reads to the end of the stream.
+    async fn to_end(&mut self) {
+        use futures_util::StreamExt;
+        while let Some(Ok(bytes)) = tokio::time::timeout(DEADLINE, self.body.next())
+            .await
+            .expect("the stream ends")
+        {
+            self.seen.push_str(&String::from_utf8_lossy(&bytes));
+        }
+    }
+}
+
 fn mkfifo(path: &Path) {
     let name = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
     // SAFETY: mkfifo(3) on a NUL-terminated path we own.
@@ -686,28 +726,15 @@ async fn a_follow_stream_never_reads_outside_the_roots_after_rotation() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    let mut body = response.bytes_stream();
-    let mut seen = String::new();
-    // Reads until `what` was seen, or to the end of the stream with `what` empty.
-    let mut read_until = async |seen: &mut String, what: &str| {
-        use futures_util::StreamExt;
-        while what.is_empty() || !seen.contains(what) {
-            let piece = tokio::time::timeout(DEADLINE, body.next())
-                .await
-                .unwrap_or_else(|_| panic!("waiting for {what:?}; got {seen:?}"));
-            match piece {
-                Some(Ok(bytes)) => seen.push_str(&String::from_utf8_lossy(&bytes)),
-                _ => break,
-            }
-        }
-    };
-    read_until(&mut seen, "first\n").await;
+    let mut stream = StreamReader::new(response);
+    stream.until("first\n").await;
     // Rotation, but the new name is a link to a file outside the root.
     fs::rename(&path, root.path().join("app.log.1")).unwrap();
     std::os::unix::fs::symlink(&secret, &path).unwrap();
     append(&secret, "TOP SECRET 2\n");
-    read_until(&mut seen, "logmesh-error").await;
-    read_until(&mut seen, "").await;
+    stream.until("logmesh-error").await;
+    stream.to_end().await;
+    let seen = stream.seen;
     assert!(!seen.contains("SECRET"), "{seen}");
     assert!(seen.contains("outside the log roots"), "{seen}");
 }
@@ -780,27 +807,15 @@ async fn a_followed_name_replaced_by_a_link_inside_the_root_is_followed_once() {
         .send()
         .await
         .unwrap();
-    let mut body = response.bytes_stream();
-    let mut seen = String::new();
-    let mut read_until = async |seen: &mut String, what: &str| {
-        use futures_util::StreamExt;
-        while !seen.contains(what) {
-            let piece = tokio::time::timeout(DEADLINE, body.next())
-                .await
-                .unwrap_or_else(|_| panic!("waiting for {what:?}; got {seen:?}"));
-            match piece {
-                Some(Ok(bytes)) => seen.push_str(&String::from_utf8_lossy(&bytes)),
-                _ => panic!("the stream ended; got {seen:?}"),
-            }
-        }
-    };
-    read_until(&mut seen, "first\n").await;
+    let mut stream = StreamReader::new(response);
+    stream.until("first\n").await;
     // Rotation by a link: app.log now leads to app-2.log, inside the root.
     fs::rename(&path, root.path().join("app.log.1")).unwrap();
     std::os::unix::fs::symlink(&next, &path).unwrap();
-    read_until(&mut seen, "second\n").await;
+    stream.until("second\n").await;
     append(&next, "third\n");
-    read_until(&mut seen, "third\n").await;
+    stream.until("third\n").await;
+    let seen = stream.seen;
     assert_eq!(seen, "first\nsecond\nthird\n", "each line once");
 }
 

@@ -2,7 +2,7 @@
 //! object, an array, or NDJSON). Both answer 202 only once the queue made every event durable.
 
 use super::AppState;
-use super::body::read_body;
+use super::body::{Reservation, read_body};
 use super::error::ApiError;
 use crate::event::{Event, IngestContext, now_us, parse_json_body, parse_raw_body};
 use axum::Json;
@@ -30,6 +30,21 @@ pub struct RawEventParams {
     /// The event's severity (default: info).
     #[param(value_type = Option<crate::http::openapi::SeverityName>, inline)]
     severity: Option<String>,
+}
+
+/// The request's body within the node's size limit and body budget.
+async fn read_ingest_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Bytes, Reservation), ApiError> {
+    read_body(
+        &state.inner.body_budget,
+        state.inner.max_body_bytes,
+        headers,
+        body,
+    )
+    .await
 }
 
 /// Makes `events` durable, then offers them to live clients (embedded shape; in a cluster the
@@ -65,13 +80,7 @@ pub async fn post_event(
     body: Body,
 ) -> Result<impl IntoResponse, ApiError> {
     let Query(params) = params.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let (bytes, permit) = read_body(
-        &state.inner.body_budget,
-        state.inner.max_body_bytes,
-        &headers,
-        body,
-    )
-    .await?;
+    let (bytes, permit) = read_ingest_body(&state, &headers, body).await?;
     let context = IngestContext {
         node: &state.inner.node_name,
         now_us: now_us(),
@@ -109,13 +118,7 @@ pub async fn post_logs(
     body: Body,
 ) -> Result<impl IntoResponse, ApiError> {
     params.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let (bytes, permit) = read_body(
-        &state.inner.body_budget,
-        state.inner.max_body_bytes,
-        &headers,
-        body,
-    )
-    .await?;
+    let (bytes, permit) = read_ingest_body(&state, &headers, body).await?;
     let node = state.inner.node_name.clone();
     let now = now_us();
     let parse = move |bytes: Bytes| {
