@@ -661,7 +661,7 @@ impl StreamReader {
     }
 
     /// Reads to the end of the stream.
-    async fn to_end(&mut self) {
+    async fn read_to_end(&mut self) {
         use futures_util::StreamExt;
         while let Some(Ok(bytes)) = tokio::time::timeout(DEADLINE, self.body.next())
             .await
@@ -733,7 +733,7 @@ async fn a_follow_stream_never_reads_outside_the_roots_after_rotation() {
     std::os::unix::fs::symlink(&secret, &path).unwrap();
     append(&secret, "TOP SECRET 2\n");
     stream.until("logmesh-error").await;
-    stream.to_end().await;
+    stream.read_to_end().await;
     let seen = stream.seen;
     assert!(!seen.contains("SECRET"), "{seen}");
     assert!(seen.contains("outside the log roots"), "{seen}");
