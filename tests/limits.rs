@@ -492,3 +492,30 @@ async fn a_client_that_stops_reading_is_closed_after_the_send_timeout() {
     drop(stalled);
     assert_healthy(&node).await;
 }
+
+#[tokio::test]
+async fn a_request_head_past_its_limit_is_refused_by_the_http_layer() {
+    let node = TestNode::start(|_| {}).await;
+    let addr = node.node.as_ref().unwrap().local_addr();
+    let long_uri = format!(
+        "GET /api/v1/logs/search?q={} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+        "a".repeat(100_000)
+    );
+    let answer = raw_exchange(addr, long_uri.as_bytes()).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 414") || answer.starts_with("HTTP/1.1 431"),
+        "{}",
+        &answer[..answer.len().min(200)]
+    );
+    let long_header = format!(
+        "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+        "b".repeat(100_000)
+    );
+    let answer = raw_exchange(addr, long_header.as_bytes()).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 431"),
+        "{}",
+        &answer[..answer.len().min(200)]
+    );
+    assert_healthy(&node).await;
+}

@@ -65,9 +65,9 @@ impl Modify for DefaultErrors {
         let bare =
             |description: &str| RefOr::T(ResponseBuilder::new().description(description).build());
         let uri_too_long =
-            bare("The request line is longer than the node reads (about 400 KiB); no body.");
+            bare("The request line is longer than the node reads (64 KiB); no body.");
         let headers_too_large =
-            bare("The request's headers are larger than the node reads (about 400 KiB); no body.");
+            bare("The request's headers are larger than the node reads (64 KiB); no body.");
         for item in openapi.paths.paths.values_mut() {
             let operations: [&mut Option<Operation>; 5] = [
                 &mut item.get,

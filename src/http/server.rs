@@ -78,6 +78,13 @@ impl Shutdown {
     }
 }
 
+/// The largest request head (request line and headers); a larger one is answered 414 or 431 by
+/// hyper, without a body.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// The most a connection buffers of what the client sent at once, head or body: read memory is
+/// bounded at this many bytes per connection, whatever clients send.
+pub const MAX_READ_BUFFER_BYTES: usize = 128 * 1024;
+
 /// How long a refused connection's request is waited for, and how long it may take to read
 /// its 503.
 const REFUSAL_READ_TIMEOUT: Duration = Duration::from_millis(500);
@@ -127,7 +134,9 @@ pub async fn serve(
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_read_timeout);
+                .header_read_timeout(limits.header_read_timeout)
+                .max_header_size(MAX_HEAD_BYTES)
+                .max_buf_size(MAX_READ_BUFFER_BYTES);
             let stream = SendDeadline::new(stream, limits.send_timeout);
             let connection = builder.serve_connection(TokioIo::new(stream), service);
             tokio::pin!(connection);

@@ -104,8 +104,9 @@ async fn run(
     }
 }
 
-/// How long series counts read from the database are used again: a client minting new label
-/// sets past a limit costs one count per this, not one per request.
+/// How long series counts that refused a new series are trusted to refuse again: a client
+/// minting new label sets past a limit costs one count per this, not one per request. Counts
+/// are always read afresh before a series is created, so the limits stay exact.
 const COUNTS_FRESH_FOR: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Series per metric name, as last read (plus what this writer created since).
@@ -113,6 +114,22 @@ const COUNTS_FRESH_FOR: std::time::Duration = std::time::Duration::from_secs(1);
 struct SeriesCounts {
     per_name: HashMap<String, u64>,
     read_at: Option<std::time::Instant>,
+}
+
+impl SeriesCounts {
+    /// Whether counts read within [`COUNTS_FRESH_FOR`] already refuse every one of `new`.
+    fn refuse_all(&self, new: &[&CounterKey], limits: &CounterLimits) -> bool {
+        let fresh = self
+            .read_at
+            .is_some_and(|at| at.elapsed() < COUNTS_FRESH_FOR);
+        let total: u64 = self.per_name.values().sum();
+        fresh
+            && new.iter().all(|key| {
+                total >= limits.max_series as u64
+                    || self.per_name.get(&key.name).copied().unwrap_or(0)
+                        >= limits.max_series_per_metric as u64
+            })
+    }
 }
 
 /// Keeps the groups of series that exist or fit within the limits; answers the others'
@@ -132,14 +149,21 @@ async fn admit(
     if unknown.is_empty() {
         return groups;
     }
-    let fresh = counts
-        .read_at
-        .is_some_and(|at| at.elapsed() < COUNTS_FRESH_FOR);
     let looked_up = match applier.existing(&unknown).await {
-        Ok(existing) if fresh => Ok((existing, std::mem::take(&mut counts.per_name))),
         Ok(existing) => {
-            counts.read_at = Some(std::time::Instant::now());
-            applier.series_per_name().await.map(|read| (existing, read))
+            let new: Vec<&CounterKey> = groups
+                .keys()
+                .filter(|key| {
+                    let storage_key = key.storage_key();
+                    !known.contains(&storage_key) && !existing.contains(&storage_key)
+                })
+                .collect();
+            if counts.refuse_all(&new, limits) {
+                Ok((existing, std::mem::take(&mut counts.per_name)))
+            } else {
+                counts.read_at = Some(std::time::Instant::now());
+                applier.series_per_name().await.map(|read| (existing, read))
+            }
         }
         Err(error) => Err(error),
     };
