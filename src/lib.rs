@@ -20,4 +20,5 @@ pub mod pipeline;
 pub mod queue;
 pub mod store;
 pub mod telemetry;
+pub mod units;
 pub mod work;

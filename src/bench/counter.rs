@@ -2,7 +2,7 @@
 //! more nodes; reports increments per second and latency. With `--keys 1` every increment hits
 //! one hot counter (the worst case for row contention); more keys spread the load.
 
-use crate::config::parse_duration;
+use crate::units::parse_duration;
 use bytes::Bytes;
 use clap::Args;
 use hdrhistogram::Histogram;

@@ -10,7 +10,7 @@ pub mod search;
 pub mod store;
 pub mod work;
 
-use crate::config::parse_duration;
+use crate::units::parse_duration;
 use clap::{Args, Subcommand, ValueEnum};
 use hdrhistogram::Histogram;
 use serde::Serialize;

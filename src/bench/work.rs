@@ -32,7 +32,7 @@ pub struct WorkBenchArgs {
     #[arg(long)]
     pub rate: Option<f64>,
     /// How long to wait for the last job to end.
-    #[arg(long, default_value = "5m", value_parser = crate::config::parse_duration)]
+    #[arg(long, default_value = "5m", value_parser = crate::units::parse_duration)]
     pub timeout: Duration,
     /// Print the report as JSON.
     #[arg(long)]

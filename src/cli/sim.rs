@@ -9,7 +9,7 @@
 
 use super::EXIT_USAGE;
 use super::send::{ClientEvent, NodeCounts, Outcome, Sender, Targets, check_urls};
-use crate::config::parse_duration;
+use crate::units::parse_duration;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;

@@ -33,6 +33,15 @@ pub struct Rotation {
     pub keep: u32,
 }
 
+impl Default for Rotation {
+    fn default() -> Self {
+        Rotation {
+            max_bytes: 100 * 1024 * 1024,
+            keep: 5,
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct Line<'a> {
     ts: String,

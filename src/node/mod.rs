@@ -80,6 +80,8 @@ pub struct NodeConfig {
 
 /// The default of [`NodeConfig::writer_stall_timeout`].
 pub const DEFAULT_WRITER_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Where a node keeps its data unless told otherwise.
+pub const DEFAULT_DATA_DIR: &str = "./logmesh-data";
 
 /// The cluster shape's settings (`--nats` and friends).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,15 +98,14 @@ pub struct ClusterConfig {
 impl ClusterConfig {
     /// The settings with their defaults, on the NATS server at `nats_url`.
     pub fn new(nats_url: &str) -> ClusterConfig {
-        use crate::config::*;
         ClusterConfig {
             nats_url: nats_url.to_owned(),
-            stream: DEFAULT_NATS_STREAM.to_owned(),
-            subject: DEFAULT_NATS_SUBJECT.to_owned(),
-            max_ack_pending: DEFAULT_NATS_MAX_ACK_PENDING,
-            ack_wait: DEFAULT_NATS_ACK_WAIT,
-            replica_max_offline: DEFAULT_REPLICA_MAX_OFFLINE,
-            member_ttl: DEFAULT_MEMBER_TTL,
+            stream: "LOGMESH_EVENTS".to_owned(),
+            subject: "logmesh.events".to_owned(),
+            max_ack_pending: 20_000,
+            ack_wait: Duration::from_secs(30),
+            replica_max_offline: Duration::from_secs(24 * 3600),
+            member_ttl: Duration::from_secs(15),
         }
     }
 
@@ -114,28 +115,28 @@ impl ClusterConfig {
     }
 }
 
+/// The defaults: `127.0.0.1:5555`, data in `./logmesh-data`, named after the host.
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig::in_dir(Path::new(DEFAULT_DATA_DIR))
+    }
+}
+
 impl NodeConfig {
-    /// The defaults, with all data under `data_dir` and an ephemeral loopback port.
-    pub fn ephemeral(data_dir: &Path) -> NodeConfig {
-        use crate::config::*;
+    /// The defaults, with all data under `data_dir`.
+    pub fn in_dir(data_dir: &Path) -> NodeConfig {
         NodeConfig {
-            listen: "127.0.0.1:0".to_owned(),
+            listen: "127.0.0.1:5555".to_owned(),
             data_dir: data_dir.to_owned(),
-            node_name: "test-node".to_owned(),
+            node_name: default_node_name(),
             database: DatabaseUrl::Sqlite(data_dir.join("logmesh.db")),
             api_token: None,
             insecure: false,
-            batch_size: DEFAULT_BATCH_SIZE,
-            flush_interval: DEFAULT_FLUSH_INTERVAL,
-            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
-            queue_limits: QueueLimits {
-                max_events: DEFAULT_QUEUE_MAX_EVENTS,
-                max_bytes: DEFAULT_QUEUE_MAX_BYTES,
-            },
-            event_log: Rotation {
-                max_bytes: DEFAULT_EVENT_LOG_MAX_BYTES,
-                keep: DEFAULT_EVENT_LOG_KEEP,
-            },
+            batch_size: 5_000,
+            flush_interval: Duration::from_secs(1),
+            max_body_bytes: 10 * 1024 * 1024,
+            queue_limits: QueueLimits::default(),
+            event_log: Rotation::default(),
             log_format: LogFormat::Human,
             cluster: None,
             advertise: None,
@@ -147,6 +148,30 @@ impl NodeConfig {
             writer_stall_timeout: DEFAULT_WRITER_STALL_TIMEOUT,
             counters: CounterLimits::default(),
         }
+    }
+
+    /// The defaults, with all data under `data_dir`, an ephemeral loopback port and the name
+    /// `test-node`.
+    pub fn ephemeral(data_dir: &Path) -> NodeConfig {
+        NodeConfig {
+            listen: "127.0.0.1:0".to_owned(),
+            node_name: "test-node".to_owned(),
+            ..NodeConfig::in_dir(data_dir)
+        }
+    }
+
+    /// Moves the data to `data_dir`, and with it the defaults that live there (the SQLite
+    /// database, the event log root) unless they were changed.
+    pub fn set_data_dir(&mut self, data_dir: &Path) {
+        let before = NodeConfig::in_dir(&self.data_dir);
+        let after = NodeConfig::in_dir(data_dir);
+        if self.database == before.database {
+            self.database = after.database;
+        }
+        if self.log_roots == before.log_roots {
+            self.log_roots = after.log_roots;
+        }
+        self.data_dir = after.data_dir;
     }
 
     /// Where the node's event log file lives.
@@ -475,6 +500,15 @@ fn http_limits(limits: &HttpLimits, advertise: &str, loopback_bind: bool) -> Htt
         limits.allowed_hosts.push(host.to_owned());
     }
     limits
+}
+
+/// The host name, when it is a valid node name; else `logmesh`.
+fn default_node_name() -> String {
+    hostname::get()
+        .ok()
+        .and_then(|name| name.into_string().ok())
+        .filter(|name| crate::event::parse::check_name(name).is_ok())
+        .unwrap_or_else(|| "logmesh".to_owned())
 }
 
 fn lock_data_dir(dir: &Path) -> Result<File, NodeError> {

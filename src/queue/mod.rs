@@ -77,10 +77,19 @@ pub struct QueueDepth {
 }
 
 /// Bounds of a queue; appends that would pass them are refused.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueLimits {
     pub max_events: usize,
     pub max_bytes: usize,
+}
+
+impl Default for QueueLimits {
+    fn default() -> Self {
+        QueueLimits {
+            max_events: 250_000,
+            max_bytes: 128 * 1024 * 1024,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
