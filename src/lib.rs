@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod cli;
+pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod counters;
@@ -15,6 +16,8 @@ pub mod files;
 pub mod http;
 pub mod lane;
 pub mod live;
+pub mod metrics;
+pub mod nats;
 pub mod node;
 pub mod pipeline;
 pub mod queue;

@@ -2,8 +2,14 @@
 //! `LOGMESH_LOG` (or `RUST_LOG`), default `info`. Only the binary installs this; library tests
 //! stay quiet.
 
-use crate::node::LogFormat;
 use tracing_subscriber::EnvFilter;
+
+/// Format of logmesh's own logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
 
 pub fn init(format: LogFormat) {
     let filter = std::env::var("LOGMESH_LOG")

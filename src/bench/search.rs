@@ -7,7 +7,7 @@
 //! says it holds a previous run's events (then it only queries); only `search` calls are timed
 //! in the query phase; every query must find at least one event, or the run fails.
 
-use crate::cli::EXIT_USAGE;
+use crate::client::EXIT_USAGE;
 use crate::event::{Event, Severity};
 use crate::store::{self, DatabaseUrl, SearchQuery, Store};
 use clap::Args;

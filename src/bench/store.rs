@@ -7,7 +7,7 @@
 //! events rather than mixing its rows into real ones; only `write_batch` is timed, not the
 //! generation of the events.
 
-use crate::cli::EXIT_USAGE;
+use crate::client::EXIT_USAGE;
 use crate::event::{Event, Severity, now_us};
 use crate::store::{self, DatabaseUrl, Store};
 use clap::Args;

@@ -4,7 +4,6 @@
 mod counter;
 pub mod pub_cmd;
 pub mod search;
-pub mod send;
 pub mod sim;
 mod work;
 
@@ -67,8 +66,7 @@ pub enum Command {
     E2e(crate::e2e::E2eArgs),
 }
 
-/// Exit code for bad usage or configuration (clap uses the same).
-pub const EXIT_USAGE: u8 = 2;
+pub use crate::client::EXIT_USAGE;
 
 pub async fn run(cli: Cli) -> ExitCode {
     match cli.command {

@@ -8,8 +8,8 @@
 //! Exit codes: 0 every event acknowledged, 1 some were not, 2 bad usage or input.
 
 use super::EXIT_USAGE;
-use super::send::{ClientEvent, NodeCounts, Outcome, Sender, Targets, check_urls};
-use super::sim::{Simulation, pick_severity, run_tag};
+use crate::client::load::{Simulation, pick_severity, run_tag};
+use crate::client::{ClientEvent, NodeCounts, Outcome, Sender, Targets, check_urls};
 use crate::event::{IngestContext, format_us, now_us, parse_json_body};
 use clap::Args;
 use futures_util::StreamExt;

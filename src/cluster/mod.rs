@@ -10,7 +10,7 @@
 //! - Two live nodes never share a name: a node refuses to join while another instance with its
 //!   name and a different address is still heart-beating (names key the per-node consumers).
 
-use crate::queue::jetstream::{nats_safe_name, open_kv_with_ttl};
+use crate::nats::{nats_safe_name, open_kv_with_ttl};
 use async_nats::jetstream::{self, kv};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};

@@ -20,9 +20,8 @@ pub mod observe;
 pub mod report;
 pub mod verify;
 
-use crate::cli::EXIT_USAGE;
-use crate::cli::send::{ClientEvent, Outcome, Sender, check_urls};
-use crate::cli::sim::{self, LoadArgs, Observer, Simulation, progress_bar, run_tag};
+use crate::client::load::{self, LoadArgs, Observer, Simulation, progress_bar, run_tag};
+use crate::client::{ClientEvent, EXIT_USAGE, Outcome, Sender, check_urls};
 use crate::event::{format_us, now_us};
 use crate::units::parse_duration;
 use clap::Args;
@@ -171,7 +170,7 @@ pub async fn prove(args: &E2eArgs) -> Result<Report, E2eError> {
             probe_lag(&api, &sender, &observer, &service, &prefix, &tag, deadline).await
         })
     };
-    let load = sim::simulate(&simulation, sender.clone(), observer, &progress).await;
+    let load = load::simulate(&simulation, sender.clone(), observer, &progress).await;
     let probed = probes.await.unwrap_or_default();
     progress.finish_and_clear();
 

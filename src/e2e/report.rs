@@ -4,7 +4,7 @@
 //! percentiles of lag samples.
 
 use super::verify::Verification;
-use crate::cli::sim::SimSummary;
+use crate::client::load::SimSummary;
 use serde::Serialize;
 use std::fmt::Write;
 use std::time::Duration;

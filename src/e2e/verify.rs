@@ -13,7 +13,7 @@
 //! made durable before the node died. Such "in doubt" events may be stored and are then counted
 //! like acknowledged ones; they are never required.
 
-use crate::cli::send::ClientEvent;
+use crate::client::ClientEvent;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 

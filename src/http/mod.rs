@@ -23,7 +23,7 @@ mod work;
 use crate::cluster::Membership;
 use crate::files::LogRoots;
 use crate::live::LiveFeed;
-use crate::node::metrics::NodeMetrics;
+use crate::metrics::NodeMetrics;
 use crate::pipeline::WriterWatch;
 use crate::queue::IngestQueue;
 use crate::store::Store;

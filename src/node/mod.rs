@@ -7,8 +7,6 @@
 //! node accept requests. Shutdown runs the other way: stop accepting, let the writers drain
 //! the queue into the store and the event log, stop the queue.
 
-pub mod metrics;
-
 use crate::cluster::{ClusterError, Member, Membership};
 use crate::counters::CounterLimits;
 use crate::eventlog::{EventLogFile, Rotation};
@@ -34,12 +32,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// Format of logmesh's own logs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Human,
-    Json,
-}
+pub use crate::telemetry::LogFormat;
 
 /// Everything a node needs to start; built by [`crate::config::resolve`] or by hand.
 #[derive(Debug, Clone)]
@@ -251,7 +244,7 @@ impl Node {
             .clone()
             .unwrap_or_else(|| format!("http://{addr}"));
         let me = Member::new(&config.node_name, &advertise);
-        let metrics = Arc::new(metrics::NodeMetrics::new());
+        let metrics = Arc::new(crate::metrics::NodeMetrics::new());
         let live = Arc::new(LiveFeed::new(
             ClientLimits {
                 events: config.tail_buffer,
@@ -288,7 +281,12 @@ impl Node {
                     node_name: config.node_name.clone(),
                 };
                 let queue = JetStreamQueue::connect(settings, floor).await?;
-                live_follower = Some(queue.follow_live(live.clone(), writers_stopped.clone()));
+                live_follower = Some(crate::queue::jetstream_live::follow_live(
+                    queue.jetstream().clone(),
+                    cluster.stream.clone(),
+                    live.clone(),
+                    writers_stopped.clone(),
+                ));
                 work_backend = Some(Arc::new(
                     JetStreamWork::open(
                         queue.jetstream().clone(),

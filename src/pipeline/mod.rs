@@ -11,7 +11,7 @@
 
 use crate::eventlog::EventLogFile;
 use crate::lane::Lane;
-use crate::node::metrics::NodeMetrics;
+use crate::metrics::NodeMetrics;
 use crate::queue::{Batch, QueueConsumer, QueueError};
 use crate::store::Store;
 use async_trait::async_trait;

@@ -32,6 +32,10 @@
 
 use super::{Batch, ConsumerRole, IngestQueue, QueueConsumer, QueueDepth, QueueError, QueuedEvent};
 use crate::event::Event;
+use crate::nats::{
+    self, REQUEST_TIMEOUT, means_full, nats_safe_name, publish_refused_as_full,
+    server_version_at_least,
+};
 use async_nats::jetstream::{
     self, AckKind,
     consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull},
@@ -47,10 +51,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-/// How long `connect` waits for the server before the node refuses to start.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a JetStream API call or a publish acknowledgement may take before it fails.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the cached stream depth is refreshed.
 const DEPTH_REFRESH: Duration = Duration::from_secs(1);
 /// Bits of an event's `seq` that hold its index within its message.
@@ -104,62 +104,6 @@ impl JetStreamSettings {
     }
 }
 
-/// Consumer names may not hold `.`, `*`, `>`, whitespace or path separators; node names may.
-/// Each other byte becomes `_XX` (hex), so two node names never share a consumer.
-/// Opens the key-value bucket `name` (history 1, file storage), creating it with `max_age` =
-/// `ttl` if it does not exist. An existing bucket's TTL wins over `ttl`, with a warning, so
-/// that every node sees entries expire alike; it is returned with the bucket.
-pub async fn open_kv_with_ttl(
-    jetstream: &jetstream::Context,
-    name: &str,
-    description: &str,
-    ttl: Duration,
-) -> Result<(jetstream::kv::Store, Duration), String> {
-    if let Ok(bucket) = jetstream.get_key_value(name).await {
-        let status = bucket.status().await.map_err(|e| e.to_string())?;
-        let bucket_ttl = status.max_age();
-        if bucket_ttl != ttl {
-            tracing::warn!(
-                bucket = name,
-                ttl_ms = bucket_ttl.as_millis() as u64,
-                "The bucket exists with another TTL than this node's setting; using the bucket's."
-            );
-        }
-        return Ok((bucket, bucket_ttl));
-    }
-    let created = jetstream
-        .create_key_value(jetstream::kv::Config {
-            bucket: name.to_owned(),
-            description: description.to_owned(),
-            history: 1,
-            max_age: ttl,
-            storage: jetstream::stream::StorageType::File,
-            ..Default::default()
-        })
-        .await;
-    match created {
-        Ok(bucket) => Ok((bucket, ttl)),
-        // Another node created it at the same moment.
-        Err(error) => jetstream
-            .get_key_value(name)
-            .await
-            .map(|bucket| (bucket, ttl))
-            .map_err(|_| error.to_string()),
-    }
-}
-
-pub fn nats_safe_name(name: &str) -> String {
-    let mut safe = String::with_capacity(name.len());
-    for byte in name.bytes() {
-        if byte.is_ascii_alphanumeric() || byte == b'-' {
-            safe.push(byte as char);
-        } else {
-            safe.push_str(&format!("_{byte:02x}"));
-        }
-    }
-    safe
-}
-
 pub struct JetStreamQueue {
     client: async_nats::Client,
     jetstream: jetstream::Context,
@@ -184,37 +128,9 @@ impl JetStreamQueue {
         settings: JetStreamSettings,
         event_log_floor: u64,
     ) -> Result<JetStreamQueue, QueueError> {
-        let client = async_nats::ConnectOptions::new()
-            .name(format!("logmesh {}", settings.node_name))
-            .connection_timeout(CONNECT_TIMEOUT)
-            .max_reconnects(None)
-            .event_callback(|event| async move {
-                match event {
-                    async_nats::Event::Disconnected => {
-                        tracing::warn!("Lost the connection to NATS; reconnecting.")
-                    }
-                    async_nats::Event::Connected => tracing::info!("Connected to NATS."),
-                    other => tracing::debug!(event = %other, "NATS client event."),
-                }
-            })
-            .connect(settings.url.as_str())
+        let (client, jetstream) = nats::connect(&settings.url, &settings.node_name)
             .await
-            .map_err(|e| {
-                QueueError::Config(format!("cannot connect to NATS at {}: {e}", settings.url))
-            })?;
-        // Older servers answer JetStream requests in shapes the client cannot read ("data did
-        // not match any variant of untagged enum Response"): say plainly what is needed.
-        let version = client.server_info().version;
-        if !server_version_at_least(&version, MINIMUM_SERVER) {
-            return Err(QueueError::Config(format!(
-                "the NATS server at {} is version {version}; logmesh needs NATS {}.{} or newer \
-                 with JetStream enabled (2.12 or newer for requests larger than one message)",
-                settings.url, MINIMUM_SERVER.0, MINIMUM_SERVER.1
-            )));
-        }
-        let jetstream = jetstream::ContextBuilder::new()
-            .timeout(REQUEST_TIMEOUT)
-            .build(client.clone());
+            .map_err(QueueError::Config)?;
         let mut queue = JetStreamQueue {
             client,
             jetstream,
@@ -308,32 +224,6 @@ impl JetStreamQueue {
                 "cannot look up the stream {name}: {error}"
             ))),
         }
-    }
-
-    /// Follows the stream from its newest message and offers every event to `feed` until
-    /// `shutdown`, so this node's live clients see what every node accepted. An ordered
-    /// consumer acknowledges nothing, so it holds no message back from the other consumers.
-    pub fn follow_live(
-        &self,
-        feed: Arc<crate::live::LiveFeed>,
-        mut shutdown: tokio::sync::watch::Receiver<bool>,
-    ) -> tokio::task::JoinHandle<()> {
-        let jetstream = self.jetstream.clone();
-        let stream_name = self.settings.stream.clone();
-        tokio::spawn(async move {
-            let follow = async {
-                loop {
-                    if let Err(error) = follow_once(&jetstream, &stream_name, &feed).await {
-                        tracing::debug!(%error, "The live feed lost the stream; following again.");
-                    }
-                    tokio::time::sleep(DEPTH_REFRESH).await;
-                }
-            };
-            tokio::select! {
-                _ = follow => {}
-                _ = shutdown.wait_for(|stop| *stop) => {}
-            }
-        })
     }
 
     /// The JetStream context, shared with membership.
@@ -489,40 +379,6 @@ impl JetStreamQueue {
     }
 }
 
-/// Offers every event of every new message to `feed`, until the consumer fails.
-async fn follow_once(
-    jetstream: &jetstream::Context,
-    stream_name: &str,
-    feed: &crate::live::LiveFeed,
-) -> Result<(), String> {
-    let stream = jetstream
-        .get_stream_no_info(stream_name)
-        .await
-        .map_err(|e| e.to_string())?;
-    let consumer = stream
-        .create_consumer(pull::OrderedConfig {
-            deliver_policy: DeliverPolicy::New,
-            description: Some("logmesh live tail".to_owned()),
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
-    while let Some(message) = messages.next().await {
-        let message = message.map_err(|e| e.to_string())?;
-        if !feed.has_clients() {
-            continue;
-        }
-        let seq = message.info().map(|info| info.stream_sequence).unwrap_or(0);
-        if let Ok(events) = unpack(&message.payload, seq) {
-            for event in events {
-                feed.offer(event.event);
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Packs events into NDJSON payloads of at most `limit` bytes, in order, each with its message
 /// id. An event that alone exceeds `limit` is refused.
 fn pack(events: &[Event], limit: usize) -> Result<Vec<(String, Vec<u8>)>, QueueError> {
@@ -604,20 +460,6 @@ fn check_stream(actual: &stream::Config, wanted: &stream::Config) -> Result<(), 
     Ok(())
 }
 
-/// The oldest NATS server logmesh runs on.
-pub const MINIMUM_SERVER: (u64, u64) = (2, 10);
-
-/// Whether a server `version` ("2.12.1", "v2.10.0-beta") is `at_least` (major, minor).
-fn server_version_at_least(version: &str, at_least: (u64, u64)) -> bool {
-    let mut parts = version
-        .trim_start_matches('v')
-        .split(['.', '-'])
-        .map(|part| part.parse::<u64>().unwrap_or(0));
-    let major = parts.next().unwrap_or(0);
-    let minor = parts.next().unwrap_or(0);
-    (major, minor) >= at_least
-}
-
 /// What the server answers to a message of an atomic batch.
 #[derive(serde::Deserialize)]
 struct BatchReply {
@@ -664,27 +506,6 @@ fn server_refused(error: jetstream::Error, depth: QueueDepth) -> QueueError {
         };
     }
     unavailable("JetStream refused the events", error)
-}
-
-/// Whether JetStream refused a publish because the stream is at its limits (discard new), or
-/// holds its most open atomic batches (50 per stream by default): either way, the client should
-/// come back a little later.
-fn means_full(code: jetstream::ErrorCode) -> bool {
-    matches!(
-        code,
-        jetstream::ErrorCode::STREAM_STORE_FAILED
-            | jetstream::ErrorCode::INSUFFICIENT_RESOURCES
-            | jetstream::ErrorCode::ATOMIC_PUBLISH_TOO_MANY_INFLIGHT
-    )
-}
-
-/// Whether JetStream refused a publish because the stream is at its limits (discard new).
-pub fn publish_refused_as_full(error: &async_nats::jetstream::context::PublishError) -> bool {
-    use std::error::Error as _;
-    error
-        .source()
-        .and_then(|source| source.downcast_ref::<jetstream::Error>())
-        .is_some_and(|e| means_full(e.error_code()))
 }
 
 /// Maps a failed publish to what the client should hear.
@@ -971,7 +792,10 @@ impl JetStreamConsumer {
 }
 
 /// The events of one message, with their seqs.
-fn unpack(payload: &[u8], stream_seq: u64) -> Result<Vec<QueuedEvent>, serde_json::Error> {
+pub(super) fn unpack(
+    payload: &[u8],
+    stream_seq: u64,
+) -> Result<Vec<QueuedEvent>, serde_json::Error> {
     payload
         .split(|byte| *byte == b'\n')
         .filter(|line| !line.is_empty())
@@ -1041,16 +865,6 @@ mod tests {
         let other = pack(&events(&["a", "c"]), 1 << 20).unwrap();
         assert_eq!(first[0].0, again[0].0);
         assert_ne!(first[0].0, other[0].0);
-    }
-
-    #[test]
-    fn server_versions_compare_by_major_and_minor() {
-        assert!(server_version_at_least("2.12.0", (2, 12)));
-        assert!(server_version_at_least("2.15.1", (2, 12)));
-        assert!(server_version_at_least("v3.0.0-beta.1", (2, 12)));
-        assert!(!server_version_at_least("2.11.9", (2, 12)));
-        assert!(!server_version_at_least("2.9.10", (2, 12)));
-        assert!(!server_version_at_least("", (2, 12)));
     }
 
     #[test]

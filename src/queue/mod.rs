@@ -14,6 +14,7 @@
 //! [`jetstream::JetStreamQueue`] (a NATS JetStream stream, the cluster shape).
 
 pub mod jetstream;
+pub mod jetstream_live;
 pub mod local;
 
 use crate::event::Event;

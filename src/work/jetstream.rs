@@ -13,7 +13,7 @@ use super::{
     Capped, Created, Delivery, JobRecord, ResultReader, Versioned, WorkBackend, WorkError,
     result_limit,
 };
-use crate::queue::jetstream::{nats_safe_name, open_kv_with_ttl, publish_refused_as_full};
+use crate::nats::{nats_safe_name, open_kv_with_ttl, publish_refused_as_full};
 use async_nats::jetstream::{
     self, AckKind,
     consumer::{AckPolicy, PullConsumer, pull},

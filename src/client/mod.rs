@@ -1,6 +1,7 @@
-//! Sending client events to nodes, shared by `logmesh pub`, `logmesh sim` and `logmesh e2e`:
-//! one NDJSON request per batch, round-robin over the nodes, with the node's back-pressure
-//! honoured and dead nodes skipped.
+//! The client side the command-line tools share (`logmesh pub`, `sim`, `e2e` and `bench`):
+//! sending events to nodes, one NDJSON request per batch, round-robin over the nodes, with the
+//! node's back-pressure honoured and dead nodes skipped; the simulated load in [`load`]; the
+//! exit codes. Never imported by the library core.
 //!
 //! Invariants:
 //! - A batch counts as acknowledged only when a node answered 202 for it; a connection error
@@ -10,11 +11,16 @@
 //!   a sender never hammers a node that sheds load.
 //! - A 4xx is final: the request was refused whole, nothing of it was stored.
 
+pub mod load;
+
 use serde::Serialize;
 use serde_json::value::RawValue;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+
+/// Exit code for bad usage or configuration (clap uses the same).
+pub const EXIT_USAGE: u8 = 2;
 
 /// How long one request may take before it counts as a failed attempt.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
