@@ -91,18 +91,24 @@ async fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     crate::telemetry::init(config.log_format);
-    let node = match Node::start(config).await {
-        Ok(node) => node,
+    let started = match crate::node::bind(&config).await {
+        Ok(listener) => {
+            let stop = async {
+                wait_for_signal().await;
+                tracing::info!("Shutting down on signal.");
+            };
+            Node::run(config, listener, stop).await
+        }
+        Err(error) => Err(error),
+    };
+    match started {
+        Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(error = %error, "The node could not start.");
             eprintln!("logmesh serve: {error}");
-            return ExitCode::FAILURE;
+            ExitCode::FAILURE
         }
-    };
-    wait_for_signal().await;
-    tracing::info!("Shutting down on signal.");
-    node.shutdown().await;
-    ExitCode::SUCCESS
+    }
 }
 
 /// Waits for SIGINT (Ctrl-C) or SIGTERM.

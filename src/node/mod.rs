@@ -7,7 +7,9 @@
 //! node accept requests. Shutdown runs the other way: stop accepting, let the writers drain
 //! the queue into the store and the event log, stop the queue.
 
-use crate::cluster::{ClusterError, Member, Membership};
+mod shape;
+
+use crate::cluster::{ClusterError, Member};
 use crate::counters::CounterLimits;
 use crate::eventlog::{EventLogFile, Rotation};
 use crate::files::LogRoots;
@@ -15,14 +17,10 @@ use crate::http::server::{self as http_server, Shutdown};
 use crate::http::{self, AppParts, AppState, HttpLimits};
 use crate::live::{ClientLimits, LiveFeed};
 use crate::pipeline::{EventLogSink, Pipeline, StoreSink, WriterWatch};
-use crate::queue::jetstream::{JetStreamQueue, JetStreamSettings};
-use crate::queue::local::LocalQueue;
 use crate::queue::{ConsumerRole, IngestQueue, QueueError, QueueLimits};
-use crate::store::{self, DatabaseUrl, StoreError};
-use crate::work::jetstream::JetStreamWork;
-use crate::work::local::LocalWork;
+use crate::store::{DatabaseUrl, StoreError};
 use crate::work::worker::Workers;
-use crate::work::{Work, WorkBackend, WorkError, WorkSettings};
+use crate::work::{Work, WorkError, WorkSettings};
 use std::fs::File;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -218,9 +216,29 @@ pub struct Node {
 }
 
 impl Node {
+    /// Binds `--listen` and starts the node on it.
     pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
-        let lock = lock_data_dir(&config.data_dir)?;
         let listener = bind(&config).await?;
+        Node::start_on(config, listener).await
+    }
+
+    /// Starts the node and serves it until `stop` resolves, then shuts it down.
+    pub async fn run(
+        config: NodeConfig,
+        listener: TcpListener,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<(), NodeError> {
+        let node = Node::start_on(config, listener).await?;
+        stop.await;
+        node.shutdown().await;
+        Ok(())
+    }
+
+    /// Starts the node on an already bound `listener`: opens the data directory, the event log
+    /// and the shape's backends ([`shape::open`]), starts the writers and the workers, and
+    /// serves the API.
+    pub async fn start_on(config: NodeConfig, listener: TcpListener) -> Result<Node, NodeError> {
+        let lock = lock_data_dir(&config.data_dir)?;
         let addr = listener.local_addr().map_err(|e| NodeError::Listen {
             listen: config.listen.clone(),
             reason: e.to_string(),
@@ -245,85 +263,26 @@ impl Node {
             .unwrap_or_else(|| format!("http://{addr}"));
         let me = Member::new(&config.node_name, &advertise);
         let metrics = Arc::new(crate::metrics::NodeMetrics::new());
+        let (stop_writers, writers_stopped) = watch::channel(false);
+        let (stop_http, mut http_stopped) = watch::channel(false);
+        let http_stopped_for_workers = http_stopped.clone();
+        let shape::Backends {
+            queue,
+            work: work_backend,
+            membership,
+            store,
+            live_source,
+            shared_queue,
+        } = shape::open(&config, floor, me).await?;
+        let membership = Arc::new(membership);
         let live = Arc::new(LiveFeed::new(
             ClientLimits {
                 events: config.tail_buffer,
                 bytes: config.tail_buffer_bytes,
             },
-            config.cluster.is_none(),
+            live_source.is_none(),
         ));
-        let (stop_writers, writers_stopped) = watch::channel(false);
-        let mut live_follower = None;
-        let (stop_http, mut http_stopped) = watch::channel(false);
-        let http_stopped_for_workers = http_stopped.clone();
-        let mut work_backend: Option<Arc<dyn WorkBackend>> = None;
-        let (queue, membership): (Arc<dyn IngestQueue>, Membership) = match &config.cluster {
-            None => {
-                let queue_dir = config.queue_dir();
-                let limits = config.queue_limits;
-                let queue = tokio::task::spawn_blocking(move || {
-                    LocalQueue::open(&queue_dir, limits, floor)
-                })
-                .await
-                .expect("opening the queue does not panic")?;
-                (Arc::new(queue), Membership::standalone(me))
-            }
-            Some(cluster) => {
-                let settings = JetStreamSettings {
-                    url: cluster.nats_url.clone(),
-                    stream: cluster.stream.clone(),
-                    subject: cluster.subject.clone(),
-                    max_events: config.queue_limits.max_events,
-                    max_bytes: config.queue_limits.max_bytes,
-                    max_ack_pending: cluster.max_ack_pending,
-                    ack_wait: cluster.ack_wait,
-                    replica_max_offline: cluster.replica_max_offline,
-                    node_name: config.node_name.clone(),
-                };
-                let queue = JetStreamQueue::connect(settings, floor).await?;
-                live_follower = Some(crate::queue::jetstream_live::follow_live(
-                    queue.jetstream().clone(),
-                    cluster.stream.clone(),
-                    live.clone(),
-                    writers_stopped.clone(),
-                ));
-                work_backend = Some(Arc::new(
-                    JetStreamWork::open(
-                        queue.jetstream().clone(),
-                        &cluster.stream,
-                        config.work.ttl,
-                        config.work.lease,
-                        config.work.max_queued,
-                        config.work.max_results_bytes,
-                        &staging_dir(&config.work_dir())?,
-                    )
-                    .await?,
-                ));
-                let membership = Membership::join(
-                    queue.jetstream(),
-                    &cluster.membership_bucket(),
-                    me,
-                    cluster.member_ttl,
-                )
-                .await?;
-                (Arc::new(queue), membership)
-            }
-        };
-        let membership = Arc::new(membership);
-        let store = store::open_with(&config.database, config.counters).await?;
-        let work_backend = match work_backend {
-            Some(backend) => backend,
-            None => Arc::new(
-                LocalWork::open(
-                    &config.work_dir(),
-                    config.work.ttl,
-                    config.work.lease,
-                    config.work.max_queued,
-                    config.work.max_results_bytes,
-                )
-                .await?,
-            ),
-        };
+        let live_follower = live_source.map(|source| source(live.clone(), writers_stopped.clone()));
 
         let store_watch = WriterWatch::new("store writer");
         let event_log_watch = WriterWatch::new("event log writer");
@@ -348,12 +307,15 @@ impl Node {
         )
         .with_metrics(metrics.clone())
         .with_watch(event_log_watch.clone());
-        let (store_writer, event_log_writer) = match config.cluster {
-            None => (store_writer, event_log_writer),
-            Some(_) => (
+        // A queue the cluster shares is drained by the other nodes, or by this one after a
+        // restart; this node's own queue is drained before it stops.
+        let (store_writer, event_log_writer) = if shared_queue {
+            (
                 store_writer.without_drain(),
                 event_log_writer.without_drain(),
-            ),
+            )
+        } else {
+            (store_writer, event_log_writer)
         };
         let heartbeats = membership.clone();
         let heartbeats_stopped = writers_stopped.clone();
@@ -367,7 +329,7 @@ impl Node {
             tracing::warn!(
                 "--work-concurrency is 0: this node accepts jobs but runs none; they wait for \
                  another node's workers{}.",
-                if config.cluster.is_none() {
+                if !shared_queue {
                     " (embedded, there is none: they wait until a restart with workers)"
                 } else {
                     ""
@@ -525,7 +487,8 @@ fn lock_data_dir(dir: &Path) -> Result<File, NodeError> {
     }
 }
 
-async fn bind(config: &NodeConfig) -> Result<TcpListener, NodeError> {
+/// Binds `--listen`, refusing a non-loopback address without a token (unless `--insecure`).
+pub async fn bind(config: &NodeConfig) -> Result<TcpListener, NodeError> {
     let failed = |reason: String| NodeError::Listen {
         listen: config.listen.clone(),
         reason,
