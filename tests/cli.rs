@@ -240,6 +240,7 @@ fn bench_store_writes_into_an_empty_database_and_refuses_a_used_one() {
 
 #[test]
 fn a_nats_server_older_than_2_10_is_refused_with_the_versions() {
+    needs!(NatsServerTooOld);
     let Some(server) = common::services::NatsServer::start_too_old() else {
         eprintln!(
             "SKIPPED: no NATS server older than 2.10 on this machine (Debian's nats-server is \

@@ -86,11 +86,13 @@ async fn three_nodes_store_once_and_log_everywhere(database: TestDatabase) {
 
 #[tokio::test]
 async fn three_nodes_on_postgres_store_once_and_log_everywhere() {
+    needs!(Nats, Postgres);
     three_nodes_store_once_and_log_everywhere(TestDatabase::create(Server::Postgres).await).await;
 }
 
 #[tokio::test]
 async fn three_nodes_on_mariadb_store_once_and_log_everywhere() {
+    needs!(Nats, Mysql);
     three_nodes_store_once_and_log_everywhere(TestDatabase::create(Server::Mysql).await).await;
 }
 
@@ -116,6 +118,7 @@ fn names(members: &[serde_json::Value]) -> Vec<String> {
 
 #[tokio::test]
 async fn members_join_heartbeat_leave_and_expire() {
+    needs!(Nats, Postgres);
     let database = TestDatabase::create(Server::Postgres).await;
     let mut cluster = TestCluster::start(3, &nats_url(), database.url(), &["--member-ttl", "2s"]);
     eventually("three members", CONVERGE, || async {
@@ -156,6 +159,7 @@ async fn members_join_heartbeat_leave_and_expire() {
 
 #[tokio::test]
 async fn a_second_live_node_with_the_same_name_is_refused() {
+    needs!(Nats, Postgres);
     let database = TestDatabase::create(Server::Postgres).await;
     let cluster = TestCluster::start(1, &nats_url(), database.url(), &[]);
     let dir = tempfile::tempdir().unwrap();
@@ -183,6 +187,7 @@ async fn a_second_live_node_with_the_same_name_is_refused() {
 
 #[tokio::test]
 async fn a_stopped_node_catches_up_without_writing_twice() {
+    needs!(Nats, Postgres);
     let database = TestDatabase::create(Server::Postgres).await;
     let mut cluster = TestCluster::start(3, &nats_url(), database.url(), &[]);
     let before = ids("before", 200);
@@ -225,6 +230,7 @@ async fn a_stopped_node_catches_up_without_writing_twice() {
 
 #[tokio::test]
 async fn a_writer_killed_mid_batch_leaves_it_to_another_node() {
+    needs!(Nats, Postgres);
     use sqlx::Connection;
     let database = TestDatabase::create(Server::Postgres).await;
     let mut cluster =
@@ -351,6 +357,7 @@ async fn status_of(client: &reqwest::Client, url: String) -> u16 {
 
 #[tokio::test]
 async fn nats_restarted_during_ingest_loses_and_duplicates_nothing() {
+    needs!(NatsServer, Postgres);
     let mut nats = NatsServer::start();
     let database = TestDatabase::create(Server::Postgres).await;
     let cluster = TestCluster::start(2, &nats.url(), database.url(), &[]);
@@ -390,6 +397,7 @@ async fn nats_restarted_during_ingest_loses_and_duplicates_nothing() {
 
 #[tokio::test]
 async fn database_restarted_during_ingest_loses_and_duplicates_nothing() {
+    needs!(Nats, PostgresServer);
     let mut postgres = Postgres::start().await;
     let cluster = TestCluster::start(
         2,
@@ -426,6 +434,7 @@ async fn database_restarted_during_ingest_loses_and_duplicates_nothing() {
 
 #[tokio::test]
 async fn a_request_larger_than_a_nats_message_is_stored_once_and_logged_everywhere() {
+    needs!(Nats, Postgres);
     // 3,000 events of ~1 KB: about 3 MiB, several of NATS's 1 MiB messages, published as one
     // atomic batch; the consumers read its messages like any others.
     let database = TestDatabase::create(Server::Postgres).await;
@@ -447,6 +456,7 @@ async fn a_request_larger_than_a_nats_message_is_stored_once_and_logged_everywhe
 
 #[tokio::test]
 async fn batch_size_bounds_the_events_per_store_transaction_in_the_cluster_too() {
+    needs!(Nats, Postgres);
     // One request of 1,000 events is one JetStream message, fetched whole; with
     // --batch-size 100 the store still writes it 100 events per transaction.
     let database = TestDatabase::create(Server::Postgres).await;
@@ -478,6 +488,7 @@ async fn batch_size_bounds_the_events_per_store_transaction_in_the_cluster_too()
 
 #[tokio::test]
 async fn an_event_larger_than_a_nats_message_is_refused_whole() {
+    needs!(Nats, Postgres);
     let database = TestDatabase::create(Server::Postgres).await;
     let cluster = TestCluster::start(1, &nats_url(), database.url(), &[]);
     // Under the body limit (10 MiB), over NATS's max_payload (1 MiB).

@@ -9,7 +9,7 @@ use common::cluster::TestCluster;
 use common::databases::{Server, TestDatabase};
 use common::services::nats_url;
 use common::{TestNode, ndjson_line};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
@@ -20,18 +20,6 @@ const SCRIPT_DEADLINE: Duration = Duration::from_secs(120);
 
 fn manifest_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The browser: `LOGMESH_TEST_CHROMIUM` (scripts/test.sh sets it) or Debian's path.
-fn chromium() -> String {
-    let path =
-        std::env::var("LOGMESH_TEST_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(
-        Path::new(&path).exists(),
-        "no Chromium at {path}: run scripts/test.sh (it installs Debian's `chromium`) or set \
-         LOGMESH_TEST_CHROMIUM"
-    );
-    path
 }
 
 /// A browser script running under Node.js, its stdout read line by line.
@@ -54,7 +42,7 @@ impl Script {
         command
             .arg(dir.join(format!("{name}.mjs")))
             .current_dir(&dir)
-            .env("LOGMESH_TEST_CHROMIUM", chromium())
+            .env("LOGMESH_TEST_CHROMIUM", common::tier::chromium())
             .env("LOGMESH_CONSOLE_SCREENSHOTS", &shots)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -129,6 +117,7 @@ fn the_live_tail_parses_server_sent_events_split_anywhere() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_panel_shows_real_data_behind_the_token_prompt() {
+    needs!(Browser);
     let roots = tempfile::tempdir().expect("temp dir");
     let app = roots.path().join("app");
     std::fs::create_dir(&app).expect("log root");
@@ -259,6 +248,7 @@ async fn every_panel_shows_real_data_behind_the_token_prompt() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn members_joining_leaving_and_dying_show_within_seconds() {
+    needs!(Browser, Nats, Postgres);
     let database = TestDatabase::create(Server::Postgres).await;
     let mut cluster = TestCluster::start(1, &nats_url(), database.url(), &[]);
     let mut script = Script::start(

@@ -82,6 +82,7 @@ print(json.dumps(out))
 
 #[tokio::test]
 async fn increments_return_the_new_value_and_round_trip_through_the_reference_parser() {
+    needs!(PrometheusClient);
     let node = TestNode::start(|_| {}).await;
     let tricky = "quote \" backslash \\ newline \n tab \t ünïcode";
     let (status, body) = increment(
@@ -150,6 +151,7 @@ async fn increments_return_the_new_value_and_round_trip_through_the_reference_pa
 
 #[tokio::test]
 async fn bad_increments_are_rejected_and_change_nothing() {
+    needs!(PrometheusClient);
     let node = TestNode::start(|_| {}).await;
     let many: serde_json::Map<String, Value> =
         (0..17).map(|i| (format!("l{i}"), json!("v"))).collect();
@@ -281,6 +283,7 @@ async fn queries_answer_in_the_prometheus_api_shape() {
 
 #[tokio::test]
 async fn concurrent_increments_through_three_nodes_are_exact() {
+    needs!(Nats, Postgres);
     const CLIENTS: usize = 12;
     const INCREMENTS: usize = 40;
     let database = TestDatabase::create(Server::Postgres).await;

@@ -388,16 +388,19 @@ async fn e2e_passes_against_three_nodes(server: Server) {
 
 #[tokio::test]
 async fn e2e_passes_against_three_nodes_on_postgres() {
+    needs!(Nats, Postgres);
     e2e_passes_against_three_nodes(Server::Postgres).await;
 }
 
 #[tokio::test]
 async fn e2e_passes_against_three_nodes_on_mariadb() {
+    needs!(Nats, Mysql);
     e2e_passes_against_three_nodes(Server::Mysql).await;
 }
 
 #[tokio::test]
 async fn e2e_passes_when_a_node_is_killed_and_restarted_mid_run() {
+    needs!(Nats, Postgres);
     let database = TestDatabase::create(Server::Postgres).await;
     let mut cluster = small_batches_cluster(&database);
     let dir = tempfile::tempdir().unwrap();
@@ -466,6 +469,7 @@ async fn e2e_passes_when_a_node_is_killed_and_restarted_mid_run() {
 
 #[tokio::test]
 async fn e2e_fails_and_names_the_mismatch_when_the_counts_disagree() {
+    needs!(Nats, Postgres);
     let database = TestDatabase::create(Server::Postgres).await;
     let cluster = TestCluster::start(1, &nats_url(), database.url(), &[]);
     let dir = tempfile::tempdir().unwrap();

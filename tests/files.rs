@@ -506,6 +506,7 @@ async fn cluster_get(cluster: &TestCluster, index: usize, query: &str) -> (Statu
 
 #[tokio::test]
 async fn any_member_serves_any_members_files_and_all_of_them_at_once() {
+    needs!(Nats, Postgres);
     let database = TestDatabase::create(Server::Postgres).await;
     let mut cluster = TestCluster::start(2, &nats_url(), database.url(), &["--api-token", TOKEN]);
     for (index, node) in cluster.nodes.iter().enumerate() {
@@ -591,6 +592,7 @@ async fn any_member_serves_any_members_files_and_all_of_them_at_once() {
 
 #[tokio::test]
 async fn a_member_that_hangs_delays_a_forwarded_request_only_to_the_peer_timeout() {
+    needs!(Nats, Postgres);
     let database = TestDatabase::create(Server::Postgres).await;
     let mut cluster = TestCluster::start(2, &nats_url(), database.url(), &["--peer-timeout", "1s"]);
     for (index, node) in cluster.nodes.iter().enumerate() {
@@ -829,6 +831,7 @@ async fn a_file_used_as_a_directory_is_not_found_not_a_server_error() {
 
 #[tokio::test]
 async fn a_forwarded_follow_stream_is_released_on_the_member_when_the_client_leaves() {
+    needs!(Nats, Postgres);
     let database = TestDatabase::create(Server::Postgres).await;
     let cluster = TestCluster::start(2, &nats_url(), database.url(), &["--max-file-streams", "1"]);
     write(

@@ -137,6 +137,7 @@ async fn bad_tail_parameters_are_rejected() {
 
 #[tokio::test]
 async fn a_cluster_node_streams_events_accepted_by_another() {
+    needs!(Nats, Postgres);
     let database = TestDatabase::create(Server::Postgres).await;
     let nats = common::services::nats_url();
     let cluster = TestCluster::start(2, &nats, database.url(), &[]);

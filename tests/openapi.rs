@@ -133,6 +133,7 @@ fn schemathesis(url: &str, extra: &[&str]) -> (bool, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_finds_no_server_error_and_no_undocumented_answer() {
+    needs!(Schemathesis);
     // An empty log root: no generated request can start an endless follow stream.
     let logs = tempfile::tempdir().unwrap();
     let roots = vec![logs.path().to_owned()];

@@ -137,6 +137,7 @@ async fn local_queue_conforms() {
 
 #[tokio::test]
 async fn jetstream_queue_conforms() {
+    needs!(Nats);
     let queue = JetStreamQueue::connect(jetstream_settings(1_000), 0)
         .await
         .unwrap();
@@ -153,6 +154,7 @@ async fn jetstream_queue_conforms() {
 
 #[tokio::test]
 async fn jetstream_drops_a_request_or_an_event_published_again() {
+    needs!(Nats);
     let queue = JetStreamQueue::connect(jetstream_settings(1_000), 0)
         .await
         .unwrap();
@@ -195,6 +197,7 @@ async fn stream_messages(settings: &JetStreamSettings) -> u64 {
 
 #[tokio::test]
 async fn jetstream_stores_a_request_of_several_messages_whole_or_not_at_all() {
+    needs!(Nats);
     // Room for about three messages of the server's 1 MiB max_payload.
     let settings = JetStreamSettings {
         max_bytes: 3 << 20,
@@ -233,6 +236,7 @@ async fn jetstream_stores_a_request_of_several_messages_whole_or_not_at_all() {
 
 #[tokio::test]
 async fn jetstream_store_writers_compete_and_event_logs_do_not() {
+    needs!(Nats);
     let settings = jetstream_settings(1_000);
     let node_a = JetStreamQueue::connect(settings.clone(), 0).await.unwrap();
     let node_b = JetStreamQueue::connect(
@@ -266,6 +270,7 @@ async fn jetstream_store_writers_compete_and_event_logs_do_not() {
 
 #[tokio::test]
 async fn jetstream_event_log_consumer_starts_after_what_the_file_holds() {
+    needs!(Nats);
     let settings = jetstream_settings(1_000);
     let queue = JetStreamQueue::connect(settings.clone(), 0).await.unwrap();
     let mut store = queue.consumer(ConsumerRole::Store).await.unwrap();
@@ -291,6 +296,7 @@ async fn jetstream_event_log_consumer_starts_after_what_the_file_holds() {
 
 #[tokio::test]
 async fn jetstream_event_log_of_a_restarted_node_first_logs_what_its_dead_run_fetched() {
+    needs!(Nats);
     // A long ack_wait: JetStream must not be what brings the orphan back within the test.
     let settings = JetStreamSettings {
         ack_wait: Duration::from_secs(30),
@@ -328,6 +334,7 @@ async fn jetstream_event_log_of_a_restarted_node_first_logs_what_its_dead_run_fe
 
 #[tokio::test]
 async fn jetstream_before_2_12_refuses_a_request_larger_than_one_message() {
+    needs!(NatsServerMinimum);
     // NATS 2.10 and 2.11 have no atomic batches: a request is taken only if one message holds it.
     let server = NatsServer::start_minimum();
     let settings = JetStreamSettings {
@@ -365,6 +372,7 @@ async fn jetstream_before_2_12_refuses_a_request_larger_than_one_message() {
 
 #[tokio::test]
 async fn jetstream_allows_atomic_batches_on_a_stream_made_without_them() {
+    needs!(Nats);
     use async_nats::jetstream::stream::{Config, DiscardPolicy, RetentionPolicy, StorageType};
     // As an earlier release (or a NATS server before 2.12) left it.
     let settings = jetstream_settings(1_000_000);
@@ -393,6 +401,7 @@ async fn jetstream_allows_atomic_batches_on_a_stream_made_without_them() {
 
 #[tokio::test]
 async fn jetstream_refuses_an_incompatible_existing_stream() {
+    needs!(Nats);
     let settings = jetstream_settings(1_000);
     let client = async_nats::connect(&settings.url).await.unwrap();
     async_nats::jetstream::new(client)
@@ -415,6 +424,7 @@ async fn jetstream_refuses_an_incompatible_existing_stream() {
 
 #[tokio::test]
 async fn jetstream_unreachable_at_start_is_a_clear_error() {
+    needs!(Nats);
     let port = common::services::free_port();
     let settings = JetStreamSettings {
         url: format!("nats://127.0.0.1:{port}"),

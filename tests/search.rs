@@ -151,6 +151,7 @@ async fn search_answers_every_parameter_on_sqlite() {
 
 #[tokio::test]
 async fn search_answers_every_parameter_on_postgres() {
+    needs!(Postgres);
     let database = TestDatabase::create(Server::Postgres).await;
     let url = database.url().to_owned();
     let node = node_with_events(|config| {

@@ -66,6 +66,7 @@ fn free_ports_are_distinct_and_bindable() {
 
 #[tokio::test]
 async fn the_shared_services_answer() {
+    needs!(Nats, Postgres, Mysql);
     // NATS: current enough to create a KV bucket (async-nats cannot on 2.9).
     let client = async_nats::connect(env("LOGMESH_TEST_NATS_URL"))
         .await
@@ -110,6 +111,7 @@ async fn the_shared_services_answer() {
 
 #[tokio::test]
 async fn nats_server_stops_and_starts_again_with_its_jetstream_data() {
+    needs!(NatsServer);
     let mut nats = NatsServer::start();
     let first = nats_info(nats.port()).expect("INFO");
     assert!(first.contains("\"jetstream\":true"), "{first}");
@@ -172,6 +174,7 @@ async fn nats_server_stops_and_starts_again_with_its_jetstream_data() {
 
 #[tokio::test]
 async fn postgres_stops_and_starts_again_with_its_data() {
+    needs!(PostgresServer);
     let mut pg = Postgres::start().await;
     let mut connection = sqlx::PgConnection::connect(&pg.url())
         .await
@@ -205,6 +208,7 @@ async fn postgres_stops_and_starts_again_with_its_data() {
 
 #[tokio::test]
 async fn mariadb_stops_and_starts_again_with_its_data() {
+    needs!(MariadbServer);
     let mut db = MariaDb::start().await;
     let mut connection = sqlx::MySqlConnection::connect(&db.url())
         .await

@@ -1202,6 +1202,7 @@ macro_rules! conformance {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $test() {
+                    crate::needs!(Postgres);
                     super::$test(super::Backend::Postgres).await;
                 }
             )*
@@ -1210,6 +1211,7 @@ macro_rules! conformance {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $test() {
+                    crate::needs!(Mysql);
                     super::$test(super::Backend::Mariadb).await;
                 }
             )*
@@ -1240,6 +1242,7 @@ conformance!(
 
 #[tokio::test]
 async fn mariadb_refuses_a_query_of_words_its_fulltext_index_cannot_hold() {
+    needs!(Mysql);
     let db = Db::new(Backend::Mariadb).await;
     let store = db.open().await;
     store
@@ -1285,6 +1288,7 @@ async fn an_unreachable_server_fails_to_open_without_showing_the_password() {
 
 #[tokio::test]
 async fn postgres_without_pg_trgm_rights_fails_to_open_saying_what_to_do() {
+    needs!(Postgres);
     let database = TestDatabase::create(Server::Postgres).await;
     let role = format!("logmesh_r_{}", uuid::Uuid::now_v7().simple());
     let admin = |sql: String| {

@@ -403,6 +403,7 @@ async fn a_full_work_queue_answers_503_and_records_nothing() {
 
 #[tokio::test]
 async fn a_full_cluster_work_queue_answers_503_and_records_nothing() {
+    needs!(Nats, Postgres);
     let database = TestDatabase::create(Server::Postgres).await;
     let cluster = TestCluster::start(
         1,
@@ -517,6 +518,7 @@ async fn the_work_command_submits_waits_and_fetches() {
 /// from a third, de-duplicated through any, gone everywhere after the TTL.
 #[tokio::test]
 async fn cluster_nodes_share_jobs_and_their_ttl() {
+    needs!(Nats, Postgres);
     let database = TestDatabase::create(Server::Postgres).await;
     let cluster = TestCluster::start(3, &nats_url(), database.url(), &["--work-ttl", "3s"]);
     let client = &cluster.client;
@@ -650,6 +652,7 @@ async fn assert_export_finished_elsewhere(
 
 #[tokio::test]
 async fn a_job_whose_node_is_killed_finishes_on_another() {
+    needs!(Nats, Postgres);
     let (_database, mut cluster, callback, running_on) = long_export_under_way("2s", true).await;
     cluster.kill9(running_on);
     // The lease runs out, the job is delivered again, and its second attempt runs elsewhere.
@@ -658,6 +661,7 @@ async fn a_job_whose_node_is_killed_finishes_on_another() {
 
 #[tokio::test]
 async fn a_job_whose_node_stops_is_handed_back_at_once() {
+    needs!(Nats, Postgres);
     // A lease far longer than the test may take: only a hand-back lets another node start.
     let (_database, mut cluster, callback, running_on) = long_export_under_way("10m", false).await;
     cluster.terminate(running_on);
@@ -667,6 +671,7 @@ async fn a_job_whose_node_stops_is_handed_back_at_once() {
 
 #[tokio::test]
 async fn a_cluster_job_that_keeps_failing_fails_after_the_retry_limit() {
+    needs!(Nats, Postgres);
     let database = TestDatabase::create(Server::Postgres).await;
     let cluster = TestCluster::start(
         2,
@@ -819,6 +824,7 @@ async fn export_results_are_bounded_per_job_and_in_all() {
 
 #[tokio::test]
 async fn cluster_export_results_are_bounded_per_job_and_in_all() {
+    needs!(Nats, Postgres);
     let database = TestDatabase::create(Server::Postgres).await;
     let cluster = TestCluster::start(
         1,

@@ -2,7 +2,8 @@
 //! the PostgreSQL or MySQL/MariaDB server named by `LOGMESH_TEST_POSTGRES_URL` or
 //! `LOGMESH_TEST_MYSQL_URL` (admin URLs, allowed to create and drop databases), dropped again
 //! when the [`TestDatabase`] guard is dropped. `scripts/test.sh` starts the servers and sets
-//! the variables; a test that finds one missing fails, it never skips.
+//! the variables; a test that needs one says so first with [`crate::needs!`], so it is reported
+//! skipped where the variable is missing (and fails under `LOGMESH_TEST_ALL_TIERS`).
 
 use sqlx::{AssertSqlSafe, Connection};
 use std::time::Duration;

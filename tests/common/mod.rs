@@ -5,6 +5,7 @@
 pub mod cluster;
 pub mod databases;
 pub mod services;
+pub mod tier;
 
 use logmesh::node::{Node, NodeConfig};
 use std::collections::HashMap;
