@@ -96,7 +96,7 @@ impl Need {
                 } else if !on_path("node") {
                     Some("Node.js (no `node` on PATH)".into())
                 } else if !playwright.is_dir() {
-                    Some(format!("playwright-core (`npm ci` in tests/console)"))
+                    Some("playwright-core (`npm ci` in tests/console)".into())
                 } else {
                     None
                 }
