@@ -28,8 +28,9 @@
 //! [`open`].
 
 mod counter_groups;
-pub mod mysql;
-pub mod postgres;
+mod mysql;
+mod postgres;
+mod sql;
 pub mod sqlite;
 
 use crate::counters::{Counter, CounterKey, CounterLimits};
@@ -341,45 +342,38 @@ impl SearchPage {
 }
 
 /// Columns every sqlx row reader below needs: text, integers and nullable text, by position.
-pub(crate) trait SqlRow<'r>: sqlx::Row
-where
-    usize: sqlx::ColumnIndex<Self>,
-{
-    fn text(&'r self, index: usize) -> Result<String, sqlx::Error>;
-    fn integer(&'r self, index: usize) -> Result<i64, sqlx::Error>;
-    fn nullable_text(&'r self, index: usize) -> Result<Option<String>, sqlx::Error>;
+pub(crate) trait SqlRow {
+    fn text(&self, index: usize) -> Result<String, sqlx::Error>;
+    fn integer(&self, index: usize) -> Result<i64, sqlx::Error>;
+    fn nullable_text(&self, index: usize) -> Result<Option<String>, sqlx::Error>;
 }
 
-impl<'r, R> SqlRow<'r> for R
+impl<R> SqlRow for R
 where
     R: sqlx::Row,
     usize: sqlx::ColumnIndex<R>,
-    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
 {
-    fn text(&'r self, index: usize) -> Result<String, sqlx::Error> {
+    fn text(&self, index: usize) -> Result<String, sqlx::Error> {
         self.try_get(index)
     }
 
-    fn integer(&'r self, index: usize) -> Result<i64, sqlx::Error> {
+    fn integer(&self, index: usize) -> Result<i64, sqlx::Error> {
         self.try_get(index)
     }
 
-    fn nullable_text(&'r self, index: usize) -> Result<Option<String>, sqlx::Error> {
+    fn nullable_text(&self, index: usize) -> Result<Option<String>, sqlx::Error> {
         self.try_get(index)
     }
 }
 
 /// A row of [`Selection::Page`]'s columns, from PostgreSQL or MySQL; `fail` adds the
 /// adapter's context to a decoding error.
-pub(crate) fn stored_event_from_row<'r, R>(
-    row: &'r R,
+pub(crate) fn stored_event_from_row<R: SqlRow>(
+    row: &R,
     fail: impl Fn(sqlx::Error) -> StoreError,
-) -> Result<StoredEvent, StoreError>
-where
-    R: SqlRow<'r>,
-    usize: sqlx::ColumnIndex<R>,
-{
+) -> Result<StoredEvent, StoreError> {
     Ok(StoredEvent {
         row_id: row.integer(0).map_err(&fail)?,
         id: row.text(1).map_err(&fail)?,
@@ -394,14 +388,10 @@ where
 }
 
 /// A `(service, severity, count)` row, from PostgreSQL or MySQL.
-pub(crate) fn severity_count_from_row<'r, R>(
-    row: &'r R,
+pub(crate) fn severity_count_from_row<R: SqlRow>(
+    row: &R,
     fail: impl Fn(sqlx::Error) -> StoreError,
-) -> Result<SeverityCount, StoreError>
-where
-    R: SqlRow<'r>,
-    usize: sqlx::ColumnIndex<R>,
-{
+) -> Result<SeverityCount, StoreError> {
     Ok(SeverityCount {
         service: row.text(0).map_err(&fail)?,
         severity: row.text(1).map_err(&fail)?,
@@ -410,14 +400,10 @@ where
 }
 
 /// A `(name, labels, value)` row of `counters`, from PostgreSQL or MySQL.
-pub(crate) fn counter_from_sql_row<'r, R>(
-    row: &'r R,
+pub(crate) fn counter_from_sql_row<R: SqlRow>(
+    row: &R,
     fail: impl Fn(sqlx::Error) -> StoreError,
-) -> Result<Counter, StoreError>
-where
-    R: SqlRow<'r>,
-    usize: sqlx::ColumnIndex<R>,
-{
+) -> Result<Counter, StoreError> {
     counter_from_row(
         row.text(0).map_err(&fail)?,
         &row.text(1).map_err(&fail)?,
@@ -460,6 +446,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every counter, ordered by name, then by its canonical labels.
     async fn counters(&self) -> Result<Vec<Counter>, StoreError>;
+
+    /// The database's plan for [`Store::search`] of `query` (its `EXPLAIN` output, one line
+    /// per row): which index a search reads. For tests, benchmarks and operators.
+    async fn explain_search(&self, query: &SearchQuery) -> Result<String, StoreError>;
 }
 
 /// Where the store lives, parsed from `--database`.

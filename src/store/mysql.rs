@@ -33,28 +33,22 @@
 //!   such words are checked with `REGEXP '\bword\b'` on the rows the index found, and a query
 //!   made only of them is refused ([`StoreError::InvalidQuery`]) rather than scanning the table.
 
-use super::counter_groups::{ApplyIncrements, CounterGroups};
-use super::{
-    ACQUIRE_TIMEOUT, BatchOutcome, CONNECT_TIMEOUT, MAX_CONNECTIONS, MIGRATION_LOCK_TIMEOUT,
-    SearchPage, SearchQuery, Selection, SeverityCount, Store, StoreError, WRITER_CONNECTIONS,
-    counter_from_sql_row, counter_overflow, health_check, log_if_slow, redact_url,
-    severity_count_from_row, sqlx_error, stored_event_from_row, tally, unique_by_id,
-};
-use crate::counters::{Counter, CounterKey, CounterLimits};
+use super::sql::{Dialect, Migration, Options, SqlStore};
+use super::{Cursor, MIGRATION_LOCK_TIMEOUT, StoreError, counter_overflow, sqlx_error};
+use crate::counters::CounterKey;
 use crate::event::Event;
 use async_trait::async_trait;
-use sqlx::mysql::{
-    MySql, MySqlConnectOptions, MySqlConnection, MySqlDatabaseError, MySqlPool, MySqlPoolOptions,
-};
-use sqlx::{ConnectOptions, Connection, QueryBuilder, Row};
-use std::collections::{HashMap, HashSet};
+use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlConnection, MySqlDatabaseError, MySqlRow};
+use sqlx::{ConnectOptions, Pool, QueryBuilder, Row};
+use std::collections::HashSet;
 use std::str::FromStr;
-use std::sync::Arc;
-use std::time::Instant;
+
+/// The store on MySQL or MariaDB (which speaks the same protocol).
+pub(crate) type MysqlStore = SqlStore<MySql>;
 
 /// Schema migrations, applied in order once each; never edit one that has shipped. Every
 /// statement must be safe to re-run (see the module docs).
-const MIGRATIONS: &[(i64, &[&str])] = &[
+const MIGRATIONS: &[Migration] = &[
     (
         1,
         &[
@@ -119,238 +113,6 @@ const MAX_STATEMENT_BYTES: usize = 4 << 20;
 /// Columns bound per `service_logs` row.
 const LOG_COLUMNS: usize = 8;
 
-pub struct MysqlStore {
-    /// Reads: searches, counts, counters.
-    pool: MySqlPool,
-    /// The store writer's batches and the counter increments.
-    writer: MySqlPool,
-    /// Health checks only.
-    checker: MySqlPool,
-    /// The URL with its password redacted, for messages.
-    shown_url: String,
-    /// Increments wait here to be committed in groups.
-    counters: CounterGroups,
-}
-
-/// Applies counter totals for [`CounterGroups`].
-struct MysqlCounters {
-    pool: MySqlPool,
-    shown_url: String,
-}
-
-#[async_trait]
-impl ApplyIncrements for MysqlCounters {
-    async fn existing(&self, keys: &[String]) -> Result<HashSet<String>, StoreError> {
-        let error = |e| sqlx_error(&self.shown_url, e);
-        let mut query = sqlx::QueryBuilder::new("SELECT `key` FROM counters WHERE `key` IN (");
-        let mut list = query.separated(", ");
-        for key in keys {
-            list.push_bind(key);
-        }
-        list.push_unseparated(")");
-        let found: Vec<String> = query
-            .build_query_scalar()
-            .fetch_all(&self.pool)
-            .await
-            .map_err(error)?;
-        Ok(found.into_iter().collect())
-    }
-
-    async fn series_per_name(&self) -> Result<HashMap<String, u64>, StoreError> {
-        let rows: Vec<(String, i64)> =
-            sqlx::query_as("SELECT name, COUNT(*) FROM counters GROUP BY name")
-                .fetch_all(&self.pool)
-                .await
-                .map_err(|e| sqlx_error(&self.shown_url, e))?;
-        Ok(rows.into_iter().map(|(name, n)| (name, n as u64)).collect())
-    }
-
-    async fn apply(&self, totals: &[(CounterKey, i64)]) -> Result<Vec<i64>, StoreError> {
-        let error = |e| sqlx_error(&self.shown_url, e);
-        // MySQL has no RETURNING for an upsert: read each value back inside the transaction,
-        // while the upsert's row lock keeps every other increment out.
-        let mut transaction = self.pool.begin().await.map_err(error)?;
-        let mut values = Vec::with_capacity(totals.len());
-        for (key, by) in totals {
-            let upserted = sqlx::query(
-                "INSERT INTO counters (`key`, name, labels, value) VALUES (?, ?, ?, ?)
-                 ON DUPLICATE KEY UPDATE value = value + VALUES(value)",
-            )
-            .bind(key.storage_key())
-            .bind(&key.name)
-            .bind(key.labels_json())
-            .bind(by)
-            .execute(&mut *transaction)
-            .await;
-            if let Err(failure) = upserted {
-                // 1690: "BIGINT value is out of range".
-                let out_of_range = failure
-                    .as_database_error()
-                    .and_then(|e| e.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>())
-                    .is_some_and(|e| e.number() == 1690);
-                return Err(if out_of_range {
-                    counter_overflow(key, *by)
-                } else {
-                    error(failure)
-                });
-            }
-            let value: i64 = sqlx::query_scalar("SELECT value FROM counters WHERE `key` = ?")
-                .bind(key.storage_key())
-                .fetch_one(&mut *transaction)
-                .await
-                .map_err(error)?;
-            values.push(value);
-        }
-        transaction.commit().await.map_err(error)?;
-        Ok(values)
-    }
-}
-
-impl MysqlStore {
-    /// Connects to `url` (a `mysql://` URL; MariaDB speaks the same protocol), migrates the
-    /// database and returns a store on a pool that reconnects on its own. Fails with
-    /// [`StoreError::Open`] when the database cannot be reached.
-    pub async fn open(url: &str, counter_limits: CounterLimits) -> Result<MysqlStore, StoreError> {
-        let shown_url = redact_url(url);
-        let open_error = |reason: String| StoreError::Open {
-            url: shown_url.clone(),
-            reason,
-        };
-        let options = MySqlConnectOptions::from_str(url)
-            .map_err(|e| open_error(e.to_string()))?
-            .disable_statement_logging();
-        let mut session = tokio::time::timeout(CONNECT_TIMEOUT, options.connect())
-            .await
-            .map_err(|_| open_error(format!("no answer within {} s", CONNECT_TIMEOUT.as_secs())))?
-            .map_err(|e| open_error(e.to_string()))?;
-        let migrated = migrate(&mut session).await;
-        // Ending the session releases the migration lock, whatever happened.
-        let _ = session.close().await;
-        migrated?;
-        // Three pools, so that no number of reads can keep the writers or the health check
-        // waiting for a connection.
-        let pool_of = |size: u32| {
-            MySqlPoolOptions::new()
-                .max_connections(size)
-                .acquire_timeout(ACQUIRE_TIMEOUT)
-                .connect_lazy_with(options.clone())
-        };
-        let writer = pool_of(WRITER_CONNECTIONS);
-        let counters = CounterGroups::start(
-            Arc::new(MysqlCounters {
-                pool: writer.clone(),
-                shown_url: shown_url.clone(),
-            }),
-            counter_limits,
-        );
-        Ok(MysqlStore {
-            pool: pool_of(MAX_CONNECTIONS),
-            writer,
-            checker: pool_of(1),
-            shown_url,
-            counters,
-        })
-    }
-
-    fn error(&self, error: sqlx::Error) -> StoreError {
-        sqlx_error(&self.shown_url, error)
-    }
-
-    /// The server's plan for [`Store::search`] of `query`: one line per `EXPLAIN` row, as
-    /// `table type key extra`, saying which index a search reads.
-    pub async fn explain_search(&self, query: &SearchQuery) -> Result<String, StoreError> {
-        query.check()?;
-        let rows = search_statement(query, "EXPLAIN ", Selection::Page)?
-            .build()
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| self.error(e))?;
-        let text = |row: &sqlx::mysql::MySqlRow, column: &str| -> String {
-            row.try_get::<Option<String>, _>(column)
-                .ok()
-                .flatten()
-                .unwrap_or_default()
-        };
-        Ok(rows
-            .iter()
-            .map(|row| {
-                format!(
-                    "{} {} {} {}",
-                    text(row, "table"),
-                    text(row, "type"),
-                    text(row, "key"),
-                    text(row, "Extra")
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("\n"))
-    }
-}
-
-async fn migrate(session: &mut MySqlConnection) -> Result<(), StoreError> {
-    let failed = |version: i64| {
-        move |e: sqlx::Error| StoreError::Migration {
-            version,
-            reason: e.to_string(),
-        }
-    };
-    let locked: Option<i64> =
-        sqlx::query_scalar("SELECT GET_LOCK(CONCAT('logmesh_migrations_', MD5(DATABASE())), ?)")
-            .bind(MIGRATION_LOCK_TIMEOUT.as_secs())
-            .fetch_one(&mut *session)
-            .await
-            .map_err(failed(0))?;
-    if locked != Some(1) {
-        return Err(StoreError::Migration {
-            version: 0,
-            reason: format!(
-                "another node held the migration lock for more than {} s",
-                MIGRATION_LOCK_TIMEOUT.as_secs()
-            ),
-        });
-    }
-    sqlx::query(
-        "CREATE TABLE IF NOT EXISTS logmesh_migrations (
-            version BIGINT NOT NULL PRIMARY KEY,
-            applied_us BIGINT NOT NULL
-        ) ENGINE = InnoDB",
-    )
-    .execute(&mut *session)
-    .await
-    .map_err(failed(0))?;
-    for (version, statements) in MIGRATIONS {
-        let failed = failed(*version);
-        let applied: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM logmesh_migrations WHERE version = ?")
-                .bind(version)
-                .fetch_one(&mut *session)
-                .await
-                .map_err(failed)?;
-        if applied > 0 {
-            continue;
-        }
-        for statement in *statements {
-            match sqlx::query(*statement).execute(&mut *session).await {
-                Err(sqlx::Error::Database(error))
-                    if error
-                        .try_downcast_ref::<MySqlDatabaseError>()
-                        .is_some_and(|e| e.number() == ER_DUP_KEYNAME) => {}
-                executed => {
-                    executed.map_err(failed)?;
-                }
-            }
-        }
-        sqlx::query("INSERT INTO logmesh_migrations (version, applied_us) VALUES (?, ?)")
-            .bind(version)
-            .bind(crate::event::now_us())
-            .execute(&mut *session)
-            .await
-            .map_err(failed)?;
-        tracing::info!(version, "Applied a schema migration.");
-    }
-    Ok(())
-}
-
 /// Splits `items` into runs that each fit one statement: at most `per_statement` items and,
 /// unless a single item is larger, at most [`MAX_STATEMENT_BYTES`] of `size`.
 fn statement_chunks<T>(items: &[T], per_statement: usize, size: impl Fn(&T) -> usize) -> Vec<&[T]> {
@@ -379,58 +141,144 @@ fn row_bytes(event: &&Event) -> usize {
         + 32
 }
 
-/// The search statement for `query` (already checked), or why this backend cannot answer it.
-fn search_statement(
-    query: &SearchQuery,
-    prefix: &str,
-    selection: Selection,
-) -> Result<QueryBuilder<MySql>, StoreError> {
-    let words = query.words();
-    let (indexed, checked): (Vec<&String>, Vec<&String>) = words
-        .iter()
-        .partition(|w| FULLTEXT_WORD_CHARS.contains(&w.chars().count()));
-    if !words.is_empty() && indexed.is_empty() {
-        return Err(StoreError::InvalidQuery(format!(
-            "on MySQL/MariaDB, q needs at least one word of {} to {} characters, the word \
-             lengths its FULLTEXT index holds",
-            FULLTEXT_WORD_CHARS.start(),
-            FULLTEXT_WORD_CHARS.end()
-        )));
+#[async_trait]
+impl Dialect for MySql {
+    const MIGRATIONS: &'static [Migration] = MIGRATIONS;
+    // utf8mb4_bin orders by code point, which is the byte order SQLite and PostgreSQL's "C"
+    // collation give.
+    const SEVERITY_COUNTS: &'static str =
+        "SELECT service, severity, count FROM service_severity ORDER BY service, severity";
+    const COUNTERS: &'static str = "SELECT name, labels, value FROM counters ORDER BY name, labels";
+
+    fn options(url: &str) -> Result<Options<MySql>, sqlx::Error> {
+        Ok(MySqlConnectOptions::from_str(url)?.disable_statement_logging())
     }
-    let mut sql = QueryBuilder::new(format!("{prefix}{} TRUE", selection.head()));
-    if !indexed.is_empty() {
-        // Words are letters, digits and `_` only: no boolean-mode operator can hide in them.
-        let against: Vec<String> = indexed.iter().map(|w| format!("+\"{w}\"")).collect();
-        sql.push(" AND MATCH (message) AGAINST (")
-            .push_bind(against.join(" "))
-            .push(" IN BOOLEAN MODE)");
-    }
-    for word in checked {
-        sql.push(" AND message REGEXP ")
-            .push_bind(format!("\\b{word}\\b"));
-    }
-    if let Some(service) = &query.service {
-        sql.push(" AND service = ").push_bind(service.clone());
-    }
-    if let Some(severities) = query.severities() {
-        sql.push(" AND severity IN (");
-        let mut list = sql.separated(", ");
-        for severity in severities {
-            list.push_bind(severity);
+
+    async fn lock_migrations(session: &mut MySqlConnection) -> Result<(), StoreError> {
+        let failed = |e: sqlx::Error| StoreError::Migration {
+            version: 0,
+            reason: e.to_string(),
+        };
+        let locked: Option<i64> = sqlx::query_scalar(
+            "SELECT GET_LOCK(CONCAT('logmesh_migrations_', MD5(DATABASE())), ?)",
+        )
+        .bind(MIGRATION_LOCK_TIMEOUT.as_secs())
+        .fetch_one(&mut *session)
+        .await
+        .map_err(failed)?;
+        if locked != Some(1) {
+            return Err(StoreError::Migration {
+                version: 0,
+                reason: format!(
+                    "another node held the migration lock for more than {} s",
+                    MIGRATION_LOCK_TIMEOUT.as_secs()
+                ),
+            });
         }
-        list.push_unseparated(")");
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS logmesh_migrations (
+                version BIGINT NOT NULL PRIMARY KEY,
+                applied_us BIGINT NOT NULL
+            ) ENGINE = InnoDB",
+        )
+        .execute(&mut *session)
+        .await
+        .map_err(failed)?;
+        Ok(())
     }
-    if let Some(since) = query.since {
-        sql.push(" AND ts_us >= ").push_bind(since);
+
+    async fn migration_applied(
+        session: &mut MySqlConnection,
+        version: i64,
+    ) -> Result<bool, sqlx::Error> {
+        let applied: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM logmesh_migrations WHERE version = ?")
+                .bind(version)
+                .fetch_one(&mut *session)
+                .await?;
+        Ok(applied > 0)
     }
-    if let Some(until) = query.until {
-        sql.push(" AND ts_us < ").push_bind(until);
+
+    /// MySQL commits DDL implicitly: the statements run one by one (each safe to re-run, an
+    /// index that exists already is skipped) and the version is recorded after the last.
+    async fn apply_migration(
+        session: &mut MySqlConnection,
+        (version, statements): &Migration,
+    ) -> Result<(), StoreError> {
+        let version = *version;
+        let failed = |e: sqlx::Error| StoreError::Migration {
+            version,
+            reason: e.to_string(),
+        };
+        for statement in *statements {
+            match sqlx::query(*statement).execute(&mut *session).await {
+                Err(sqlx::Error::Database(error))
+                    if error
+                        .try_downcast_ref::<MySqlDatabaseError>()
+                        .is_some_and(|e| e.number() == ER_DUP_KEYNAME) => {}
+                executed => {
+                    executed.map_err(failed)?;
+                }
+            }
+        }
+        sqlx::query("INSERT INTO logmesh_migrations (version, applied_us) VALUES (?, ?)")
+            .bind(version)
+            .bind(crate::event::now_us())
+            .execute(&mut *session)
+            .await
+            .map_err(failed)?;
+        Ok(())
     }
-    if selection == Selection::CountPerSeverity {
-        sql.push(" GROUP BY service, severity");
-        return Ok(sql);
+
+    fn push_text(sql: &mut QueryBuilder<MySql>, value: String) {
+        sql.push_bind(value);
     }
-    if let Some(cursor) = query.cursor {
+
+    fn push_integer(sql: &mut QueryBuilder<MySql>, value: i64) {
+        sql.push_bind(value);
+    }
+
+    async fn fetch(
+        pool: &Pool<MySql>,
+        mut sql: QueryBuilder<MySql>,
+    ) -> Result<Vec<MySqlRow>, sqlx::Error> {
+        sql.build().fetch_all(pool).await
+    }
+
+    async fn fetch_static(
+        pool: &Pool<MySql>,
+        sql: &'static str,
+    ) -> Result<Vec<MySqlRow>, sqlx::Error> {
+        sqlx::query(sql).fetch_all(pool).await
+    }
+
+    fn push_words(sql: &mut QueryBuilder<MySql>, words: &[String]) -> Result<(), StoreError> {
+        let (indexed, checked): (Vec<&String>, Vec<&String>) = words
+            .iter()
+            .partition(|w| FULLTEXT_WORD_CHARS.contains(&w.chars().count()));
+        if !words.is_empty() && indexed.is_empty() {
+            return Err(StoreError::InvalidQuery(format!(
+                "on MySQL/MariaDB, q needs at least one word of {} to {} characters, the word \
+                 lengths its FULLTEXT index holds",
+                FULLTEXT_WORD_CHARS.start(),
+                FULLTEXT_WORD_CHARS.end()
+            )));
+        }
+        if !indexed.is_empty() {
+            // Words are letters, digits and `_` only: no boolean-mode operator can hide in them.
+            let against: Vec<String> = indexed.iter().map(|w| format!("+\"{w}\"")).collect();
+            sql.push(" AND MATCH (message) AGAINST (")
+                .push_bind(against.join(" "))
+                .push(" IN BOOLEAN MODE)");
+        }
+        for word in checked {
+            sql.push(" AND message REGEXP ")
+                .push_bind(format!("\\b{word}\\b"));
+        }
+        Ok(())
+    }
+
+    fn push_cursor(sql: &mut QueryBuilder<MySql>, cursor: Cursor) {
         sql.push(" AND (ts_us < ")
             .push_bind(cursor.ts_us)
             .push(" OR (ts_us = ")
@@ -439,38 +287,35 @@ fn search_statement(
             .push_bind(cursor.row_id)
             .push("))");
     }
-    sql.push(" ORDER BY ts_us DESC, row_id DESC LIMIT ")
-        .push_bind(i64::from(query.limit) + 1);
-    Ok(sql)
-}
 
-#[async_trait]
-impl Store for MysqlStore {
-    async fn search(&self, query: &SearchQuery) -> Result<SearchPage, StoreError> {
-        query.check()?;
-        let rows = search_statement(query, "", Selection::Page)?
-            .build()
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| self.error(e))?;
-        let events = rows
-            .iter()
-            .map(|row| stored_event_from_row(row, |e| self.error(e)))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(SearchPage::from_rows(events, query.limit))
+    /// One line per `EXPLAIN` row, as `table type key extra`.
+    fn explained(rows: &[MySqlRow]) -> String {
+        let text = |row: &MySqlRow, column: &str| -> String {
+            row.try_get::<Option<String>, _>(column)
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+        };
+        rows.iter()
+            .map(|row| {
+                format!(
+                    "{} {} {} {}",
+                    text(row, "table"),
+                    text(row, "type"),
+                    text(row, "key"),
+                    text(row, "Extra")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
-    #[tracing::instrument(skip_all, fields(events = events.len()))]
-    async fn write_batch(&self, events: Vec<Arc<Event>>) -> Result<BatchOutcome, StoreError> {
-        if events.is_empty() {
-            return Ok(BatchOutcome::default());
-        }
-        let started = Instant::now();
-        let rows = unique_by_id(&events);
-        let mut transaction = self.writer.begin().await.map_err(|e| self.error(e))?;
-
+    async fn insert_new(
+        transaction: &mut MySqlConnection,
+        rows: &[&Event],
+    ) -> Result<Vec<(String, String)>, sqlx::Error> {
         let mut stored: HashSet<String> = HashSet::new();
-        for chunk in statement_chunks(&rows, MAX_PLACEHOLDERS, |e| e.id.len()) {
+        for chunk in statement_chunks(rows, MAX_PLACEHOLDERS, |e| e.id.len()) {
             let mut lookup =
                 QueryBuilder::<MySql>::new("SELECT id FROM service_logs WHERE id IN (");
             let mut ids = lookup.separated(", ");
@@ -481,15 +326,14 @@ impl Store for MysqlStore {
             let found: Vec<String> = lookup
                 .build_query_scalar()
                 .fetch_all(&mut *transaction)
-                .await
-                .map_err(|e| self.error(e))?;
+                .await?;
             stored.extend(found);
         }
         let fresh: Vec<&Event> = rows
-            .into_iter()
+            .iter()
+            .copied()
             .filter(|event| !stored.contains(&event.id))
             .collect();
-
         for chunk in statement_chunks(&fresh, MAX_PLACEHOLDERS / LOG_COLUMNS, row_bytes) {
             let mut insert = QueryBuilder::<MySql>::new(
                 "INSERT INTO service_logs
@@ -505,21 +349,19 @@ impl Store for MysqlStore {
                     .push_bind(event.node.as_str())
                     .push_bind(event.received_us);
             });
-            insert
-                .build()
-                .execute(&mut *transaction)
-                .await
-                .map_err(|e| self.error(e))?;
+            insert.build().execute(&mut *transaction).await?;
         }
+        Ok(fresh
+            .iter()
+            .map(|e| (e.service.clone(), e.severity.as_str().to_owned()))
+            .collect())
+    }
 
-        let counts: Vec<((&str, &str), i64)> = tally(
-            fresh
-                .iter()
-                .map(|e| (e.service.as_str(), e.severity.as_str())),
-        )
-        .into_iter()
-        .collect();
-        for chunk in statement_chunks(&counts, MAX_PLACEHOLDERS / 3, |((s, v), _)| {
+    async fn bump_counts(
+        transaction: &mut MySqlConnection,
+        counts: &[((&str, &str), i64)],
+    ) -> Result<(), sqlx::Error> {
+        for chunk in statement_chunks(counts, MAX_PLACEHOLDERS / 3, |((s, v), _)| {
             s.len() + v.len() + 8
         }) {
             let mut bump = QueryBuilder::<MySql>::new(
@@ -532,64 +374,65 @@ impl Store for MysqlStore {
             });
             // VALUES(count), not the newer row alias: MariaDB has no row alias.
             bump.push(" ON DUPLICATE KEY UPDATE count = count + VALUES(count)");
-            bump.build()
-                .execute(&mut *transaction)
-                .await
-                .map_err(|e| self.error(e))?;
+            bump.build().execute(&mut *transaction).await?;
         }
-        transaction.commit().await.map_err(|e| self.error(e))?;
-        let outcome = BatchOutcome {
-            inserted: fresh.len(),
-            duplicates: events.len() - fresh.len(),
-        };
-        log_if_slow(started, events.len(), &outcome);
-        Ok(outcome)
+        Ok(())
     }
 
-    async fn count_events(&self, query: &SearchQuery) -> Result<Vec<SeverityCount>, StoreError> {
-        query.check()?;
-        let rows = search_statement(query, "", Selection::CountPerSeverity)?
-            .build()
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| self.error(e))?;
-        rows.iter()
-            .map(|row| severity_count_from_row(row, |e| self.error(e)))
-            .collect()
+    async fn existing_counters(
+        pool: &Pool<MySql>,
+        keys: &[String],
+    ) -> Result<HashSet<String>, sqlx::Error> {
+        let mut query = QueryBuilder::<MySql>::new("SELECT `key` FROM counters WHERE `key` IN (");
+        let mut list = query.separated(", ");
+        for key in keys {
+            list.push_bind(key);
+        }
+        list.push_unseparated(")");
+        let found: Vec<String> = query.build_query_scalar().fetch_all(pool).await?;
+        Ok(found.into_iter().collect())
     }
 
-    async fn severity_counts(&self) -> Result<Vec<SeverityCount>, StoreError> {
-        // utf8mb4_bin orders by code point, which is the byte order SQLite and PostgreSQL's
-        // "C" collation give.
-        let rows = sqlx::query(
-            "SELECT service, severity, count FROM service_severity ORDER BY service, severity",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| self.error(e))?;
-        rows.iter()
-            .map(|row| severity_count_from_row(row, |e| self.error(e)))
-            .collect()
-    }
-
-    async fn increment_counter(&self, key: &CounterKey, by: i64) -> Result<i64, StoreError> {
-        self.counters.increment(key, by).await
-    }
-
-    async fn counters(&self) -> Result<Vec<Counter>, StoreError> {
-        let rows = sqlx::query("SELECT name, labels, value FROM counters ORDER BY name, labels")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| self.error(e))?;
-        rows.iter()
-            .map(|row| counter_from_sql_row(row, |e| self.error(e)))
-            .collect()
-    }
-
-    async fn health(&self) -> Result<(), StoreError> {
-        let round_trip =
-            sqlx::query("SELECT COUNT(*) FROM logmesh_migrations").fetch_one(&self.checker);
-        health_check(&self.shown_url, round_trip).await
+    /// MySQL has no RETURNING for an upsert: each value is read back inside the transaction,
+    /// while the upsert's row lock keeps every other increment out.
+    async fn add_to_counters(
+        transaction: &mut MySqlConnection,
+        totals: &[(CounterKey, i64)],
+        shown_url: &str,
+    ) -> Result<Vec<i64>, StoreError> {
+        let error = |e| sqlx_error(shown_url, e);
+        let mut values = Vec::with_capacity(totals.len());
+        for (key, by) in totals {
+            let upserted = sqlx::query(
+                "INSERT INTO counters (`key`, name, labels, value) VALUES (?, ?, ?, ?)
+                 ON DUPLICATE KEY UPDATE value = value + VALUES(value)",
+            )
+            .bind(key.storage_key())
+            .bind(&key.name)
+            .bind(key.labels_json())
+            .bind(by)
+            .execute(&mut *transaction)
+            .await;
+            if let Err(failure) = upserted {
+                // 1690: "BIGINT value is out of range".
+                let out_of_range = failure
+                    .as_database_error()
+                    .and_then(|e| e.try_downcast_ref::<MySqlDatabaseError>())
+                    .is_some_and(|e| e.number() == 1690);
+                return Err(if out_of_range {
+                    counter_overflow(key, *by)
+                } else {
+                    error(failure)
+                });
+            }
+            let value: i64 = sqlx::query_scalar("SELECT value FROM counters WHERE `key` = ?")
+                .bind(key.storage_key())
+                .fetch_one(&mut *transaction)
+                .await
+                .map_err(error)?;
+            values.push(value);
+        }
+        Ok(values)
     }
 }
 

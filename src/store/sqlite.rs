@@ -433,10 +433,10 @@ fn search(connection: &Connection, query: &SearchQuery) -> Result<SearchPage, St
     Ok(SearchPage::from_rows(events, query.limit))
 }
 
-impl SqliteStore {
-    /// SQLite's plan for [`Store::search`] of `query` (`EXPLAIN QUERY PLAN` details, one per
-    /// line): which index a search reads.
-    pub async fn explain_search(&self, query: &SearchQuery) -> Result<String, StoreError> {
+#[async_trait]
+impl Store for SqliteStore {
+    /// SQLite's plan: `EXPLAIN QUERY PLAN` details, one per line.
+    async fn explain_search(&self, query: &SearchQuery) -> Result<String, StoreError> {
         query.check()?;
         let (sql, values) = search_sql(query, Selection::Page);
         with_connection(&self.searcher, move |connection| {
@@ -453,10 +453,7 @@ impl SqliteStore {
         })
         .await
     }
-}
 
-#[async_trait]
-impl Store for SqliteStore {
     async fn search(&self, query: &SearchQuery) -> Result<SearchPage, StoreError> {
         query.check()?;
         let query = query.clone();

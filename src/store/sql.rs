@@ -1,0 +1,365 @@
+//! What the PostgreSQL and MySQL/MariaDB adapters share, written once: [`SqlStore`] opens the
+//! pools, runs the migrations loop under the server's migration lock, builds the search filters,
+//! runs the write path (one transaction: insert the new rows, bump the counts of exactly those
+//! rows) and answers the [`Store`] port. Each server adapter implements [`Dialect`] for its sqlx
+//! database type with only what truly differs: SQL text, how a statement runs, how a batch
+//! learns which rows it inserted, and row decoding.
+
+use super::counter_groups::{ApplyIncrements, CounterGroups};
+use super::{
+    ACQUIRE_TIMEOUT, BatchOutcome, CONNECT_TIMEOUT, Cursor, MAX_CONNECTIONS, SearchPage,
+    SearchQuery, Selection, SeverityCount, SqlRow, Store, StoreError, WRITER_CONNECTIONS,
+    counter_from_sql_row, health_check, log_if_slow, redact_url, severity_count_from_row,
+    sqlx_error, stored_event_from_row, tally, unique_by_id,
+};
+use crate::counters::{Counter, CounterKey, CounterLimits};
+use crate::event::Event;
+use async_trait::async_trait;
+use sqlx::pool::PoolOptions;
+use sqlx::{ConnectOptions, Connection, Database, Pool, QueryBuilder};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The options a [`Dialect`]'s connections are made from.
+pub(crate) type Options<DB> = <<DB as Database>::Connection as Connection>::Options;
+
+/// One migration: its version and its statements, applied in order once each.
+pub(crate) type Migration = (i64, &'static [&'static str]);
+
+/// What differs between the SQL servers: implemented for sqlx's database types.
+#[async_trait]
+pub(crate) trait Dialect: Database<Row: SqlRow> {
+    /// The schema migrations; never edit one that has shipped.
+    const MIGRATIONS: &'static [Migration];
+    /// `service, severity, count` of `service_severity`, in byte order.
+    const SEVERITY_COUNTS: &'static str;
+    /// `name, labels, value` of `counters`, in byte order.
+    const COUNTERS: &'static str;
+
+    /// Connection options from a URL, with statement logging off.
+    fn options(url: &str) -> Result<Options<Self>, sqlx::Error>;
+
+    /// Takes the database's migration lock on `session` (held until the session ends) and
+    /// creates the migrations table.
+    async fn lock_migrations(session: &mut Self::Connection) -> Result<(), StoreError>;
+    /// Whether `version` is recorded as applied.
+    async fn migration_applied(
+        session: &mut Self::Connection,
+        version: i64,
+    ) -> Result<bool, sqlx::Error>;
+    /// Runs one migration's statements and records its version.
+    async fn apply_migration(
+        session: &mut Self::Connection,
+        migration: &Migration,
+    ) -> Result<(), StoreError>;
+
+    /// Binds a text value.
+    fn push_text(sql: &mut QueryBuilder<Self>, value: String);
+    /// Binds an integer value.
+    fn push_integer(sql: &mut QueryBuilder<Self>, value: i64);
+    /// The rows of a built statement.
+    async fn fetch(
+        pool: &Pool<Self>,
+        mut sql: QueryBuilder<Self>,
+    ) -> Result<Vec<Self::Row>, sqlx::Error>;
+    /// The rows of a statement without parameters.
+    async fn fetch_static(
+        pool: &Pool<Self>,
+        sql: &'static str,
+    ) -> Result<Vec<Self::Row>, sqlx::Error>;
+
+    /// Narrows a search to the events holding every word (whole words, case-insensitive);
+    /// fails with [`StoreError::InvalidQuery`] for words this server's index cannot find.
+    fn push_words(sql: &mut QueryBuilder<Self>, words: &[String]) -> Result<(), StoreError>;
+    /// Narrows a page to the events after `cursor` in `ts_us DESC, row_id DESC` order.
+    fn push_cursor(sql: &mut QueryBuilder<Self>, cursor: Cursor);
+    /// The `EXPLAIN` rows of a search statement, one line each.
+    fn explained(rows: &[Self::Row]) -> String;
+
+    /// Inserts the rows (distinct ids, sorted) whose ids are not stored yet and returns the
+    /// `(service, severity)` of exactly the rows it inserted.
+    async fn insert_new(
+        transaction: &mut Self::Connection,
+        rows: &[&Event],
+    ) -> Result<Vec<(String, String)>, sqlx::Error>;
+    /// Adds `counts` (sorted by key) to `service_severity`.
+    async fn bump_counts(
+        transaction: &mut Self::Connection,
+        counts: &[((&str, &str), i64)],
+    ) -> Result<(), sqlx::Error>;
+
+    /// Which of these counter storage keys exist.
+    async fn existing_counters(
+        pool: &Pool<Self>,
+        keys: &[String],
+    ) -> Result<HashSet<String>, sqlx::Error>;
+    /// Adds each total to its counter, creating it, and returns the new values in order;
+    /// [`StoreError::Rejected`] when one would pass `i64::MAX`.
+    async fn add_to_counters(
+        transaction: &mut Self::Connection,
+        totals: &[(CounterKey, i64)],
+        shown_url: &str,
+    ) -> Result<Vec<i64>, StoreError>;
+}
+
+/// A store on a PostgreSQL or MySQL/MariaDB server, which several nodes write together.
+pub(crate) struct SqlStore<DB: Dialect> {
+    /// Reads: searches, counts, counters.
+    pool: Pool<DB>,
+    /// The store writer's batches and the counter increments.
+    writer: Pool<DB>,
+    /// Health checks only.
+    checker: Pool<DB>,
+    /// The URL with its password redacted, for messages.
+    shown_url: String,
+    /// Increments wait here to be committed in groups.
+    counters: CounterGroups,
+}
+
+/// Applies counter totals for [`CounterGroups`].
+struct SqlCounters<DB: Dialect> {
+    pool: Pool<DB>,
+    shown_url: String,
+}
+
+#[async_trait]
+impl<DB: Dialect> ApplyIncrements for SqlCounters<DB> {
+    async fn existing(&self, keys: &[String]) -> Result<HashSet<String>, StoreError> {
+        DB::existing_counters(&self.pool, keys)
+            .await
+            .map_err(|e| sqlx_error(&self.shown_url, e))
+    }
+
+    async fn series_per_name(&self) -> Result<HashMap<String, u64>, StoreError> {
+        let error = |e| sqlx_error(&self.shown_url, e);
+        let rows = DB::fetch_static(
+            &self.pool,
+            "SELECT name, COUNT(*) FROM counters GROUP BY name",
+        )
+        .await
+        .map_err(error)?;
+        rows.iter()
+            .map(|row| Ok((row.text(0)?, row.integer(1)? as u64)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(error)
+    }
+
+    async fn apply(&self, totals: &[(CounterKey, i64)]) -> Result<Vec<i64>, StoreError> {
+        let error = |e| sqlx_error(&self.shown_url, e);
+        let mut transaction = self.pool.begin().await.map_err(error)?;
+        // An error drops the transaction, which rolls the whole group back.
+        let values = DB::add_to_counters(&mut transaction, totals, &self.shown_url).await?;
+        transaction.commit().await.map_err(error)?;
+        Ok(values)
+    }
+}
+
+impl<DB: Dialect> SqlStore<DB> {
+    /// Connects to `url`, migrates the database and returns a store on pools that reconnect on
+    /// their own. Fails with [`StoreError::Open`] when the database cannot be reached.
+    pub(crate) async fn open(
+        url: &str,
+        counter_limits: CounterLimits,
+    ) -> Result<SqlStore<DB>, StoreError> {
+        let shown_url = redact_url(url);
+        let open_error = |reason: String| StoreError::Open {
+            url: shown_url.clone(),
+            reason,
+        };
+        let options = DB::options(url).map_err(|e| open_error(e.to_string()))?;
+        let mut session = tokio::time::timeout(CONNECT_TIMEOUT, options.connect())
+            .await
+            .map_err(|_| open_error(format!("no answer within {} s", CONNECT_TIMEOUT.as_secs())))?
+            .map_err(|e| open_error(e.to_string()))?;
+        let migrated = migrate::<DB>(&mut session).await;
+        // Ending the session releases the migration lock, whatever happened.
+        let _ = session.close().await;
+        migrated?;
+        // Three pools, so that no number of reads can keep the writers or the health check
+        // waiting for a connection.
+        let pool_of = |size: u32| {
+            PoolOptions::<DB>::new()
+                .max_connections(size)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                .connect_lazy_with(options.clone())
+        };
+        let writer = pool_of(WRITER_CONNECTIONS);
+        let counters = CounterGroups::start(
+            Arc::new(SqlCounters::<DB> {
+                pool: writer.clone(),
+                shown_url: shown_url.clone(),
+            }),
+            counter_limits,
+        );
+        Ok(SqlStore {
+            pool: pool_of(MAX_CONNECTIONS),
+            writer,
+            checker: pool_of(1),
+            shown_url,
+            counters,
+        })
+    }
+
+    fn error(&self, error: sqlx::Error) -> StoreError {
+        sqlx_error(&self.shown_url, error)
+    }
+
+    async fn rows(
+        &self,
+        query: &SearchQuery,
+        prefix: &str,
+        selection: Selection,
+    ) -> Result<Vec<DB::Row>, StoreError> {
+        query.check()?;
+        let statement = search_statement::<DB>(query, prefix, selection)?;
+        DB::fetch(&self.pool, statement)
+            .await
+            .map_err(|e| self.error(e))
+    }
+}
+
+/// Applies the migrations not applied yet, in order, under the database's migration lock.
+async fn migrate<DB: Dialect>(session: &mut DB::Connection) -> Result<(), StoreError> {
+    DB::lock_migrations(session).await?;
+    for migration in DB::MIGRATIONS {
+        let (version, _) = *migration;
+        let applied =
+            DB::migration_applied(session, version)
+                .await
+                .map_err(|e| StoreError::Migration {
+                    version,
+                    reason: e.to_string(),
+                })?;
+        if !applied {
+            DB::apply_migration(session, migration).await?;
+            tracing::info!(version, "Applied a schema migration.");
+        }
+    }
+    Ok(())
+}
+
+/// The statement that searches (or counts) `query`'s events, already checked.
+fn search_statement<DB: Dialect>(
+    query: &SearchQuery,
+    prefix: &str,
+    selection: Selection,
+) -> Result<QueryBuilder<DB>, StoreError> {
+    let mut sql = QueryBuilder::new(format!("{prefix}{} TRUE", selection.head()));
+    DB::push_words(&mut sql, &query.words())?;
+    if let Some(service) = &query.service {
+        sql.push(" AND service = ");
+        DB::push_text(&mut sql, service.clone());
+    }
+    if let Some(severities) = query.severities() {
+        sql.push(" AND severity IN (");
+        for (i, severity) in severities.into_iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            DB::push_text(&mut sql, severity.to_owned());
+        }
+        sql.push(")");
+    }
+    if let Some(since) = query.since {
+        sql.push(" AND ts_us >= ");
+        DB::push_integer(&mut sql, since);
+    }
+    if let Some(until) = query.until {
+        sql.push(" AND ts_us < ");
+        DB::push_integer(&mut sql, until);
+    }
+    if selection == Selection::CountPerSeverity {
+        sql.push(" GROUP BY service, severity");
+        return Ok(sql);
+    }
+    if let Some(cursor) = query.cursor {
+        DB::push_cursor(&mut sql, cursor);
+    }
+    sql.push(" ORDER BY ts_us DESC, row_id DESC LIMIT ");
+    DB::push_integer(&mut sql, i64::from(query.limit) + 1);
+    Ok(sql)
+}
+
+#[async_trait]
+impl<DB: Dialect> Store for SqlStore<DB> {
+    async fn search(&self, query: &SearchQuery) -> Result<SearchPage, StoreError> {
+        let rows = self.rows(query, "", Selection::Page).await?;
+        let events = rows
+            .iter()
+            .map(|row| stored_event_from_row(row, |e| self.error(e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(SearchPage::from_rows(events, query.limit))
+    }
+
+    async fn explain_search(&self, query: &SearchQuery) -> Result<String, StoreError> {
+        let rows = self.rows(query, "EXPLAIN ", Selection::Page).await?;
+        Ok(DB::explained(&rows))
+    }
+
+    #[tracing::instrument(skip_all, fields(events = events.len()))]
+    async fn write_batch(&self, events: Vec<Arc<Event>>) -> Result<BatchOutcome, StoreError> {
+        if events.is_empty() {
+            return Ok(BatchOutcome::default());
+        }
+        let started = Instant::now();
+        let rows = unique_by_id(&events);
+        let mut transaction = self.writer.begin().await.map_err(|e| self.error(e))?;
+        let inserted = DB::insert_new(&mut transaction, &rows)
+            .await
+            .map_err(|e| self.error(e))?;
+        let counts: Vec<((&str, &str), i64)> = tally(
+            inserted
+                .iter()
+                .map(|(service, severity)| (service.as_str(), severity.as_str())),
+        )
+        .into_iter()
+        .collect();
+        if !counts.is_empty() {
+            DB::bump_counts(&mut transaction, &counts)
+                .await
+                .map_err(|e| self.error(e))?;
+        }
+        transaction.commit().await.map_err(|e| self.error(e))?;
+        let outcome = BatchOutcome {
+            inserted: inserted.len(),
+            duplicates: events.len() - inserted.len(),
+        };
+        log_if_slow(started, events.len(), &outcome);
+        Ok(outcome)
+    }
+
+    async fn count_events(&self, query: &SearchQuery) -> Result<Vec<SeverityCount>, StoreError> {
+        let rows = self.rows(query, "", Selection::CountPerSeverity).await?;
+        rows.iter()
+            .map(|row| severity_count_from_row(row, |e| self.error(e)))
+            .collect()
+    }
+
+    async fn severity_counts(&self) -> Result<Vec<SeverityCount>, StoreError> {
+        let rows = DB::fetch_static(&self.pool, DB::SEVERITY_COUNTS)
+            .await
+            .map_err(|e| self.error(e))?;
+        rows.iter()
+            .map(|row| severity_count_from_row(row, |e| self.error(e)))
+            .collect()
+    }
+
+    async fn increment_counter(&self, key: &CounterKey, by: i64) -> Result<i64, StoreError> {
+        self.counters.increment(key, by).await
+    }
+
+    async fn counters(&self) -> Result<Vec<Counter>, StoreError> {
+        let rows = DB::fetch_static(&self.pool, DB::COUNTERS)
+            .await
+            .map_err(|e| self.error(e))?;
+        rows.iter()
+            .map(|row| counter_from_sql_row(row, |e| self.error(e)))
+            .collect()
+    }
+
+    async fn health(&self) -> Result<(), StoreError> {
+        let round_trip = DB::fetch_static(&self.checker, "SELECT COUNT(*) FROM logmesh_migrations");
+        health_check(&self.shown_url, round_trip).await
+    }
+}
