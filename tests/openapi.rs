@@ -9,7 +9,7 @@ use serde_json::Value;
 use std::collections::BTreeSet;
 use std::process::Command;
 
-/// Every operation the API has, as the README lists them.
+/// Every operation the API has, as docs/http-api.md lists them.
 const OPERATIONS: &[(&str, &str)] = &[
     ("get", "/"),
     ("get", "/api/v1/cluster"),

@@ -731,18 +731,18 @@ mod tests {
     }
 
     #[test]
-    fn the_readme_table_is_the_declarations() {
-        let readme = include_str!("../../README.md");
+    fn the_documented_table_is_the_declarations() {
+        let readme = include_str!("../../docs/configuration.md");
         let expected = settings::markdown_table();
         let start = readme
             .find("| flag / TOML key |")
-            .expect("the README has the configuration table");
+            .expect("docs/configuration.md has the configuration table");
         let end = readme[start..]
             .find("\n\n")
             .map_or(readme.len(), |end| start + end + 1);
         assert!(
             readme[start..end] == expected,
-            "the README's configuration table differs from the settings declared in \
+            "docs/configuration.md's table differs from the settings declared in \
              src/config/settings.rs; it should read:\n\n{expected}"
         );
     }

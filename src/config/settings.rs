@@ -1,8 +1,8 @@
 //! Every `logmesh serve` setting, declared once: its name (the flag and the TOML key), its
 //! environment variables, what its value looks like, its help, where its default comes from,
 //! and how a value is checked and applied to a [`NodeConfig`]. The command line, the config
-//! file, the precedence resolution, the error messages and the README's configuration table are
-//! all made from [`SETTINGS`] (a test holds the README to it).
+//! file, the precedence resolution, the error messages and the configuration table of
+//! docs/configuration.md are all made from [`SETTINGS`] (a test holds the page to it).
 //!
 //! Adding a setting is one entry here, in the order settings are applied (a setting that
 //! depends on another comes after it), plus the code that reads the field it sets.
@@ -25,7 +25,7 @@ pub struct Setting {
     pub env: &'static [&'static str],
     pub value: ValueKind,
     pub help: &'static str,
-    /// The default as shown in `--help` and the README.
+    /// The default as shown in `--help` and docs/configuration.md.
     pub default: Shown,
     /// How much of a bad value an error message may show.
     pub secret: Secret,
@@ -129,7 +129,7 @@ pub static SETTINGS: &[Setting] = &[
         key: "database",
         env: &["LOGMESH_DATABASE"],
         value: ValueKind::One("URL"),
-        help: "`sqlite://PATH`, `postgres://…` or `mysql://…` (`mariadb://` too); see Databases.",
+        help: "`sqlite://PATH`, `postgres://…` or `mysql://…` (`mariadb://` too); see docs/databases.md.",
         default: Shown::Text("`sqlite://<data-dir>/logmesh.db`"),
         secret: Secret::Url,
         apply: |c, v| {
@@ -768,7 +768,7 @@ impl Setting {
     }
 }
 
-/// The configuration table of the README, made from [`SETTINGS`].
+/// The configuration table of docs/configuration.md, made from [`SETTINGS`].
 pub fn markdown_table() -> String {
     let defaults = NodeConfig::default();
     let mut table =

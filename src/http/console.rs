@@ -158,7 +158,7 @@ mod tests {
     #[test]
     fn the_embedded_console_stays_small() {
         // The page is plain modules and hand-written SVG charts; past this, something heavy
-        // crept in (see README "Web console").
+        // crept in (see docs/console.md).
         assert!(embedded_bytes() < 96 * 1024, "{} bytes", embedded_bytes());
     }
 

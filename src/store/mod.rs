@@ -21,7 +21,7 @@
 //!   row while new events arrive; a keyword query reads the backend's text index (SQLite FTS5,
 //!   PostgreSQL `pg_trgm` GIN, InnoDB FULLTEXT), never a scan of every message. Every backend
 //!   matches whole words case-insensitively (see [`SearchQuery::words`]); what else matches
-//!   differs per backend and is documented in the README.
+//!   differs per backend and is documented in docs/databases.md.
 //!
 //! Adapters, one file each: [`sqlite::SqliteStore`] (embedded shape), [`postgres::PostgresStore`]
 //! and [`mysql::MysqlStore`] (MySQL and MariaDB; cluster shape). The URL scheme picks one in

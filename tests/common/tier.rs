@@ -8,7 +8,7 @@
 //! SKIPPED cluster::a_node_killed_mid_batch…: needs NATS (LOGMESH_TEST_NATS_URL)
 //! ```
 //!
-//! `scripts/test.sh` (the README's command, which CI runs) installs and starts everything and
+//! `scripts/test.sh` (the README's test command, which CI runs) installs and starts everything and
 //! sets `LOGMESH_TEST_ALL_TIERS=1`: there a missing need fails the test instead of skipping it.
 
 use std::io::Write;
