@@ -312,7 +312,7 @@ async fn serve_here(state: &AppState, checked: Checked) -> Result<Response, ApiE
         .map_err(|_| {
             ApiError::overloaded(format!(
                 "this node already serves {} file streams (--max-file-streams); retry later",
-                state.inner.max_file_streams
+                state.inner.limits.max_file_streams
             ))
         })?;
     let roots = state.inner.log_roots.clone();
@@ -482,7 +482,7 @@ pub(super) async fn forward<P: Serialize>(
     if let Some(authorization) = headers.get(header::AUTHORIZATION) {
         request = request.header(header::AUTHORIZATION, authorization.clone());
     }
-    let timeout = state.inner.peer_timeout;
+    let timeout = state.inner.limits.peer_timeout;
     match tokio::time::timeout(timeout, request.send()).await {
         Ok(Ok(response)) => Ok(response),
         Ok(Err(error)) => Err(ApiError::new(
@@ -524,7 +524,7 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 async fn pass_error(state: &AppState, upstream: reqwest::Response) -> Response {
     let status =
         StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-    let body = tokio::time::timeout(state.inner.peer_timeout, upstream.bytes())
+    let body = tokio::time::timeout(state.inner.limits.peer_timeout, upstream.bytes())
         .await
         .ok()
         .and_then(Result::ok)
@@ -643,7 +643,7 @@ pub async fn list(
                         };
                     let status = upstream.status();
                     let body =
-                        tokio::time::timeout(state.inner.peer_timeout, upstream.json::<Value>())
+                        tokio::time::timeout(state.inner.limits.peer_timeout, upstream.json::<Value>())
                             .await;
                     match body {
                         Ok(Ok(body)) if status.is_success() => body,
@@ -651,7 +651,7 @@ pub async fn list(
                         Ok(Err(error)) => failed(format!("answered {status}: {error}")),
                         Err(_) => failed(format!(
                             "did not send its list within {} (--peer-timeout)",
-                            humantime::format_duration(state.inner.peer_timeout)
+                            humantime::format_duration(state.inner.limits.peer_timeout)
                         )),
                     }
                 }

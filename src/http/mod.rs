@@ -96,15 +96,13 @@ struct AppInner {
     max_body_bytes: usize,
     /// Bytes of request bodies that may be buffered at once (one permit per byte).
     body_budget: Arc<Semaphore>,
-    body_pace: BodyPace,
+    /// The settings of this layer, as configured; handlers read them here.
+    limits: HttpLimits,
     hosts: HostPolicy,
     /// One permit per `GET /logs` stream served here.
     file_streams: Arc<Semaphore>,
-    max_file_streams: usize,
     /// One permit per live tail client.
     live_clients: Arc<Semaphore>,
-    max_live_clients: usize,
-    peer_timeout: Duration,
     /// Ends long-lived responses when the node stops.
     shutdown: Shutdown,
     writers: Vec<Arc<WriterWatch>>,
@@ -154,13 +152,9 @@ impl AppState {
                 store: parts.store,
                 max_body_bytes: parts.max_body_bytes,
                 body_budget: Arc::new(Semaphore::new(budget.min(Semaphore::MAX_PERMITS))),
-                body_pace: parts.limits.body_pace,
                 hosts: HostPolicy::new(parts.loopback_bind, &parts.limits.allowed_hosts),
                 file_streams: Arc::new(Semaphore::new(parts.limits.max_file_streams)),
-                max_file_streams: parts.limits.max_file_streams,
                 live_clients: Arc::new(Semaphore::new(parts.limits.max_live_clients)),
-                max_live_clients: parts.limits.max_live_clients,
-                peer_timeout: parts.limits.peer_timeout,
                 shutdown: parts.shutdown,
                 writers: parts.writers,
                 writer_stall_timeout: parts.writer_stall_timeout,
@@ -175,6 +169,7 @@ impl AppState {
                     .connect_timeout(parts.limits.peer_timeout)
                     .build()
                     .expect("the HTTP client builds"),
+                limits: parts.limits,
             }),
         }
     }
@@ -272,7 +267,7 @@ async fn guard_request(State(state): State<AppState>, request: Request, next: Ne
     if let Err(error) = state.inner.hosts.check(request.method(), request.headers()) {
         return error.into_response();
     }
-    let pace = state.inner.body_pace;
+    let pace = state.inner.limits.body_pace;
     let request = request.map(|body| axum::body::Body::new(body::MinRateBody::new(body, pace)));
     next.run(request).await
 }

@@ -134,7 +134,7 @@ pub async fn tail(
         .map_err(|_| {
             ApiError::overloaded(format!(
                 "this node already serves {} live tail clients (--max-live-clients); retry later",
-                state.inner.max_live_clients
+                state.inner.limits.max_live_clients
             ))
         })?;
     let shutdown = state.inner.shutdown.clone();
