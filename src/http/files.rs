@@ -642,9 +642,11 @@ pub async fn list(
                             Err(error) => return failed(error.message),
                         };
                     let status = upstream.status();
-                    let body =
-                        tokio::time::timeout(state.inner.limits.peer_timeout, upstream.json::<Value>())
-                            .await;
+                    let body = tokio::time::timeout(
+                        state.inner.limits.peer_timeout,
+                        upstream.json::<Value>(),
+                    )
+                    .await;
                     match body {
                         Ok(Ok(body)) if status.is_success() => body,
                         Ok(Ok(body)) => failed(format!("answered {status}: {body}")),
