@@ -172,9 +172,9 @@ async fn bad_input_is_rejected_whole_and_changes_nothing() {
         ("/api/v1/logs", b"".to_vec(), "no events"),
         ("/api/v1/logs", b"[]".to_vec(), "no events"),
         (
-            "/api/v1/logs?service=x",
+            "/api/v1/logs?servce=x",
             good.clone().into_bytes(),
-            "unknown field `service`",
+            "unknown field `servce`",
         ),
         ("/event", b"".to_vec(), "body: empty"),
         ("/event", b"\xff\xfe".to_vec(), "body: not valid UTF-8"),
@@ -371,14 +371,24 @@ async fn with_a_token_every_request_needs_it() {
         "Bearer realm=\"logmesh\""
     );
     assert_eq!(error_of(response).await.0, StatusCode::UNAUTHORIZED);
-    let response = node
-        .post("/event")
-        .header("authorization", "Basic czNjcmV0")
-        .body("m")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    // Basic credentials carry the token as their password (any user); anything else is refused.
+    for (authorization, status) in [
+        ("Basic czNjcmV0", StatusCode::UNAUTHORIZED), // "s3cret": no user:password
+        ("Basic dXNlcjpzM2NyZXQ=", StatusCode::UNAUTHORIZED), // "user:s3cret"
+        ("Basic not base64!", StatusCode::UNAUTHORIZED),
+        ("Token s3cret-token", StatusCode::UNAUTHORIZED),
+        ("Basic dXNlcjpzM2NyZXQtdG9rZW4=", StatusCode::ACCEPTED), // "user:s3cret-token"
+        ("Basic OnMzY3JldC10b2tlbg==", StatusCode::ACCEPTED),     // ":s3cret-token"
+    ] {
+        let response = node
+            .post("/event")
+            .header("authorization", authorization)
+            .body("m")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{authorization}");
+    }
     let response = node
         .post("/event")
         .bearer_auth("s3cret-token")

@@ -8,7 +8,11 @@
 
 mod common;
 
-use logmesh::event::{IngestContext, parse_json_body, parse_raw_body, parse_timestamp_text};
+use logmesh::event::python_logging::{event_from_log_record, is_log_record};
+use logmesh::event::{
+    FieldMap, IngestContext, parse_json_body, parse_mapped_body, parse_raw_body,
+    parse_timestamp_text,
+};
 use logmesh::files::LogRoots;
 use proptest::prelude::*;
 use std::io::Write;
@@ -88,8 +92,51 @@ proptest! {
     }
 
     #[test]
+    fn documents_of_any_shape_map_or_are_refused_with_a_reason(value in json_value()) {
+        let mut fields = FieldMap::common();
+        fields.default_service = Some("svc".into());
+        match parse_mapped_body(value.to_string().as_bytes(), &fields, CTX) {
+            Ok(events) => {
+                for event in events {
+                    prop_assert!(!event.service.is_empty());
+                    prop_assert!(event.ts_us <= CTX.now_us + 2 * 86_400 * 1_000_000);
+                    if let Some(attributes) = event.attributes_json() {
+                        // Flattened: no nested object or array is left in the attributes.
+                        let attributes: serde_json::Map<String, serde_json::Value> =
+                            serde_json::from_str(attributes).unwrap();
+                        prop_assert!(attributes.values().all(|v| !v.is_object() && !v.is_array()));
+                    }
+                }
+            }
+            Err(error) => prop_assert!(!error.to_string().is_empty()),
+        }
+    }
+
+    #[test]
+    fn python_log_records_never_panic(
+        msg in "[%()sdrxf.0-9a-z ]{0,30}|\\PC{0,30}",
+        args in "[(){}\\[\\]'\",:a-z0-9 .<>=-]{0,40}",
+        level in "\\PC{0,8}",
+        created in "[0-9.e+-]{0,20}",
+    ) {
+        let fields: Vec<(String, String)> = [
+            ("name", "app".to_owned()),
+            ("msg", msg),
+            ("args", args),
+            ("levelname", level),
+            ("created", created),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        prop_assert!(is_log_record(&fields));
+        let _ = event_from_log_record(&fields, None, CTX);
+    }
+
+    #[test]
     fn arbitrary_bytes_never_panic_any_body_parser(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
         let _ = parse_json_body(&bytes, CTX);
+        let _ = parse_mapped_body(&bytes, &FieldMap::common(), CTX);
         let _ = parse_raw_body(&bytes, None, None, CTX);
         let _ = parse_raw_body(&bytes, Some("svc"), Some("warn"), CTX);
     }

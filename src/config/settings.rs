@@ -141,8 +141,8 @@ pub static SETTINGS: &[Setting] = &[
         key: "api-token",
         env: &["LOGMESH_API_TOKEN"],
         value: ValueKind::One("TOKEN"),
-        help: "Every request then needs `Authorization: Bearer <token>`, health probes \
-               included; only the web console's static shell (`/`, `/console/*`, no data) is \
+        help: "Every request then needs `Authorization: Bearer <token>` (or Basic credentials \
+               with the token as password), health probes included; only the web console's static shell (`/`, `/console/*`, no data) is \
                served without it. An empty token is refused at start-up.",
         default: Shown::Text("none"),
         secret: Secret::Whole,

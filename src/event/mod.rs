@@ -6,7 +6,9 @@
 //!   Nothing downstream re-validates.
 //! - This module knows nothing of HTTP, SQL or the queue; it is plain data in, plain data out.
 
+mod mapped;
 pub mod parse;
+pub mod python_logging;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -14,7 +16,11 @@ use std::fmt;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-pub use parse::{IngestContext, InputError, parse_json_body, parse_raw_body, parse_timestamp_text};
+pub use mapped::FieldMap;
+pub use parse::{
+    IngestContext, InputError, Location, parse_json_body, parse_mapped_body, parse_raw_body,
+    parse_timestamp_text,
+};
 
 /// Longest id, service or node name accepted, in bytes.
 pub const MAX_NAME_BYTES: usize = 128;

@@ -1,9 +1,11 @@
 //! Turns request bodies into [`Event`]s: raw text (`POST /event`) and JSON in its three forms
-//! (one object, an array, NDJSON; `POST /api/v1/logs`).
+//! (one object, an array, NDJSON; `POST /api/v1/logs`), of logmesh's own event fields or of any
+//! fields through a [`FieldMap`].
 //!
 //! A body is accepted whole or rejected whole: the first problem found is returned as an
 //! [`InputError`] that names the line (or array item) and the field, and no event is produced.
 
+use super::mapped::FieldMap;
 use super::{Event, MAX_NAME_BYTES, Severity};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -40,7 +42,11 @@ pub struct InputError {
 }
 
 impl InputError {
-    fn new(location: Location, field: Option<&'static str>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(
+        location: Location,
+        field: Option<&'static str>,
+        message: impl Into<String>,
+    ) -> Self {
         InputError {
             location,
             field,
@@ -124,6 +130,27 @@ pub fn parse_raw_body(
 /// Parses a JSON body: one object, an array of objects, or NDJSON (objects separated by
 /// whitespace, normally one per line).
 pub fn parse_json_body(body: &[u8], ctx: IngestContext<'_>) -> Result<Vec<Event>, InputError> {
+    parse_documents(body, &|fields, location| {
+        event_from_fields(fields, location, ctx)
+    })
+}
+
+/// Parses a JSON body of documents of any shape (one object, an array, or NDJSON), each made an
+/// event through `fields` (see [`FieldMap`]).
+pub fn parse_mapped_body(
+    body: &[u8],
+    fields: &FieldMap,
+    ctx: IngestContext<'_>,
+) -> Result<Vec<Event>, InputError> {
+    parse_documents(body, &|document, location| {
+        fields.event_from_document(document, location, ctx)
+    })
+}
+
+/// Turns one JSON object found at a location into an event.
+type ToEvent<'a> = dyn Fn(Map<String, Value>, &Location) -> Result<Event, InputError> + 'a;
+
+fn parse_documents(body: &[u8], to_event: &ToEvent<'_>) -> Result<Vec<Event>, InputError> {
     if let Err(error) = std::str::from_utf8(body) {
         let offset = error.valid_up_to();
         return Err(InputError::new(
@@ -141,8 +168,8 @@ pub fn parse_json_body(body: &[u8], ctx: IngestContext<'_>) -> Result<Vec<Event>
                 "no events: body is empty",
             ));
         }
-        Some(b'[') => parse_array(body, ctx)?,
-        Some(_) => parse_stream(body, ctx)?,
+        Some(b'[') => parse_array(body, to_event)?,
+        Some(_) => parse_stream(body, to_event)?,
     };
     if events.is_empty() {
         return Err(InputError::new(
@@ -154,7 +181,7 @@ pub fn parse_json_body(body: &[u8], ctx: IngestContext<'_>) -> Result<Vec<Event>
     Ok(events)
 }
 
-fn parse_array(body: &[u8], ctx: IngestContext<'_>) -> Result<Vec<Event>, InputError> {
+fn parse_array(body: &[u8], to_event: &ToEvent<'_>) -> Result<Vec<Event>, InputError> {
     let items: Vec<Value> = serde_json::from_slice(body).map_err(|error| syntax_error(&error))?;
     items
         .into_iter()
@@ -162,7 +189,7 @@ fn parse_array(body: &[u8], ctx: IngestContext<'_>) -> Result<Vec<Event>, InputE
         .map(|(index, item)| {
             let location = Location::Item(index + 1);
             match item {
-                Value::Object(fields) => event_from_fields(fields, &location, ctx),
+                Value::Object(fields) => to_event(fields, &location),
                 other => Err(InputError::new(
                     location,
                     None,
@@ -173,7 +200,7 @@ fn parse_array(body: &[u8], ctx: IngestContext<'_>) -> Result<Vec<Event>, InputE
         .collect()
 }
 
-fn parse_stream(body: &[u8], ctx: IngestContext<'_>) -> Result<Vec<Event>, InputError> {
+fn parse_stream(body: &[u8], to_event: &ToEvent<'_>) -> Result<Vec<Event>, InputError> {
     let mut stream = serde_json::Deserializer::from_slice(body).into_iter::<Value>();
     let mut events = Vec::new();
     let mut line = 1;
@@ -191,7 +218,7 @@ fn parse_stream(body: &[u8], ctx: IngestContext<'_>) -> Result<Vec<Event>, Input
         let value = next.map_err(|error| syntax_error(&error))?;
         let location = Location::Line(line);
         match value {
-            Value::Object(fields) => events.push(event_from_fields(fields, &location, ctx)?),
+            Value::Object(fields) => events.push(to_event(fields, &location)?),
             other => {
                 return Err(InputError::new(
                     location,
@@ -326,7 +353,7 @@ fn expected(what: &str, found: &Value) -> String {
     format!("expected {what}, found {}", kind_of(found))
 }
 
-fn unknown_severity(text: &str) -> String {
+pub(crate) fn unknown_severity(text: &str) -> String {
     format!(
         "unknown severity `{text}` (expected trace, debug, info, warn, error or fatal, \
          an alias such as warning, err or critical, or a syslog number 0-7)"

@@ -4,7 +4,11 @@
 use super::AppState;
 use super::body::{Reservation, read_body};
 use super::error::ApiError;
-use crate::event::{Event, IngestContext, now_us, parse_json_body, parse_raw_body};
+use crate::event::parse::check_name;
+use crate::event::python_logging;
+use crate::event::{
+    Event, FieldMap, IngestContext, now_us, parse_json_body, parse_mapped_body, parse_raw_body,
+};
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
@@ -47,6 +51,20 @@ async fn read_ingest_body(
     .await
 }
 
+/// Whether the body is declared form-encoded (`curl --data` and Python's `HTTPHandler` both
+/// declare it).
+fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|media| {
+            media
+                .trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
+}
+
 /// Makes `events` durable, then offers them to live clients (embedded shape; in a cluster the
 /// live feed follows the stream instead, so that it sees every node's events).
 async fn append(state: &AppState, events: Vec<Event>) -> Result<(), ApiError> {
@@ -64,7 +82,8 @@ async fn append(state: &AppState, events: Vec<Event>) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// One raw-text event; 202 once it is durable.
+/// One raw-text event, or one log record posted by Python's `logging.handlers.HTTPHandler`
+/// (form fields `name`, `msg`, `args`, `levelname`, `created`, …); 202 once it is durable.
 #[utoipa::path(
     post,
     path = "/event",
@@ -85,12 +104,30 @@ pub async fn post_event(
         node: &state.inner.node_name,
         now_us: now_us(),
     };
-    let event = parse_raw_body(
-        &bytes,
-        params.service.as_deref(),
-        params.severity.as_deref(),
-        context,
-    )?;
+    let record = is_form(&headers)
+        .then(|| {
+            form_urlencoded::parse(&bytes)
+                .into_owned()
+                .collect::<Vec<_>>()
+        })
+        .filter(|fields| python_logging::is_log_record(fields));
+    let event = match record {
+        // Python's logging.handlers.HTTPHandler posts a LogRecord's fields.
+        Some(fields) => {
+            if params.severity.is_some() {
+                return Err(ApiError::bad_request(
+                    "query parameter `severity`: a posted log record carries its own level",
+                ));
+            }
+            python_logging::event_from_log_record(&fields, params.service.as_deref(), context)?
+        }
+        None => parse_raw_body(
+            &bytes,
+            params.service.as_deref(),
+            params.severity.as_deref(),
+            context,
+        )?,
+    };
     drop((bytes, permit));
     let id = event.id.clone();
     append(&state, vec![event]).await?;
@@ -109,26 +146,29 @@ pub async fn post_event(
             (String = "application/x-ndjson"),
         )
     ),
+    params(LogsParams),
     responses((status = 202, description = "Every event durable", body = crate::http::openapi::IngestAccepted))
 )]
 pub async fn post_logs(
     State(state): State<AppState>,
-    params: Result<Query<NoParams>, QueryRejection>,
+    params: Result<Query<LogsParams>, QueryRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<impl IntoResponse, ApiError> {
-    params.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let Query(params) = params.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let fields = params.field_map()?;
     let (bytes, permit) = read_ingest_body(&state, &headers, body).await?;
     let node = state.inner.node_name.clone();
     let now = now_us();
     let parse = move |bytes: Bytes| {
-        parse_json_body(
-            &bytes,
-            IngestContext {
-                node: &node,
-                now_us: now,
-            },
-        )
+        let ctx = IngestContext {
+            node: &node,
+            now_us: now,
+        };
+        match &fields {
+            None => parse_json_body(&bytes, ctx),
+            Some(fields) => parse_mapped_body(&bytes, fields, ctx),
+        }
     };
     let events = if bytes.len() <= INLINE_PARSE_MAX_BYTES {
         parse(bytes)?
@@ -143,7 +183,112 @@ pub async fn post_logs(
     Ok((StatusCode::ACCEPTED, Json(json!({"accepted": accepted}))))
 }
 
-/// `POST /api/v1/logs` takes no query parameters; a stray one is most likely a mistake.
-#[derive(Debug, Deserialize)]
+/// Field names per list, and bytes per name, a field mapping may give.
+const MAX_FIELD_NAMES: usize = 16;
+const MAX_FIELD_NAME_BYTES: usize = 256;
+
+/// `POST /api/v1/logs` without parameters takes logmesh's own event fields. With any of these it
+/// takes JSON documents of any shape (a Docker json-file log, a JSON logger's output) and maps
+/// their fields, as VictoriaLogs' `_msg_field` and `_time_field` do; a stray parameter is a
+/// mistake and refused.
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-pub struct NoParams {}
+#[into_params(parameter_in = Query)]
+pub struct LogsParams {
+    /// Fields that hold the message, comma-separated, first present wins
+    /// (default `message,msg,log,_msg`).
+    #[serde(rename = "_msg_field")]
+    #[param(rename = "_msg_field")]
+    msg_field: Option<String>,
+    /// Fields that hold the timestamp, RFC 3339 or epoch milliseconds
+    /// (default `@timestamp,timestamp,time,ts,_time`).
+    #[serde(rename = "_time_field")]
+    #[param(rename = "_time_field")]
+    time_field: Option<String>,
+    /// Fields that hold the service (default `service,service.name,app,application,job`).
+    #[serde(rename = "_service_field")]
+    #[param(rename = "_service_field")]
+    service_field: Option<String>,
+    /// Fields that hold the severity (default `level,severity,log.level,levelname,loglevel`).
+    #[serde(rename = "_severity_field")]
+    #[param(rename = "_severity_field")]
+    severity_field: Option<String>,
+    /// Fields that hold the event id (default: none, ids are generated).
+    #[serde(rename = "_id_field")]
+    #[param(rename = "_id_field")]
+    id_field: Option<String>,
+    /// The service of documents that have none of the service fields.
+    #[param(min_length = 1, max_length = 128)]
+    service: Option<String>,
+}
+
+impl LogsParams {
+    /// The field mapping these parameters ask for; `None` for logmesh's own event fields.
+    fn field_map(&self) -> Result<Option<FieldMap>, ApiError> {
+        let LogsParams {
+            msg_field,
+            time_field,
+            service_field,
+            severity_field,
+            id_field,
+            service,
+        } = self;
+        if [
+            msg_field,
+            time_field,
+            service_field,
+            severity_field,
+            id_field,
+            service,
+        ]
+        .iter()
+        .all(|p| p.is_none())
+        {
+            return Ok(None);
+        }
+        let mut fields = FieldMap::common();
+        let lists = [
+            ("_msg_field", msg_field, &mut fields.message),
+            ("_time_field", time_field, &mut fields.timestamp),
+            ("_service_field", service_field, &mut fields.service),
+            ("_severity_field", severity_field, &mut fields.severity),
+            ("_id_field", id_field, &mut fields.id),
+        ];
+        for (parameter, given, list) in lists {
+            if let Some(given) = given {
+                *list = field_names(parameter, given)?;
+            }
+        }
+        if let Some(service) = service {
+            check_name(service).map_err(|message| {
+                ApiError::bad_request(format!("query parameter `service`: {message}"))
+            })?;
+            fields.default_service = Some(service.clone());
+        }
+        Ok(Some(fields))
+    }
+}
+
+fn field_names(parameter: &str, given: &str) -> Result<Vec<String>, ApiError> {
+    let names: Vec<String> = given
+        .split(',')
+        .map(|name| name.trim().to_owned())
+        .collect();
+    let problem = if names.len() > MAX_FIELD_NAMES {
+        Some(format!("at most {MAX_FIELD_NAMES} field names"))
+    } else if names.iter().any(|name| name.is_empty()) {
+        Some("a field name is empty".to_owned())
+    } else if names.iter().any(|name| name.len() > MAX_FIELD_NAME_BYTES) {
+        Some(format!(
+            "a field name is longer than {MAX_FIELD_NAME_BYTES} bytes"
+        ))
+    } else {
+        None
+    };
+    match problem {
+        Some(problem) => Err(ApiError::bad_request(format!(
+            "query parameter `{parameter}`: {problem} (comma-separated names, e.g. log,message)"
+        ))),
+        None => Ok(names),
+    }
+}

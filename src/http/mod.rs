@@ -34,6 +34,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
 use body::BodyPace;
 use error::ApiError;
 use guard::HostPolicy;
@@ -284,8 +285,11 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-/// With an API token configured, every request must carry `Authorization: Bearer <token>`,
-/// except those for the console's static shell, which holds no data ([`console::is_public`]).
+/// With an API token configured, every request must carry it, as `Authorization: Bearer
+/// <token>` or as the password of `Authorization: Basic` (any user name: log shippers and
+/// logging libraries that only know Basic credentials, such as Python's `HTTPHandler`, can
+/// send it), except those for the console's static shell, which holds no data
+/// ([`console::is_public`]).
 async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let Some(expected) = &state.inner.api_token else {
         return next.run(request).await;
@@ -297,7 +301,7 @@ async fn require_token(State(state): State<AppState>, request: Request, next: Ne
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "));
+        .and_then(presented_token);
     match presented {
         Some(token) if bool::from(token.as_bytes().ct_eq(expected.as_bytes())) => {
             next.run(request).await
@@ -305,14 +309,30 @@ async fn require_token(State(state): State<AppState>, request: Request, next: Ne
         Some(_) => ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            "the bearer token is not valid",
+            "the token is not valid",
         )
         .into_response(),
         None => ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            "this node requires `Authorization: Bearer <token>`",
+            "this node requires `Authorization: Bearer <token>` (or Basic with the token as \
+             the password)",
         )
         .into_response(),
     }
+}
+
+/// The token of an `Authorization` value: a bearer token, or the password of Basic
+/// credentials. Anything else (another scheme, Basic that does not decode) presents none.
+fn presented_token(value: &str) -> Option<String> {
+    if let Some(token) = value.strip_prefix("Bearer ") {
+        return Some(token.to_owned());
+    }
+    let encoded = value.strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let credentials = String::from_utf8(decoded).ok()?;
+    let (_user, password) = credentials.split_once(':')?;
+    Some(password.to_owned())
 }

@@ -42,6 +42,8 @@ pub enum Need {
     Browser,
     /// Root, to mount a small tmpfs and fill it.
     Root,
+    /// python3, whose standard library holds `logging.handlers.HTTPHandler`.
+    Python3,
 }
 
 impl Need {
@@ -101,6 +103,7 @@ impl Need {
                     None
                 }
             }
+            Need::Python3 => (!on_path("python3")).then(|| "python3 (on PATH)".into()),
             Need::Root => {
                 // SAFETY: geteuid(2) has no preconditions.
                 (unsafe { libc::geteuid() } != 0).then(|| "root (to mount a tmpfs)".into())
