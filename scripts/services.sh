@@ -18,6 +18,7 @@
 #   LOGMESH_TEST_MARIADBD            the mariadbd server binary
 #   LOGMESH_TEST_PYTHONPATH          where PyPI's prometheus_client (the reference text parser) is
 #   LOGMESH_TEST_SCHEMATHESIS        PyPI's schemathesis `st` (with LOGMESH_TEST_SCHEMATHESIS_PYTHONPATH)
+#   LOGMESH_TEST_ELASTICSEARCH_PYTHONPATH  where PyPI's elasticsearch client is
 #
 # With LOGMESH_SERVICES_NO_AUTOSTART=1 sourcing only defines the functions: call
 # logmesh_services_nats, logmesh_services_postgres or logmesh_services_mariadb as needed.
@@ -424,6 +425,24 @@ logmesh_services_schemathesis() {
   echo "services: schemathesis $LOGMESH_SCHEMATHESIS_VERSION in $dir"
 }
 
+# The Elasticsearch Python client (PyPI), a real sender of the bulk API (tests/elastic.rs).
+LOGMESH_ELASTICSEARCH_CLIENT_VERSION=9.5.1
+
+logmesh_services_elasticsearch_client() {
+  local dir
+  dir="${LOGMESH_TOOLS_DIR:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/logmesh-tools}/elasticsearch-$LOGMESH_ELASTICSEARCH_CLIENT_VERSION"
+  if ! PYTHONPATH="$dir" python3 -c 'import elasticsearch.helpers' >/dev/null 2>&1; then
+    if ! python3 -m pip --version >/dev/null 2>&1; then
+      logmesh_svc_apt_install python3-pip >&2
+    fi
+    python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location --root-user-action=ignore \
+      --upgrade --target "$dir" "elasticsearch==$LOGMESH_ELASTICSEARCH_CLIENT_VERSION" >&2 \
+      || logmesh_svc_fail "pip could not install elasticsearch==$LOGMESH_ELASTICSEARCH_CLIENT_VERSION"
+  fi
+  export LOGMESH_TEST_ELASTICSEARCH_PYTHONPATH="$dir"
+  echo "services: Elasticsearch Python client $LOGMESH_ELASTICSEARCH_CLIENT_VERSION in $dir"
+}
+
 # A nats-server older than logmesh supports (Debian bookworm's 2.9), for the test that the node
 # refuses it plainly. Left empty (and the test says it could not run) where Debian's package is
 # 2.10 or newer.
@@ -445,6 +464,7 @@ logmesh_services_start() {
   logmesh_svc_have python3 || logmesh_svc_apt_install python3 python3-pip
   logmesh_services_prometheus_parser
   logmesh_services_schemathesis
+  logmesh_services_elasticsearch_client
   logmesh_services_nats
   logmesh_services_nats_minimum
   logmesh_services_nats_too_old

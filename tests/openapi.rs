@@ -31,6 +31,10 @@ const OPERATIONS: &[(&str, &str)] = &[
     ("get", "/metrics/query"),
     ("get", "/openapi.json"),
     ("get", "/readyz"),
+    ("post", "/_bulk"),
+    ("put", "/_bulk"),
+    ("post", "/{index}/_bulk"),
+    ("put", "/{index}/_bulk"),
 ];
 
 fn operations(document: &Value) -> BTreeSet<(String, String)> {
@@ -71,9 +75,11 @@ async fn the_document_describes_every_route_and_every_described_route_is_served(
         }
         let url = path
             .replace("{callback}", "ACBD18DB4CC2F85CEDEF654FCCC4A4D8")
-            .replace("{file}", "app.js");
+            .replace("{file}", "app.js")
+            .replace("{index}", "web");
         let request = match *method {
             "get" => node.get(&url),
+            "put" => node.client.put(format!("{}{url}", node.url)).body("x"),
             _ => node.post(&url).body("x"),
         };
         let answer = request.send().await.unwrap();

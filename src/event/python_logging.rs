@@ -528,9 +528,16 @@ fn convert(arg: &Arg, conversion: char, flags: &str, precision: Option<usize>) -
             let n = arg.integer()?;
             format!("{}{}", sign(n < 0), n.unsigned_abs())
         }
-        'x' => format!("{:x}", arg.integer()?),
-        'X' => format!("{:X}", arg.integer()?),
-        'o' => format!("{:o}", arg.integer()?),
+        // Python writes a negative number's sign before its digits: -ff, not two's complement.
+        'x' | 'X' | 'o' => {
+            let n = arg.integer()?;
+            let digits = match conversion {
+                'x' => format!("{:x}", n.unsigned_abs()),
+                'X' => format!("{:X}", n.unsigned_abs()),
+                _ => format!("{:o}", n.unsigned_abs()),
+            };
+            format!("{}{digits}", sign(n < 0))
+        }
         'c' => match &arg.value {
             PyValue::Str(text) if text.chars().count() == 1 => text.clone(),
             _ => char::from_u32(u32::try_from(arg.integer()?).ok()?)?.to_string(),
@@ -654,6 +661,10 @@ mod tests {
             Some("ff 10 A")
         );
         assert_eq!(
+            formatted("%x|%X|%o", "(-255, 255, -8)").as_deref(),
+            Some("-ff|FF|-10")
+        );
+        assert_eq!(
             formatted("%e", "(12345.678,)").as_deref(),
             Some("1.234568e+04")
         );
@@ -674,6 +685,8 @@ mod tests {
             formatted("%s", "(<object object at 0x7f>,)").as_deref(),
             Some("<object object at 0x7f>")
         );
+        // The one difference from Python: `%s` of an object shows its repr (Python shows
+        // str(), 2026-11-29 here), the only text of it the record carries.
         assert_eq!(
             formatted("%s on %r", "(datetime.date(2026, 11, 29), Decimal('1.5'))").as_deref(),
             Some("datetime.date(2026, 11, 29) on Decimal('1.5')")

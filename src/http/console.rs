@@ -8,9 +8,10 @@
 //! - Every file under `console/` is in [`ASSETS`] (a test checks it), and nothing else is served
 //!   from here: the name is looked up in the table, never joined to a path.
 
+use super::AppState;
 use super::error::ApiError;
-use axum::extract::Path;
 use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -105,10 +106,16 @@ fn serve(index: usize, headers: &HeaderMap) -> Response {
         .into_response()
 }
 
-/// The web console.
+/// The web console; or, to a client that asks for JSON (an Elasticsearch client checking what
+/// it talks to), Elasticsearch's version document.
 #[utoipa::path(get, path = "/", tag = "operations",
-    responses((status = 200, description = "The console's page", content_type = "text/html", body = String)))]
-pub async fn index(headers: HeaderMap) -> Response {
+    responses((status = 200, description = "The console's page, or the version document an Elasticsearch client asks for", content(
+        (String = "text/html"), (Object = "application/json")
+    ))))]
+pub async fn index(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if super::elastic::wants_info(&headers) {
+        return super::elastic::info(&state.inner.node_name);
+    }
     serve(0, &headers)
 }
 

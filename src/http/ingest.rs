@@ -22,7 +22,7 @@ use utoipa::IntoParams;
 
 /// Bodies larger than this are parsed on the blocking pool so that they do not stall the
 /// runtime thread other requests share.
-const INLINE_PARSE_MAX_BYTES: usize = 256 * 1024;
+pub(super) const INLINE_PARSE_MAX_BYTES: usize = 256 * 1024;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -37,7 +37,7 @@ pub struct RawEventParams {
 }
 
 /// The request's body within the node's size limit and body budget.
-async fn read_ingest_body(
+pub(super) async fn read_ingest_body(
     state: &AppState,
     headers: &HeaderMap,
     body: Body,
@@ -67,7 +67,7 @@ fn is_form(headers: &HeaderMap) -> bool {
 
 /// Makes `events` durable, then offers them to live clients (embedded shape; in a cluster the
 /// live feed follows the stream instead, so that it sees every node's events).
-async fn append(state: &AppState, events: Vec<Event>) -> Result<(), ApiError> {
+pub(super) async fn append(state: &AppState, events: Vec<Event>) -> Result<(), ApiError> {
     let live = &state.inner.live;
     let offered = (live.fed_by_ingest() && live.has_clients()).then(|| events.clone());
     let count = events.len();

@@ -8,6 +8,7 @@
 
 pub mod body;
 mod console;
+mod elastic;
 pub mod error;
 pub mod files;
 mod guard;
@@ -182,6 +183,8 @@ fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(ingest::post_event))
         .routes(routes!(ingest::post_logs))
+        .routes(routes!(elastic::bulk, elastic::bulk_put))
+        .routes(routes!(elastic::bulk_index, elastic::bulk_index_put))
         .routes(routes!(ops::stats))
         .routes(routes!(search::search))
         .routes(routes!(ops::healthz))

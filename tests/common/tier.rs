@@ -44,6 +44,8 @@ pub enum Need {
     Root,
     /// python3, whose standard library holds `logging.handlers.HTTPHandler`.
     Python3,
+    /// PyPI's Elasticsearch client, a real sender of the bulk API.
+    ElasticsearchClient,
 }
 
 impl Need {
@@ -104,6 +106,10 @@ impl Need {
                 }
             }
             Need::Python3 => (!on_path("python3")).then(|| "python3 (on PATH)".into()),
+            Need::ElasticsearchClient => described(
+                "PyPI's elasticsearch client",
+                variable("LOGMESH_TEST_ELASTICSEARCH_PYTHONPATH"),
+            ),
             Need::Root => {
                 // SAFETY: geteuid(2) has no preconditions.
                 (unsafe { libc::geteuid() } != 0).then(|| "root (to mount a tmpfs)".into())

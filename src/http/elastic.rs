@@ -1,0 +1,441 @@
+//! Elasticsearch's bulk API, so that shippers with an Elasticsearch output (rsyslog's
+//! `omelasticsearch`, Filebeat, Logstash, Fluent Bit's `es`, the Python client's
+//! `helpers.bulk`) send to a node unchanged: `POST`/`PUT` `/_bulk` and `/{index}/_bulk`, and
+//! `GET /` for the version document clients may ask for first. Every answer carries
+//! `X-Elastic-Product: Elasticsearch`, which the official clients check.
+//!
+//! Semantics are Elasticsearch's, per item: a request whose lines do not pair up is refused whole
+//! (400, nothing stored); otherwise every `index` or `create` item whose document maps to an event
+//! is made durable, all together, before the answer, and every other item (a document that does
+//! not map, a `delete` or an `update`: logs are append-only) is answered with its own 400 and
+//! `"errors": true`. A full queue refuses the request whole with 429 and `Retry-After`, which
+//! shippers retry.
+//!
+//! Mapping ([`FieldMap::common`]): the document's `message`/`msg`/`log` → message,
+//! `@timestamp`/`timestamp` → timestamp, `level`/`severity`/`log.level` → severity, its
+//! `service`/`service.name`/`app` → service, else the item's index; the action's `_id` → id
+//! (a repeated id is stored once); every other field → attributes, flattened with dotted keys.
+
+use super::body::Reservation;
+use super::error::ApiError;
+use super::{AppState, ingest};
+use crate::event::parse::Location;
+use crate::event::{Event, FieldMap, IngestContext, now_us};
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+use std::time::Instant;
+
+/// The version clients are told; the 8.x wire format is what the bulk API here speaks.
+const VERSION: &str = "8.17.0";
+
+/// Elasticsearch's error shape, `{"error": {"type", "reason"}, "status"}`, with the product
+/// header.
+fn es_error(status: StatusCode, kind: &str, reason: impl Into<String>) -> Response {
+    let reason = reason.into();
+    let body = json!({
+        "error": {
+            "root_cause": [{"type": kind, "reason": reason}],
+            "type": kind,
+            "reason": reason,
+        },
+        "status": status.as_u16(),
+    });
+    let mut response = (status, Json(body)).into_response();
+    if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    with_product(response)
+}
+
+fn with_product(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        "x-elastic-product",
+        HeaderValue::from_static("Elasticsearch"),
+    );
+    response
+}
+
+/// A logmesh error in Elasticsearch's shape; a full queue becomes the 429 shippers retry.
+fn from_api_error(error: ApiError) -> Response {
+    let (status, kind) = match (error.status, error.code) {
+        (StatusCode::SERVICE_UNAVAILABLE, "overloaded") => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "es_rejected_execution_exception",
+        ),
+        (StatusCode::PAYLOAD_TOO_LARGE, _) => (error.status, "content_too_long_exception"),
+        (StatusCode::BAD_REQUEST, _) => (error.status, "illegal_argument_exception"),
+        (status, _) if status.is_server_error() => (status, "unavailable_shards_exception"),
+        (status, code) => (status, code),
+    };
+    es_error(status, kind, error.message)
+}
+
+/// The version document Elasticsearch clients may read before they send.
+pub fn info(node_name: &str) -> Response {
+    with_product(
+        Json(json!({
+            "name": node_name,
+            "cluster_name": "logmesh",
+            "cluster_uuid": "logmesh",
+            "version": {
+                "number": VERSION,
+                "build_flavor": "default",
+                "build_type": "logmesh",
+                "lucene_version": "9.12.0",
+                "minimum_wire_compatibility_version": "7.17.0",
+                "minimum_index_compatibility_version": "7.0.0",
+            },
+            "tagline": "You Know, for Search",
+        }))
+        .into_response(),
+    )
+}
+
+/// Whether a `GET /` is an Elasticsearch client's (it asks for JSON, not for a page).
+pub fn wants_info(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|accept| {
+            (accept.contains("application/json") || accept.contains("vnd.elasticsearch"))
+                && !accept.contains("text/html")
+        })
+}
+
+/// One item of a bulk request, as the answer reports it.
+struct Item {
+    action: &'static str,
+    index: String,
+    id: String,
+    /// `Ok` with the item's event (made durable with the others), or its error.
+    outcome: Result<(), (&'static str, String)>,
+}
+
+/// The action line of an item: which action, and its metadata.
+fn action_of(line: &[u8], number: usize) -> Result<(&'static str, Map<String, Value>), String> {
+    let value: Value = serde_json::from_slice(line)
+        .map_err(|e| format!("Malformed action/metadata line [{number}]: {e}"))?;
+    let Value::Object(object) = value else {
+        return Err(format!(
+            "Malformed action/metadata line [{number}], expected START_OBJECT"
+        ));
+    };
+    let mut entries = object.into_iter();
+    let (Some((action, metadata)), None) = (entries.next(), entries.next()) else {
+        return Err(format!(
+            "Malformed action/metadata line [{number}], expected one action"
+        ));
+    };
+    let action = match action.as_str() {
+        "index" => "index",
+        "create" => "create",
+        "delete" => "delete",
+        "update" => "update",
+        other => {
+            return Err(format!(
+                "Malformed action/metadata line [{number}], expected one of [create, delete, \
+                 index, update] but found [{other}]"
+            ));
+        }
+    };
+    match metadata {
+        Value::Object(metadata) => Ok((action, metadata)),
+        _ => Err(format!(
+            "Malformed action/metadata line [{number}], expected an object of metadata"
+        )),
+    }
+}
+
+/// The events of a bulk body and the answer for each item, or why the body is refused whole.
+fn parse_bulk(
+    body: &[u8],
+    path_index: Option<&str>,
+    ctx: IngestContext<'_>,
+) -> Result<(Vec<Event>, Vec<Item>), String> {
+    if std::str::from_utf8(body).is_err() {
+        return Err("the body is not valid UTF-8".into());
+    }
+    let mut lines = body
+        .split(|b| *b == b'\n')
+        .enumerate()
+        .map(|(i, line)| (i + 1, line.strip_suffix(b"\r").unwrap_or(line)))
+        .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace));
+    let mut events = Vec::new();
+    let mut items = Vec::new();
+    while let Some((number, line)) = lines.next() {
+        let (action, metadata) = action_of(line, number)?;
+        let text = |key: &str| metadata.get(key).and_then(Value::as_str).map(str::to_owned);
+        let index = text("_index")
+            .or_else(|| path_index.map(str::to_owned))
+            .unwrap_or_default();
+        let given_id = text("_id");
+        let source = match action {
+            "delete" => None,
+            _ => {
+                let Some((source_number, source)) = lines.next() else {
+                    return Err(format!(
+                        "The bulk request must be terminated by a newline [\\n]: the {action} \
+                         action on line {number} has no document line"
+                    ));
+                };
+                let document: Value = serde_json::from_slice(source)
+                    .map_err(|e| format!("Malformed document on line [{source_number}]: {e}"))?;
+                Some((source_number, document))
+            }
+        };
+        let mut item = Item {
+            action,
+            index: index.clone(),
+            id: given_id.clone().unwrap_or_default(),
+            outcome: Ok(()),
+        };
+        item.outcome = match (action, source) {
+            ("index" | "create", Some((source_number, Value::Object(document)))) => {
+                let mut fields = FieldMap::common();
+                if !index.is_empty() {
+                    fields.default_service = Some(index.clone());
+                }
+                if given_id.is_some() {
+                    fields.id = vec!["_id".into()];
+                }
+                let mut document = document;
+                if let Some(id) = &given_id {
+                    document.insert("_id".into(), Value::String(id.clone()));
+                }
+                match fields.event_from_document(document, &Location::Line(source_number), ctx) {
+                    Ok(event) => {
+                        item.id = event.id.clone();
+                        events.push(event);
+                        Ok(())
+                    }
+                    Err(error) => Err(("document_parsing_exception", error.to_string())),
+                }
+            }
+            ("index" | "create", Some((source_number, _))) => Err((
+                "document_parsing_exception",
+                format!("line {source_number}: a document is a JSON object"),
+            )),
+            _ => Err((
+                "illegal_argument_exception",
+                format!("{action} is not supported: logmesh keeps logs append-only"),
+            )),
+        };
+        items.push(item);
+    }
+    if items.is_empty() {
+        return Err("request body is required".into());
+    }
+    Ok((events, items))
+}
+
+/// `POST`/`PUT` `/_bulk`.
+#[utoipa::path(post, path = "/_bulk", tag = "ingest",
+    request_body(content((String = "application/x-ndjson"), (String = "text/plain")),
+        description = "Elasticsearch bulk: action/metadata lines, each index or create followed by its document; any content type"),
+    responses(
+        (status = 200, description = "Per-item results, in Elasticsearch's shape", body = Object),
+        (status = "default", description = ERRORS, body = Object),
+    ))]
+pub async fn bulk(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    bulk_into(state, None, headers, body).await
+}
+
+/// `PUT /_bulk`, the same as `POST`.
+#[utoipa::path(put, path = "/_bulk", tag = "ingest",
+    request_body(content((String = "application/x-ndjson"), (String = "text/plain")),
+        description = "Elasticsearch bulk: action/metadata lines, each index or create followed by its document; any content type"),
+    responses(
+        (status = 200, description = "Per-item results, in Elasticsearch's shape", body = Object),
+        (status = "default", description = ERRORS, body = Object),
+    ))]
+pub async fn bulk_put(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    bulk_into(state, None, headers, body).await
+}
+
+/// `POST`/`PUT` `/{index}/_bulk`: items without `_index` go to `index`.
+#[utoipa::path(post, path = "/{index}/_bulk", tag = "ingest",
+    params(("index" = String, Path, description = "The index of items that name none")),
+    request_body(content((String = "application/x-ndjson"), (String = "text/plain")),
+        description = "Elasticsearch bulk: action/metadata lines, each index or create followed by its document; any content type"),
+    responses(
+        (status = 200, description = "Per-item results, in Elasticsearch's shape", body = Object),
+        (status = "default", description = ERRORS, body = Object),
+    ))]
+pub async fn bulk_index(
+    State(state): State<AppState>,
+    Path(index): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    bulk_into(state, Some(index), headers, body).await
+}
+
+/// `PUT /{index}/_bulk`, the same as `POST`.
+#[utoipa::path(put, path = "/{index}/_bulk", tag = "ingest",
+    params(("index" = String, Path, description = "The index of items that name none")),
+    request_body(content((String = "application/x-ndjson"), (String = "text/plain")),
+        description = "Elasticsearch bulk: action/metadata lines, each index or create followed by its document; any content type"),
+    responses(
+        (status = 200, description = "Per-item results, in Elasticsearch's shape", body = Object),
+        (status = "default", description = ERRORS, body = Object),
+    ))]
+pub async fn bulk_index_put(
+    State(state): State<AppState>,
+    Path(index): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    bulk_into(state, Some(index), headers, body).await
+}
+
+/// How the bulk endpoints' errors are described.
+const ERRORS: &str = "An error in Elasticsearch's shape (`{\"error\": {\"type\", \"reason\"}, \
+    \"status\"}`): 400 a body whose lines do not pair up, 413 too large, 429 the queue is full \
+    (with Retry-After), 503 unavailable; 401 and 403 come from the node in its own shape.";
+
+async fn bulk_into(
+    state: AppState,
+    path_index: Option<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let (bytes, permit): (Bytes, Reservation) =
+        match ingest::read_ingest_body(&state, &headers, body).await {
+            Ok(read) => read,
+            Err(error) => return from_api_error(error),
+        };
+    let node = state.inner.node_name.clone();
+    let now = now_us();
+    let parse = move |bytes: Bytes| {
+        parse_bulk(
+            &bytes,
+            path_index.as_deref(),
+            IngestContext {
+                node: &node,
+                now_us: now,
+            },
+        )
+    };
+    let parsed = if bytes.len() <= ingest::INLINE_PARSE_MAX_BYTES {
+        parse(bytes)
+    } else {
+        match tokio::task::spawn_blocking(move || parse(bytes)).await {
+            Ok(parsed) => parsed,
+            Err(error) => Err(format!("parsing the body failed: {error}")),
+        }
+    };
+    drop(permit);
+    let (events, items) = match parsed {
+        Ok(parsed) => parsed,
+        Err(reason) => {
+            return es_error(
+                StatusCode::BAD_REQUEST,
+                "illegal_argument_exception",
+                reason,
+            );
+        }
+    };
+    if !events.is_empty()
+        && let Err(error) = ingest::append(&state, events).await
+    {
+        return from_api_error(error);
+    }
+    let errors = items.iter().any(|item| item.outcome.is_err());
+    let items: Vec<Value> = items
+        .into_iter()
+        .enumerate()
+        .map(|(seq, item)| {
+            let result = match item.outcome {
+                Ok(()) => json!({
+                    "_index": item.index,
+                    "_id": item.id,
+                    "_version": 1,
+                    "result": "created",
+                    "_shards": {"total": 1, "successful": 1, "failed": 0},
+                    "_seq_no": seq,
+                    "_primary_term": 1,
+                    "status": 201,
+                }),
+                Err((kind, reason)) => json!({
+                    "_index": item.index,
+                    "_id": item.id,
+                    "status": 400,
+                    "error": {"type": kind, "reason": reason},
+                }),
+            };
+            json!({ item.action: result })
+        })
+        .collect();
+    with_product(
+        Json(json!({
+            "took": started.elapsed().as_millis() as u64,
+            "errors": errors,
+            "items": items,
+        }))
+        .into_response(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CTX: IngestContext<'static> = IngestContext {
+        node: "n1",
+        now_us: 1_796_000_000_000_000,
+    };
+
+    #[test]
+    fn items_map_one_by_one_and_lines_must_pair_up() {
+        let body = concat!(
+            "{\"index\":{\"_index\":\"web\",\"_id\":\"a1\"}}\n",
+            "{\"message\":\"GET /\",\"@timestamp\":\"2026-11-23T10:15:00Z\",\"log\":{\"level\":\"warn\"}}\n",
+            "{\"create\":{}}\n",
+            "{\"msg\":\"no index, path's\",\"service\":{\"name\":\"api\"}}\n",
+            "{\"index\":{\"_index\":\"web\"}}\n",
+            "{\"nothing\":\"to say\"}\n",
+            "{\"delete\":{\"_index\":\"web\",\"_id\":\"a1\"}}\n",
+        );
+        let (events, items) = parse_bulk(body.as_bytes(), Some("fallback"), CTX).unwrap();
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[0].id, "a1");
+        assert_eq!(events[0].service, "web");
+        assert_eq!(events[0].severity, crate::event::Severity::Warn);
+        assert_eq!(events[1].service, "api");
+        let outcomes: Vec<(&str, bool)> = items
+            .iter()
+            .map(|item| (item.action, item.outcome.is_ok()))
+            .collect();
+        assert_eq!(
+            outcomes,
+            [
+                ("index", true),
+                ("create", true),
+                ("index", false),
+                ("delete", false)
+            ]
+        );
+
+        for (body, expected) in [
+            ("{\"index\":{}}\n", "no document line"),
+            (
+                "{\"index\":{}}\n{\"message\":\n",
+                "Malformed document on line [2]",
+            ),
+            ("{\"upsert\":{}}\n{}\n", "found [upsert]"),
+            ("[1]\n", "expected START_OBJECT"),
+            ("{\"index\":{},\"create\":{}}\n{}\n", "expected one action"),
+            ("\n\n", "request body is required"),
+        ] {
+            let error = parse_bulk(body.as_bytes(), None, CTX).err().unwrap();
+            assert!(error.contains(expected), "{body:?}: {error}");
+        }
+    }
+}
