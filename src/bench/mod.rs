@@ -45,6 +45,8 @@ pub enum IngestMode {
     Ndjson,
     /// POST /event with one raw-text event per request.
     Single,
+    /// POST /_bulk with Elasticsearch bulk bodies of --batch-events documents.
+    Bulk,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -60,7 +62,7 @@ pub struct IngestBenchArgs {
     /// How long to send for, e.g. 10s.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub duration: Duration,
-    /// Concurrent connections [default: 8 for ndjson, 64 for single].
+    /// Concurrent connections [default: 8 for ndjson and bulk, 64 for single].
     #[arg(long)]
     pub connections: Option<usize>,
     /// Events per NDJSON request.
@@ -137,7 +139,7 @@ fn print_report(report: &IngestReport) {
         report.mode, report.connections, report.seconds
     );
     println!(
-        "acknowledged: {} requests, {} events ({} shed with 503, {} failed)",
+        "acknowledged: {} requests, {} events ({} shed with 503 or 429, {} failed)",
         report.requests_acknowledged,
         report.events_acknowledged,
         report.requests_shed_503,
@@ -185,6 +187,20 @@ fn bodies(args: &IngestBenchArgs) -> Vec<bytes::Bytes> {
                 .collect();
             match args.mode {
                 IngestMode::Single => bytes::Bytes::from(filler),
+                IngestMode::Bulk => {
+                    let mut body = String::new();
+                    for i in 0..args.batch_events as usize {
+                        body.push_str("{\"index\":{\"_index\":\"bench\"}}\n");
+                        let document = serde_json::json!({
+                            "service": SERVICES[(i + variant) % SERVICES.len()],
+                            "level": SEVERITIES[i % SEVERITIES.len()],
+                            "message": filler,
+                        });
+                        body.push_str(&document.to_string());
+                        body.push('\n');
+                    }
+                    bytes::Bytes::from(body)
+                }
                 IngestMode::Ndjson => {
                     let mut body = String::new();
                     for i in 0..args.batch_events as usize {
@@ -205,7 +221,7 @@ fn bodies(args: &IngestBenchArgs) -> Vec<bytes::Bytes> {
 
 pub async fn ingest(args: &IngestBenchArgs) -> Result<IngestReport, String> {
     let connections = args.connections.unwrap_or(match args.mode {
-        IngestMode::Ndjson => 8,
+        IngestMode::Ndjson | IngestMode::Bulk => 8,
         IngestMode::Single => 64,
     });
     let (path, content_type, events_per_request) = match args.mode {
@@ -215,6 +231,22 @@ pub async fn ingest(args: &IngestBenchArgs) -> Result<IngestReport, String> {
             u64::from(args.batch_events),
         ),
         IngestMode::Single => ("/event?service=bench&severity=info", "text/plain", 1),
+        IngestMode::Bulk => (
+            "/_bulk",
+            "application/x-ndjson",
+            u64::from(args.batch_events),
+        ),
+    };
+    // Elasticsearch's bulk answers 200 with per-item results and refuses with 429 when full.
+    let (accepted, shed) = match args.mode {
+        IngestMode::Bulk => (
+            reqwest::StatusCode::OK,
+            reqwest::StatusCode::TOO_MANY_REQUESTS,
+        ),
+        _ => (
+            reqwest::StatusCode::ACCEPTED,
+            reqwest::StatusCode::SERVICE_UNAVAILABLE,
+        ),
     };
     let endpoints: Vec<String> = args
         .urls
@@ -277,8 +309,16 @@ pub async fn ingest(args: &IngestBenchArgs) -> Result<IngestReport, String> {
                 }
                 let sent = Instant::now();
                 match request.send().await {
-                    Ok(response) if response.status() == reqwest::StatusCode::ACCEPTED => {
-                        let _ = response.bytes().await;
+                    Ok(response) if response.status() == accepted => {
+                        let answer = response.bytes().await.unwrap_or_default();
+                        // A bulk answer may refuse items; the generated ones never should.
+                        if memchr::memmem::find(&answer, b"\"errors\":true").is_some() {
+                            counters.failed.fetch_add(1, Ordering::Relaxed);
+                            return Err(format!(
+                                "{endpoint} refused items: {}",
+                                String::from_utf8_lossy(&answer)
+                            ));
+                        }
                         let micros = sent.elapsed().as_micros() as u64;
                         let _ = latencies.record(micros.max(1));
                         counters.requests.fetch_add(1, Ordering::Relaxed);
@@ -286,9 +326,7 @@ pub async fn ingest(args: &IngestBenchArgs) -> Result<IngestReport, String> {
                             .events
                             .fetch_add(events_per_request, Ordering::Relaxed);
                     }
-                    Ok(response)
-                        if response.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE =>
-                    {
+                    Ok(response) if response.status() == shed => {
                         counters.shed.fetch_add(1, Ordering::Relaxed);
                         let _ = response.bytes().await;
                         // Honour the node's back-pressure instead of hammering it.

@@ -114,7 +114,12 @@ fn serve(index: usize, headers: &HeaderMap) -> Response {
     ))))]
 pub async fn index(State(state): State<AppState>, headers: HeaderMap) -> Response {
     if super::elastic::wants_info(&headers) {
-        return super::elastic::info(&state.inner.node_name);
+        // Served without the token, like the page: a node behind one does not say its name.
+        let name = match state.inner.api_token {
+            Some(_) => "logmesh",
+            None => state.inner.node_name.as_str(),
+        };
+        return super::elastic::info(name);
     }
     serve(0, &headers)
 }
