@@ -222,3 +222,46 @@ async fn a_bulk_through_one_node_reaches_every_node() {
     let stored = cluster.stored().await;
     assert_eq!(stored.ids.len(), 9);
 }
+
+#[tokio::test]
+async fn the_version_document_is_for_clients_that_ask_for_json() {
+    let node = TestNode::start(|config| config.api_token = Some("es-token".into())).await;
+    let response = node
+        .get("/")
+        .header(
+            "accept",
+            "application/vnd.elasticsearch+json; compatible-with=8",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["x-elastic-product"], "Elasticsearch");
+    let info: Value = response.json().await.unwrap();
+    // Served without the token, as the console's page is: it does not name the node.
+    assert_eq!(info["name"], "logmesh");
+    let page = node
+        .get("/")
+        .header("accept", "text/html,application/xhtml+xml,*/*;q=0.8")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        page.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    // The bulk API itself needs the token, as Basic credentials too.
+    let body = "{\"index\":{\"_index\":\"web\"}}\n{\"message\":\"m\"}\n";
+    let refused = node.post("/_bulk").body(body).send().await.unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    let accepted = node
+        .post("/_bulk")
+        .basic_auth("elastic", Some("es-token"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), StatusCode::OK);
+}
