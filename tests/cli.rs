@@ -147,7 +147,7 @@ fn a_public_address_without_a_token_is_refused_at_start() {
 fn bench_rejects_bad_flags_and_fails_on_an_unreachable_node() {
     for args in [
         vec!["bench", "ingest", "--batch-events", "0"],
-        vec!["bench", "ingest", "--mode", "bulk"],
+        vec!["bench", "ingest", "--mode", "bulky"],
         vec!["bench", "ingest", "--duration", "soon"],
     ] {
         let output = logmesh(&args, &[]);

@@ -188,6 +188,11 @@ async fn form_encoded_text_is_still_stored_as_text() {
             "its own level",
         ),
         (
+            "/event?service=a%20b",
+            format!("{record}1795428900"),
+            "query parameter `service`",
+        ),
+        (
             "/event",
             "name=a b&msg=m&args=()&levelname=INFO&created=1".to_owned(),
             "`name`",

@@ -55,7 +55,15 @@ impl FieldMap {
         ctx: IngestContext<'_>,
     ) -> Result<Event, InputError> {
         let mut fields = Map::new();
-        flatten("", document, &mut fields);
+        let mut room = flattened_room(&document);
+        flatten("", document, &mut fields, &mut room).map_err(|()| {
+            InputError::new(
+                location.clone(),
+                None,
+                "its nested field names grow too long when flattened (a long name over many \
+                 fields): flatten the document, or shorten the outer names",
+            )
+        })?;
         let error = |field: &str, message: String| {
             InputError::new(
                 location.clone(),
@@ -164,17 +172,47 @@ fn listed(names: &[String]) -> String {
         .join(", ")
 }
 
+/// How many bytes of dotted names flattening `document` may produce: four times the bytes of
+/// its own field names, and 1 KiB. A dotted name repeats its prefixes, so a long name over many
+/// nested fields would otherwise grow a small document into gigabytes of names.
+fn flattened_room(document: &Map<String, Value>) -> usize {
+    fn name_bytes(object: &Map<String, Value>) -> usize {
+        object
+            .iter()
+            .map(|(key, value)| {
+                key.len()
+                    + match value {
+                        Value::Object(inner) => name_bytes(inner),
+                        _ => 0,
+                    }
+            })
+            .sum()
+    }
+    name_bytes(document).saturating_mul(4).saturating_add(1024)
+}
+
 /// Flattens `object` into `into` with dotted keys: nested objects are walked, arrays are kept
-/// as their JSON text, empty keys stay as they are.
-fn flatten(prefix: &str, object: Map<String, Value>, into: &mut Map<String, Value>) {
+/// as their JSON text, empty keys stay as they are. Fails once the names take more than
+/// `room` bytes.
+fn flatten(
+    prefix: &str,
+    object: Map<String, Value>,
+    into: &mut Map<String, Value>,
+    room: &mut usize,
+) -> Result<(), ()> {
     for (key, value) in object {
         let key = if prefix.is_empty() {
             key
         } else {
+            let length = prefix.len() + 1 + key.len();
+            if length > *room {
+                return Err(());
+            }
             format!("{prefix}.{key}")
         };
+        *room = room.checked_sub(key.len()).ok_or(())?;
         match value {
-            Value::Object(inner) if !inner.is_empty() => flatten(&key, inner, into),
+            Value::Object(inner) if !inner.is_empty() => flatten(&key, inner, into, room)?,
             Value::Object(_) => {
                 into.insert(key, Value::String("{}".into()));
             }
@@ -186,6 +224,7 @@ fn flatten(prefix: &str, object: Map<String, Value>, into: &mut Map<String, Valu
             }
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -272,6 +311,32 @@ mod tests {
         assert!(bad_time.contains("field `time`"), "{bad_time}");
         let bad_service = refused(json!({"message": "m", "service": "a b"}));
         assert!(bad_service.contains("field `service`"), "{bad_service}");
+    }
+
+    #[test]
+    fn long_names_over_many_fields_are_refused_before_they_grow() {
+        let mut fields = FieldMap::common();
+        fields.default_service = Some("x".into());
+        let children: Map<String, Value> =
+            (0..10_000).map(|i| (format!("a{i}"), json!(0))).collect();
+        let mut document = Map::new();
+        document.insert("k".repeat(100_000), Value::Object(children));
+        document.insert("message".into(), json!("m"));
+        let error = fields
+            .event_from_document(document, &Location::Line(1), ctx())
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("too long when flattened"), "{error}");
+        // Ordinary nesting, such as the Elastic Common Schema's, is well within the room.
+        let ecs = map(
+            json!({"message": "m", "http": {"request": {"method": "GET", "bytes": 12},
+            "response": {"status_code": 200}}, "kubernetes": {"labels": {"app.kubernetes.io/name": "web"}}}),
+        );
+        assert!(
+            fields
+                .event_from_document(ecs, &Location::Line(1), ctx())
+                .is_ok()
+        );
     }
 
     #[test]

@@ -64,7 +64,9 @@ pub fn event_from_log_record(
         return Err(error("msg", "empty: the record has no message".into()));
     }
     let service = match service {
-        Some(service) => service.to_owned(),
+        Some(service) => check_name(service)
+            .map_err(|m| InputError::new(Location::Query("service"), None, m))?
+            .to_owned(),
         None => {
             let name = get("name").unwrap_or("root");
             check_name(name).map_err(|m| error("name", m))?.to_owned()
@@ -208,7 +210,17 @@ fn format_record(msg: &str, args: &str) -> Option<String> {
         Args::Positional(values) if values.is_empty() => return Some(msg.to_owned()),
         args => args,
     };
-    format_percent(msg, &args)
+    // A message may grow by its arguments and the padding of a few conversions, not without
+    // bound: `%(a)s` may name one long argument any number of times.
+    let limit = msg.len() + args_text_len(&args) * 4 + 4 * MAX_WIDTH;
+    format_percent(msg, &args, limit)
+}
+
+fn args_text_len(args: &Args) -> usize {
+    match args {
+        Args::Positional(values) => values.iter().map(|a| a.repr.len()).sum(),
+        Args::Named(pairs) => pairs.iter().map(|(k, a)| k.len() + a.repr.len()).sum(),
+    }
 }
 
 fn parse_args(text: &str) -> Option<Args> {
@@ -427,7 +439,11 @@ impl Reader<'_> {
 const MAX_WIDTH: usize = 1024;
 
 /// Python's `msg % args` for the conversions log messages use.
-fn format_percent(msg: &str, args: &Args) -> Option<String> {
+fn format_percent(msg: &str, args: &Args, limit: usize) -> Option<String> {
+    let named: std::collections::HashMap<&str, &Arg> = match args {
+        Args::Named(pairs) => pairs.iter().map(|(k, a)| (k.as_str(), a)).collect(),
+        Args::Positional(_) => Default::default(),
+    };
     let mut out = String::with_capacity(msg.len());
     let mut chars = msg.chars().peekable();
     let mut next_positional = 0;
@@ -486,7 +502,7 @@ fn format_percent(msg: &str, args: &Args) -> Option<String> {
             continue;
         }
         let arg = match (&key, args) {
-            (Some(name), Args::Named(pairs)) => &pairs.iter().find(|(k, _)| k == name)?.1,
+            (Some(name), Args::Named(_)) => *named.get(name.as_str())?,
             (None, Args::Positional(values)) => {
                 let arg = values.get(next_positional)?;
                 next_positional += 1;
@@ -496,6 +512,9 @@ fn format_percent(msg: &str, args: &Args) -> Option<String> {
         };
         let text = convert(arg, conversion, &flags, precision)?;
         out.push_str(&pad(text, width, &flags, conversion));
+        if out.len() > limit {
+            return None;
+        }
     }
     match args {
         Args::Positional(values) if next_positional != values.len() => None,
@@ -701,6 +720,10 @@ mod tests {
         assert_eq!(formatted("%s", "not a tuple"), None);
         assert_eq!(formatted("%(missing)s", "{'user': 'bob'}"), None);
         assert_eq!(formatted("%99999999999s", "('x',)"), None);
+        // One long argument named a million times stays the message as sent.
+        let msg = "%(a)s".repeat(1_000_000);
+        let args = format!("{{'a': '{}'}}", "x".repeat(1_000));
+        assert_eq!(formatted(&msg, &args), None);
         assert_eq!(formatted("%.99999999f", "(1.5,)"), None);
         assert_eq!(
             formatted("%s", &format!("({}1{},)", "(".repeat(100), ")".repeat(100))),

@@ -19,7 +19,7 @@
 use super::body::Reservation;
 use super::error::ApiError;
 use super::{AppState, ingest};
-use crate::event::parse::Location;
+use crate::event::parse::{Location, check_name};
 use crate::event::{Event, FieldMap, IngestContext, now_us};
 use axum::Json;
 use axum::body::{Body, Bytes};
@@ -108,6 +108,36 @@ pub fn wants_info(headers: &HeaderMap) -> bool {
         })
 }
 
+/// Items one bulk request may hold: its answer holds one entry (~180 bytes) per item, so the
+/// count bounds the answer's memory, which the body budget does not cover.
+const MAX_ITEMS: usize = 100_000;
+
+/// Why a bulk body is refused whole.
+#[derive(Debug)]
+enum Refused {
+    /// Its lines do not make action/document pairs.
+    Malformed(String),
+    /// More than [`MAX_ITEMS`] items.
+    TooMany,
+}
+
+impl Refused {
+    fn into_response(self) -> Response {
+        match self {
+            Refused::Malformed(reason) => es_error(
+                StatusCode::BAD_REQUEST,
+                "illegal_argument_exception",
+                reason,
+            ),
+            Refused::TooMany => es_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "content_too_long_exception",
+                format!("a bulk request holds at most {MAX_ITEMS} items; split it"),
+            ),
+        }
+    }
+}
+
 /// One item of a bulk request, as the answer reports it.
 struct Item {
     action: &'static str,
@@ -157,9 +187,9 @@ fn parse_bulk(
     body: &[u8],
     path_index: Option<&str>,
     ctx: IngestContext<'_>,
-) -> Result<(Vec<Event>, Vec<Item>), String> {
+) -> Result<(Vec<Event>, Vec<Item>), Refused> {
     if std::str::from_utf8(body).is_err() {
-        return Err("the body is not valid UTF-8".into());
+        return Err(Refused::Malformed("the body is not valid UTF-8".into()));
     }
     let mut lines = body
         .split(|b| *b == b'\n')
@@ -172,7 +202,7 @@ fn parse_bulk(
     let mut fields = FieldMap::common();
     let common_id = fields.id.clone();
     while let Some((number, line)) = lines.next() {
-        let (action, metadata) = action_of(line, number)?;
+        let (action, metadata) = action_of(line, number).map_err(Refused::Malformed)?;
         let text = |key: &str| metadata.get(key).and_then(Value::as_str).map(str::to_owned);
         let index = text("_index")
             .or_else(|| path_index.map(str::to_owned))
@@ -182,13 +212,14 @@ fn parse_bulk(
             "delete" => None,
             _ => {
                 let Some((source_number, source)) = lines.next() else {
-                    return Err(format!(
+                    return Err(Refused::Malformed(format!(
                         "The bulk request must be terminated by a newline [\\n]: the {action} \
                          action on line {number} has no document line"
-                    ));
+                    )));
                 };
-                let document: Value = serde_json::from_slice(source)
-                    .map_err(|e| format!("Malformed document on line [{source_number}]: {e}"))?;
+                let document: Value = serde_json::from_slice(source).map_err(|e| {
+                    Refused::Malformed(format!("Malformed document on line [{source_number}]: {e}"))
+                })?;
                 Some((source_number, document))
             }
         };
@@ -198,7 +229,18 @@ fn parse_bulk(
             id: given_id.clone().unwrap_or_default(),
             outcome: Ok(()),
         };
+        let bad_index = (!index.is_empty())
+            .then(|| check_name(&index).err())
+            .flatten();
         item.outcome = match (action, source) {
+            (_, _) if bad_index.is_some() => Err((
+                "invalid_index_name_exception",
+                format!(
+                    "index `{}` {}: an index becomes a service name",
+                    index.escape_debug(),
+                    bad_index.unwrap_or_default()
+                ),
+            )),
             ("index" | "create", Some((source_number, Value::Object(document)))) => {
                 if fields.default_service.as_deref() != Some(index.as_str()) {
                     fields.default_service = (!index.is_empty()).then(|| index.clone());
@@ -230,9 +272,12 @@ fn parse_bulk(
             )),
         };
         items.push(item);
+        if items.len() > MAX_ITEMS {
+            return Err(Refused::TooMany);
+        }
     }
     if items.is_empty() {
-        return Err("request body is required".into());
+        return Err(Refused::Malformed("request body is required".into()));
     }
     Ok((events, items))
 }
@@ -309,6 +354,18 @@ async fn bulk_into(
     body: Body,
 ) -> Response {
     let started = Instant::now();
+    if let Some(index) = &path_index
+        && let Err(problem) = check_name(index)
+    {
+        return es_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_index_name_exception",
+            format!(
+                "index `{}` {problem}: an index becomes a service name",
+                index.escape_debug()
+            ),
+        );
+    }
     let (bytes, permit): (Bytes, Reservation) =
         match ingest::read_ingest_body(&state, &headers, body).await {
             Ok(read) => read,
@@ -331,19 +388,16 @@ async fn bulk_into(
     } else {
         match tokio::task::spawn_blocking(move || parse(bytes)).await {
             Ok(parsed) => parsed,
-            Err(error) => Err(format!("parsing the body failed: {error}")),
+            Err(error) => Err(Refused::Malformed(format!(
+                "parsing the body failed: {error}"
+            ))),
         }
     };
-    drop(permit);
+    // The body budget stays taken until the answer is built: the items and the answer are of
+    // the body's order of size.
     let (events, items) = match parsed {
         Ok(parsed) => parsed,
-        Err(reason) => {
-            return es_error(
-                StatusCode::BAD_REQUEST,
-                "illegal_argument_exception",
-                reason,
-            );
-        }
+        Err(refused) => return refused.into_response(),
     };
     if !events.is_empty()
         && let Err(error) = ingest::append(&state, events).await
@@ -380,6 +434,7 @@ async fn bulk_into(
         }
     }
     answer.push_str("]}");
+    drop(permit);
     with_product(
         (
             [(
@@ -400,6 +455,22 @@ mod tests {
         node: "n1",
         now_us: 1_796_000_000_000_000,
     };
+
+    #[test]
+    fn bad_index_names_and_too_many_items_are_refused() {
+        let body = "{\"index\":{\"_index\":\"a b\"}}\n{\"message\":\"m\"}\n";
+        let (events, items) = parse_bulk(body.as_bytes(), None, CTX).unwrap();
+        assert!(events.is_empty());
+        let Err((kind, _)) = &items[0].outcome else {
+            panic!("a bad index is an item error");
+        };
+        assert_eq!(*kind, "invalid_index_name_exception");
+        let many = "{\"delete\":{}}\n".repeat(MAX_ITEMS + 1);
+        assert!(matches!(
+            parse_bulk(many.as_bytes(), None, CTX),
+            Err(Refused::TooMany)
+        ));
+    }
 
     #[test]
     fn items_map_one_by_one_and_lines_must_pair_up() {
@@ -443,7 +514,10 @@ mod tests {
             ("{\"index\":{},\"create\":{}}\n{}\n", "expected one action"),
             ("\n\n", "request body is required"),
         ] {
-            let error = parse_bulk(body.as_bytes(), None, CTX).err().unwrap();
+            let Some(Refused::Malformed(error)) = parse_bulk(body.as_bytes(), None, CTX).err()
+            else {
+                panic!("{body:?} is malformed");
+            };
             assert!(error.contains(expected), "{body:?}: {error}");
         }
     }

@@ -100,35 +100,48 @@ pub async fn post_event(
 ) -> Result<impl IntoResponse, ApiError> {
     let Query(params) = params.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let (bytes, permit) = read_ingest_body(&state, &headers, body).await?;
-    let context = IngestContext {
-        node: &state.inner.node_name,
-        now_us: now_us(),
-    };
-    let record = is_form(&headers)
-        .then(|| {
-            form_urlencoded::parse(&bytes)
-                .into_owned()
-                .collect::<Vec<_>>()
-        })
-        .filter(|fields| python_logging::is_log_record(fields));
-    let event = match record {
-        // Python's logging.handlers.HTTPHandler posts a LogRecord's fields.
-        Some(fields) => {
-            if params.severity.is_some() {
-                return Err(ApiError::bad_request(
-                    "query parameter `severity`: a posted log record carries its own level",
-                ));
+    let form = is_form(&headers);
+    let node = state.inner.node_name.clone();
+    let now = now_us();
+    let parse = move |bytes: Bytes| -> Result<Event, ApiError> {
+        let context = IngestContext {
+            node: &node,
+            now_us: now,
+        };
+        let record = form
+            .then(|| {
+                form_urlencoded::parse(&bytes)
+                    .into_owned()
+                    .collect::<Vec<_>>()
+            })
+            .filter(|fields| python_logging::is_log_record(fields));
+        Ok(match record {
+            // Python's logging.handlers.HTTPHandler posts a LogRecord's fields.
+            Some(fields) => {
+                if params.severity.is_some() {
+                    return Err(ApiError::bad_request(
+                        "query parameter `severity`: a posted log record carries its own level",
+                    ));
+                }
+                python_logging::event_from_log_record(&fields, params.service.as_deref(), context)?
             }
-            python_logging::event_from_log_record(&fields, params.service.as_deref(), context)?
-        }
-        None => parse_raw_body(
-            &bytes,
-            params.service.as_deref(),
-            params.severity.as_deref(),
-            context,
-        )?,
+            None => parse_raw_body(
+                &bytes,
+                params.service.as_deref(),
+                params.severity.as_deref(),
+                context,
+            )?,
+        })
     };
-    drop((bytes, permit));
+    // A large record (or body) is decoded off the runtime, as a large JSON body is.
+    let event = if bytes.len() <= INLINE_PARSE_MAX_BYTES {
+        parse(bytes)?
+    } else {
+        tokio::task::spawn_blocking(move || parse(bytes))
+            .await
+            .map_err(|e| ApiError::bad_request(format!("parsing the body failed: {e}")))??
+    };
+    drop(permit);
     let id = event.id.clone();
     append(&state, vec![event]).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({"accepted": 1, "id": id}))))
