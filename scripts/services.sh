@@ -19,6 +19,7 @@
 #   LOGMESH_TEST_PYTHONPATH          where PyPI's prometheus_client (the reference text parser) is
 #   LOGMESH_TEST_SCHEMATHESIS        PyPI's schemathesis `st` (with LOGMESH_TEST_SCHEMATHESIS_PYTHONPATH)
 #   LOGMESH_TEST_ELASTICSEARCH_PYTHONPATH  where PyPI's elasticsearch client is
+#   LOGMESH_TEST_RSYSLOGD            Debian's rsyslogd, with rsyslog-elasticsearch installed
 #
 # With LOGMESH_SERVICES_NO_AUTOSTART=1 sourcing only defines the functions: call
 # logmesh_services_nats, logmesh_services_postgres or logmesh_services_mariadb as needed.
@@ -443,6 +444,16 @@ logmesh_services_elasticsearch_client() {
   echo "services: Elasticsearch Python client $LOGMESH_ELASTICSEARCH_CLIENT_VERSION in $dir"
 }
 
+# rsyslog with its Elasticsearch output (Debian's rsyslog-elasticsearch), a shipper of the bulk
+# API that people run (tests/elastic.rs).
+logmesh_services_rsyslog() {
+  if ! [ -x /usr/sbin/rsyslogd ] || ! compgen -G "/usr/lib/*/rsyslog/omelasticsearch.so" >/dev/null; then
+    logmesh_svc_apt_install rsyslog rsyslog-elasticsearch >&2
+  fi
+  export LOGMESH_TEST_RSYSLOGD=/usr/sbin/rsyslogd
+  echo "services: $("$LOGMESH_TEST_RSYSLOGD" -v | head -n 1) with omelasticsearch"
+}
+
 # A nats-server older than logmesh supports (Debian bookworm's 2.9), for the test that the node
 # refuses it plainly. Left empty (and the test says it could not run) where Debian's package is
 # 2.10 or newer.
@@ -465,6 +476,7 @@ logmesh_services_start() {
   logmesh_services_prometheus_parser
   logmesh_services_schemathesis
   logmesh_services_elasticsearch_client
+  logmesh_services_rsyslog
   logmesh_services_nats
   logmesh_services_nats_minimum
   logmesh_services_nats_too_old

@@ -1,7 +1,9 @@
 //! The Elasticsearch bulk API, driven by the official Python client (PyPI's `elasticsearch`,
 //! installed by scripts/services.sh): `helpers.bulk` of 10,000 documents, a bulk with one bad
 //! document (per item, as Elasticsearch answers), the version document the client reads, bodies
-//! refused whole, and a bulk through one node of a cluster reaching every node's event log.
+//! refused whole, and a bulk through one node of a cluster reaching every node's event log; and
+//! by rsyslog's `omelasticsearch` (Debian), shipping a log file with the configuration
+//! docs/sending-logs.md gives.
 
 mod common;
 
@@ -264,4 +266,70 @@ async fn the_version_document_is_for_clients_that_ask_for_json() {
         .await
         .unwrap();
     assert_eq!(accepted.status(), StatusCode::OK);
+}
+
+/// The configuration docs/sending-logs.md gives, reading `input` and sending to `port`.
+fn rsyslog_config(work: &std::path::Path, input: &std::path::Path, port: u16) -> String {
+    format!(
+        r#"global(workDirectory="{work}")
+module(load="imfile")
+module(load="omelasticsearch")
+template(name="logmesh" type="list" option.jsonf="on") {{
+  property(outname="@timestamp" name="timereported" dateFormat="rfc3339" format="jsonf")
+  property(outname="service" name="programname" format="jsonf")
+  property(outname="severity" name="syslogseverity-text" format="jsonf")
+  property(outname="host" name="hostname" format="jsonf")
+  property(outname="message" name="msg" format="jsonf")
+}}
+input(type="imfile" File="{input}" Tag="shop:" Severity="warning")
+action(type="omelasticsearch" server="127.0.0.1" serverport="{port}" searchIndex="syslog"
+       template="logmesh" bulkmode="on" errorFile="{work}/errors.json")
+"#,
+        work = work.display(),
+        input = input.display(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rsyslog_ships_a_file_through_omelasticsearch_unchanged() {
+    needs!(Rsyslog);
+    let node = TestNode::start(|_| {}).await;
+    let port = node.url.rsplit(':').next().unwrap().parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let input = dir.path().join("in.log");
+    let lines: String = (1..=3).map(|i| format!("order {i} paid\n")).collect();
+    std::fs::write(&input, lines).unwrap();
+    let config = dir.path().join("rsyslog.conf");
+    std::fs::write(&config, rsyslog_config(&work, &input, port)).unwrap();
+    let mut rsyslogd = Command::new(std::env::var("LOGMESH_TEST_RSYSLOGD").unwrap())
+        .arg("-n")
+        .arg("-f")
+        .arg(&config)
+        .arg("-i")
+        .arg(dir.path().join("rsyslogd.pid"))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start rsyslogd");
+    node.wait_for_stored(3).await;
+    let page = node.get_json("/api/v1/logs/search?service=shop").await;
+    let mut messages: Vec<&str> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|event| {
+            assert_eq!(event["severity"], "warn", "{event}");
+            assert!(event["attributes"]["host"].is_string(), "{event}");
+            event["message"].as_str().unwrap()
+        })
+        .collect();
+    messages.sort_unstable();
+    assert_eq!(messages, ["order 1 paid", "order 2 paid", "order 3 paid"]);
+    assert!(
+        !work.join("errors.json").exists(),
+        "omelasticsearch reported errors: {}",
+        std::fs::read_to_string(work.join("errors.json")).unwrap_or_default()
+    );
+    rsyslogd.kill().await.unwrap();
 }

@@ -46,6 +46,8 @@ pub enum Need {
     Python3,
     /// PyPI's Elasticsearch client, a real sender of the bulk API.
     ElasticsearchClient,
+    /// Debian's rsyslogd with its Elasticsearch output module.
+    Rsyslog,
 }
 
 impl Need {
@@ -106,6 +108,10 @@ impl Need {
                 }
             }
             Need::Python3 => (!on_path("python3")).then(|| "python3 (on PATH)".into()),
+            Need::Rsyslog => described(
+                "rsyslogd with omelasticsearch",
+                variable("LOGMESH_TEST_RSYSLOGD"),
+            ),
             Need::ElasticsearchClient => described(
                 "PyPI's elasticsearch client",
                 variable("LOGMESH_TEST_ELASTICSEARCH_PYTHONPATH"),
