@@ -388,21 +388,35 @@ logmesh_services_mariadb() {
   echo "services: MariaDB: throwaway MariaDB $("$mariadbd" --version | sed 's/.*Ver \([^ ]*\).*/\1/') at 127.0.0.1:$port ($LOGMESH_TEST_MYSQL_URL; nothing answered at 127.0.0.1:${LOGMESH_MYSQL_PORT:-3306} as root without a password)"
 }
 
-LOGMESH_PROMETHEUS_CLIENT_VERSION=0.21.1
+# Python tools from PyPI, each pinned and installed in a folder of its own under the tools
+# directory (--target keeps clear of the system's packages).
+logmesh_svc_pypi_dir() {
+  echo "${LOGMESH_TOOLS_DIR:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/logmesh-tools}/$1"
+}
 
-# The reference parser of the Prometheus text format, for the exposition tests: PyPI's
-# prometheus_client in a folder of our own (--target keeps clear of the system's packages).
-logmesh_services_prometheus_parser() {
-  local dir
-  dir="${LOGMESH_TOOLS_DIR:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/logmesh-tools}/prometheus-client-$LOGMESH_PROMETHEUS_CLIENT_VERSION"
-  if ! PYTHONPATH="$dir" python3 -c 'import prometheus_client.parser' >/dev/null 2>&1; then
+# Installs the pinned requirement $2 into folder $1 unless the check command ($3…, run with
+# PYTHONPATH=$1) already succeeds there.
+logmesh_svc_pypi_install() {
+  local dir=$1 requirement=$2
+  shift 2
+  if ! PYTHONPATH="$dir" "$@" >/dev/null 2>&1; then
     if ! python3 -m pip --version >/dev/null 2>&1; then
       logmesh_svc_apt_install python3-pip >&2
     fi
     python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location --root-user-action=ignore \
-      --upgrade --target "$dir" "prometheus_client==$LOGMESH_PROMETHEUS_CLIENT_VERSION" >&2 \
-      || logmesh_svc_fail "pip could not install prometheus_client==$LOGMESH_PROMETHEUS_CLIENT_VERSION"
+      --upgrade --target "$dir" "$requirement" >&2 \
+      || logmesh_svc_fail "pip could not install $requirement"
   fi
+}
+
+LOGMESH_PROMETHEUS_CLIENT_VERSION=0.21.1
+
+# The reference parser of the Prometheus text format, for the exposition tests.
+logmesh_services_prometheus_parser() {
+  local dir
+  dir=$(logmesh_svc_pypi_dir "prometheus-client-$LOGMESH_PROMETHEUS_CLIENT_VERSION")
+  logmesh_svc_pypi_install "$dir" "prometheus_client==$LOGMESH_PROMETHEUS_CLIENT_VERSION" \
+    python3 -c 'import prometheus_client.parser'
   export LOGMESH_TEST_PYTHONPATH="$dir"
   echo "services: Prometheus text parser: prometheus_client $LOGMESH_PROMETHEUS_CLIENT_VERSION in $dir"
 }
@@ -412,15 +426,8 @@ LOGMESH_SCHEMATHESIS_VERSION=4.32.5
 
 logmesh_services_schemathesis() {
   local dir
-  dir="${LOGMESH_TOOLS_DIR:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/logmesh-tools}/schemathesis-$LOGMESH_SCHEMATHESIS_VERSION"
-  if ! [ -x "$dir/bin/st" ] || ! PYTHONPATH="$dir" "$dir/bin/st" --version >/dev/null 2>&1; then
-    if ! python3 -m pip --version >/dev/null 2>&1; then
-      logmesh_svc_apt_install python3-pip >&2
-    fi
-    python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location --root-user-action=ignore \
-      --upgrade --target "$dir" "schemathesis==$LOGMESH_SCHEMATHESIS_VERSION" >&2 \
-      || logmesh_svc_fail "pip could not install schemathesis==$LOGMESH_SCHEMATHESIS_VERSION"
-  fi
+  dir=$(logmesh_svc_pypi_dir "schemathesis-$LOGMESH_SCHEMATHESIS_VERSION")
+  logmesh_svc_pypi_install "$dir" "schemathesis==$LOGMESH_SCHEMATHESIS_VERSION" "$dir/bin/st" --version
   export LOGMESH_TEST_SCHEMATHESIS="$dir/bin/st"
   export LOGMESH_TEST_SCHEMATHESIS_PYTHONPATH="$dir"
   echo "services: schemathesis $LOGMESH_SCHEMATHESIS_VERSION in $dir"
@@ -431,15 +438,9 @@ LOGMESH_ELASTICSEARCH_CLIENT_VERSION=9.5.1
 
 logmesh_services_elasticsearch_client() {
   local dir
-  dir="${LOGMESH_TOOLS_DIR:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/logmesh-tools}/elasticsearch-$LOGMESH_ELASTICSEARCH_CLIENT_VERSION"
-  if ! PYTHONPATH="$dir" python3 -c 'import elasticsearch.helpers' >/dev/null 2>&1; then
-    if ! python3 -m pip --version >/dev/null 2>&1; then
-      logmesh_svc_apt_install python3-pip >&2
-    fi
-    python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location --root-user-action=ignore \
-      --upgrade --target "$dir" "elasticsearch==$LOGMESH_ELASTICSEARCH_CLIENT_VERSION" >&2 \
-      || logmesh_svc_fail "pip could not install elasticsearch==$LOGMESH_ELASTICSEARCH_CLIENT_VERSION"
-  fi
+  dir=$(logmesh_svc_pypi_dir "elasticsearch-$LOGMESH_ELASTICSEARCH_CLIENT_VERSION")
+  logmesh_svc_pypi_install "$dir" "elasticsearch==$LOGMESH_ELASTICSEARCH_CLIENT_VERSION" \
+    python3 -c 'import elasticsearch.helpers'
   export LOGMESH_TEST_ELASTICSEARCH_PYTHONPATH="$dir"
   echo "services: Elasticsearch Python client $LOGMESH_ELASTICSEARCH_CLIENT_VERSION in $dir"
 }

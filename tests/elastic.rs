@@ -221,6 +221,11 @@ async fn a_bulk_through_one_node_reaches_every_node() {
         )
         .await;
     }
+    // The store writer commits on its own schedule, not with the event logs.
+    eventually("every event stored", Duration::from_secs(30), || async {
+        cluster.stored().await.ids.len() == 9
+    })
+    .await;
     let stored = cluster.stored().await;
     assert_eq!(stored.ids.len(), 9);
 }

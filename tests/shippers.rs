@@ -329,6 +329,11 @@ async fn shippers_reach_every_node_of_a_cluster() {
         )
         .await;
     }
+    // The store writer commits on its own schedule, not with the event logs.
+    eventually("every event stored", Duration::from_secs(30), || async {
+        cluster.stored().await.ids.len() == 14
+    })
+    .await;
     let stored = cluster.stored().await;
     assert_eq!(stored.ids.len(), 14);
     assert!(stored.ids.values().all(|n| *n == 1));

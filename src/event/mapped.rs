@@ -9,10 +9,10 @@
 //! `{"log": {"level": …}}`.
 
 use super::parse::{
-    InputError, Location, check_name, check_not_future, new_id, parse_timestamp, unknown_severity,
+    InputError, Location, check_name, check_not_future, new_id, parse_timestamp, severity_of,
+    stored_attributes,
 };
 use super::{Event, IngestContext, Severity};
-use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 /// Which fields make which part of an event; each list is tried in order, the first present
@@ -125,16 +125,7 @@ impl FieldMap {
         };
         let severity = match take(&self.severity) {
             None => Severity::Info,
-            Some((name, Value::String(text))) => {
-                Severity::from_name(&text).ok_or_else(|| error(&name, unknown_severity(&text)))?
-            }
-            Some((name, Value::Number(number))) => number
-                .as_u64()
-                .and_then(Severity::from_syslog)
-                .ok_or_else(|| error(&name, unknown_severity(&number.to_string())))?,
-            Some((name, other)) => {
-                return Err(error(&name, format!("expected a string, found {other}")));
-            }
+            Some((name, value)) => severity_of(&value).map_err(|m| error(&name, m))?,
         };
         let id = match take(&self.id) {
             None => new_id(),
@@ -145,22 +136,8 @@ impl FieldMap {
                 return Err(error(&name, format!("expected a string, found {other}")));
             }
         };
-        let attributes = if fields.is_empty() {
-            None
-        } else {
-            let text = serde_json::to_string(&fields).expect("a JSON map serializes");
-            Some(RawValue::from_string(text).expect("serialized JSON is valid"))
-        };
-        Ok(Event {
-            id,
-            ts_us,
-            service,
-            severity,
-            message,
-            attributes,
-            node: ctx.node.to_owned(),
-            received_us: ctx.now_us,
-        })
+        let attributes = stored_attributes(&fields);
+        Ok(ctx.event(id, ts_us, service, severity, message, attributes))
     }
 }
 

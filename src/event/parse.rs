@@ -21,6 +21,30 @@ pub struct IngestContext<'a> {
     pub now_us: i64,
 }
 
+impl IngestContext<'_> {
+    /// An event this node accepts now: its node and receive time come from the context.
+    pub fn event(
+        &self,
+        id: String,
+        ts_us: i64,
+        service: String,
+        severity: Severity,
+        message: String,
+        attributes: Option<Box<RawValue>>,
+    ) -> Event {
+        Event {
+            id,
+            ts_us,
+            service,
+            severity,
+            message,
+            attributes,
+            node: self.node.to_owned(),
+            received_us: self.now_us,
+        }
+    }
+}
+
 /// Where in the input a problem was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
@@ -115,16 +139,14 @@ pub fn parse_raw_body(
         })?,
         None => Severity::Info,
     };
-    Ok(Event {
-        id: new_id(),
-        ts_us: ctx.now_us,
+    Ok(ctx.event(
+        new_id(),
+        ctx.now_us,
         service,
         severity,
-        message: text.to_owned(),
-        attributes: None,
-        node: ctx.node.to_owned(),
-        received_us: ctx.now_us,
-    })
+        text.to_owned(),
+        None,
+    ))
 }
 
 /// Parses a JSON body: one object, an array of objects, or NDJSON (objects separated by
@@ -302,14 +324,7 @@ fn event_from_fields(
     };
     let severity = match take("severity") {
         None => Severity::Info,
-        Some(Value::String(text)) => {
-            Severity::from_name(&text).ok_or_else(|| error("severity", unknown_severity(&text)))?
-        }
-        Some(Value::Number(number)) => number
-            .as_u64()
-            .and_then(Severity::from_syslog)
-            .ok_or_else(|| error("severity", unknown_severity(&number.to_string())))?,
-        Some(other) => return Err(error("severity", expected("a string", &other))),
+        Some(value) => severity_of(&value).map_err(|m| error("severity", m))?,
     };
     let message = match take("message") {
         None => return Err(error("message", "missing".into())),
@@ -337,19 +352,30 @@ fn event_from_fields(
             format!("field `{unknown}` {message}"),
         ));
     }
-    Ok(Event {
-        id,
-        ts_us,
-        service,
-        severity,
-        message,
-        attributes,
-        node: ctx.node.to_owned(),
-        received_us: ctx.now_us,
+    Ok(ctx.event(id, ts_us, service, severity, message, attributes))
+}
+
+/// A severity given as a name or alias, or as a syslog number (0–7).
+pub(crate) fn severity_of(value: &Value) -> Result<Severity, String> {
+    match value {
+        Value::String(text) => Severity::from_name(text).ok_or_else(|| unknown_severity(text)),
+        Value::Number(number) => number
+            .as_u64()
+            .and_then(Severity::from_syslog)
+            .ok_or_else(|| unknown_severity(&number.to_string())),
+        other => Err(expected("a string", other)),
+    }
+}
+
+/// A JSON object as stored attributes; `None` when it is empty.
+pub(crate) fn stored_attributes(fields: &Map<String, Value>) -> Option<Box<RawValue>> {
+    (!fields.is_empty()).then(|| {
+        let text = serde_json::to_string(fields).expect("a JSON map serializes");
+        RawValue::from_string(text).expect("serialized JSON is valid")
     })
 }
 
-fn expected(what: &str, found: &Value) -> String {
+pub(crate) fn expected(what: &str, found: &Value) -> String {
     format!("expected {what}, found {}", kind_of(found))
 }
 

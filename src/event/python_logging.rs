@@ -9,9 +9,10 @@
 //! `process`, `thread`, `threadName`, `processName`, `taskName`, `exc_info` and `stack_info` →
 //! attributes (a value of `None` is left out).
 
-use super::parse::{InputError, Location, check_name, check_not_future, new_id, unknown_severity};
+use super::parse::{
+    InputError, Location, check_name, check_not_future, new_id, stored_attributes, unknown_severity,
+};
 use super::{Event, IngestContext, Severity};
-use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 /// Record fields kept as attributes, with the name they get.
@@ -119,20 +120,8 @@ pub fn event_from_log_record(
     if let Some(args) = args_unused {
         attributes.insert("args".into(), Value::String(args.to_owned()));
     }
-    let attributes = (!attributes.is_empty()).then(|| {
-        RawValue::from_string(serde_json::to_string(&attributes).expect("a map serializes"))
-            .expect("serialized JSON is valid")
-    });
-    Ok(Event {
-        id: new_id(),
-        ts_us,
-        service,
-        severity,
-        message,
-        attributes,
-        node: ctx.node.to_owned(),
-        received_us: ctx.now_us,
-    })
+    let attributes = stored_attributes(&attributes);
+    Ok(ctx.event(new_id(), ts_us, service, severity, message, attributes))
 }
 
 fn service_overrides_logger(service: &str, logger: Option<&str>) -> bool {

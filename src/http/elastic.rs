@@ -282,8 +282,8 @@ fn parse_bulk(
     Ok((events, items))
 }
 
-/// `POST`/`PUT` `/_bulk`.
-#[utoipa::path(post, path = "/_bulk", tag = "ingest",
+/// `POST` or `PUT` `/_bulk`.
+#[utoipa::path(method(post, put), path = "/_bulk", tag = "ingest",
     request_body(content((String = "application/x-ndjson"), (String = "text/plain")),
         description = "Elasticsearch bulk: action/metadata lines, each index or create followed by its document; any content type"),
     responses(
@@ -294,20 +294,8 @@ pub async fn bulk(State(state): State<AppState>, headers: HeaderMap, body: Body)
     bulk_into(state, None, headers, body).await
 }
 
-/// `PUT /_bulk`, the same as `POST`.
-#[utoipa::path(put, path = "/_bulk", tag = "ingest",
-    request_body(content((String = "application/x-ndjson"), (String = "text/plain")),
-        description = "Elasticsearch bulk: action/metadata lines, each index or create followed by its document; any content type"),
-    responses(
-        (status = 200, description = "Per-item results, in Elasticsearch's shape", body = Object),
-        (status = "default", description = ERRORS, body = Object),
-    ))]
-pub async fn bulk_put(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    bulk_into(state, None, headers, body).await
-}
-
-/// `POST`/`PUT` `/{index}/_bulk`: items without `_index` go to `index`.
-#[utoipa::path(post, path = "/{index}/_bulk", tag = "ingest",
+/// `POST` or `PUT` `/{index}/_bulk`: items without `_index` go to `index`.
+#[utoipa::path(method(post, put), path = "/{index}/_bulk", tag = "ingest",
     params(("index" = String, Path, description = "The index of items that name none")),
     request_body(content((String = "application/x-ndjson"), (String = "text/plain")),
         description = "Elasticsearch bulk: action/metadata lines, each index or create followed by its document; any content type"),
@@ -316,24 +304,6 @@ pub async fn bulk_put(State(state): State<AppState>, headers: HeaderMap, body: B
         (status = "default", description = ERRORS, body = Object),
     ))]
 pub async fn bulk_index(
-    State(state): State<AppState>,
-    Path(index): Path<String>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    bulk_into(state, Some(index), headers, body).await
-}
-
-/// `PUT /{index}/_bulk`, the same as `POST`.
-#[utoipa::path(put, path = "/{index}/_bulk", tag = "ingest",
-    params(("index" = String, Path, description = "The index of items that name none")),
-    request_body(content((String = "application/x-ndjson"), (String = "text/plain")),
-        description = "Elasticsearch bulk: action/metadata lines, each index or create followed by its document; any content type"),
-    responses(
-        (status = 200, description = "Per-item results, in Elasticsearch's shape", body = Object),
-        (status = "default", description = ERRORS, body = Object),
-    ))]
-pub async fn bulk_index_put(
     State(state): State<AppState>,
     Path(index): Path<String>,
     headers: HeaderMap,
@@ -383,16 +353,9 @@ async fn bulk_into(
             },
         )
     };
-    let parsed = if bytes.len() <= ingest::INLINE_PARSE_MAX_BYTES {
-        parse(bytes)
-    } else {
-        match tokio::task::spawn_blocking(move || parse(bytes)).await {
-            Ok(parsed) => parsed,
-            Err(error) => Err(Refused::Malformed(format!(
-                "parsing the body failed: {error}"
-            ))),
-        }
-    };
+    let parsed = ingest::parse_body(bytes, parse)
+        .await
+        .unwrap_or_else(|error| Err(Refused::Malformed(error)));
     // The body budget stays taken until the answer is built: the items and the answer are of
     // the body's order of size.
     let (events, items) = match parsed {

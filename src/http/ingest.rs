@@ -22,7 +22,21 @@ use utoipa::IntoParams;
 
 /// Bodies larger than this are parsed on the blocking pool so that they do not stall the
 /// runtime thread other requests share.
-pub(super) const INLINE_PARSE_MAX_BYTES: usize = 256 * 1024;
+const INLINE_PARSE_MAX_BYTES: usize = 256 * 1024;
+
+/// Runs `parse` on `bytes`: inline for a small body, on the blocking pool for a large one (see
+/// [`INLINE_PARSE_MAX_BYTES`]). `Err` says why it did not finish (it panicked).
+pub(super) async fn parse_body<T: Send + 'static>(
+    bytes: Bytes,
+    parse: impl FnOnce(Bytes) -> T + Send + 'static,
+) -> Result<T, String> {
+    if bytes.len() <= INLINE_PARSE_MAX_BYTES {
+        return Ok(parse(bytes));
+    }
+    tokio::task::spawn_blocking(move || parse(bytes))
+        .await
+        .map_err(|e| format!("parsing the body failed: {e}"))
+}
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -134,13 +148,9 @@ pub async fn post_event(
         })
     };
     // A large record (or body) is decoded off the runtime, as a large JSON body is.
-    let event = if bytes.len() <= INLINE_PARSE_MAX_BYTES {
-        parse(bytes)?
-    } else {
-        tokio::task::spawn_blocking(move || parse(bytes))
-            .await
-            .map_err(|e| ApiError::bad_request(format!("parsing the body failed: {e}")))??
-    };
+    let event = parse_body(bytes, parse)
+        .await
+        .map_err(ApiError::bad_request)??;
     drop(permit);
     let id = event.id.clone();
     append(&state, vec![event]).await?;
@@ -183,13 +193,9 @@ pub async fn post_logs(
             Some(fields) => parse_mapped_body(&bytes, fields, ctx),
         }
     };
-    let events = if bytes.len() <= INLINE_PARSE_MAX_BYTES {
-        parse(bytes)?
-    } else {
-        tokio::task::spawn_blocking(move || parse(bytes))
-            .await
-            .map_err(|e| ApiError::bad_request(format!("parsing the body failed: {e}")))??
-    };
+    let events = parse_body(bytes, parse)
+        .await
+        .map_err(ApiError::bad_request)??;
     drop(permit);
     let accepted = events.len();
     append(&state, events).await?;
