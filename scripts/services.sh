@@ -19,6 +19,8 @@
 #   LOGMESH_TEST_PYTHONPATH          where PyPI's prometheus_client (the reference text parser) is
 #   LOGMESH_TEST_SCHEMATHESIS        PyPI's schemathesis `st` (with LOGMESH_TEST_SCHEMATHESIS_PYTHONPATH)
 #   LOGMESH_TEST_ELASTICSEARCH_PYTHONPATH  where PyPI's elasticsearch client is
+#   LOGMESH_TEST_OTEL_PYTHONPATH     where PyPI's opentelemetry-sdk and OTLP/HTTP exporter are
+#   LOGMESH_TEST_LOKI_PYTHONPATH     where PyPI's python-logging-loki is
 #   LOGMESH_TEST_RSYSLOGD            Debian's rsyslogd, with rsyslog-elasticsearch installed
 #
 # With LOGMESH_SERVICES_NO_AUTOSTART=1 sourcing only defines the functions: call
@@ -394,17 +396,18 @@ logmesh_svc_pypi_dir() {
   echo "${LOGMESH_TOOLS_DIR:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/logmesh-tools}/$1"
 }
 
-# Installs the pinned requirement $2 into folder $1 unless the check command ($3…, run with
-# PYTHONPATH=$1) already succeeds there.
+# Installs the pinned requirements $2 (space-separated) into folder $1 unless the check command
+# ($3…, run with PYTHONPATH=$1) already succeeds there.
 logmesh_svc_pypi_install() {
-  local dir=$1 requirement=$2
+  local dir=$1 requirement=$2 requirements
+  read -ra requirements <<<"$requirement"
   shift 2
   if ! PYTHONPATH="$dir" "$@" >/dev/null 2>&1; then
     if ! python3 -m pip --version >/dev/null 2>&1; then
       logmesh_svc_apt_install python3-pip >&2
     fi
     python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location --root-user-action=ignore \
-      --upgrade --target "$dir" "$requirement" >&2 \
+      --upgrade --target "$dir" "${requirements[@]}" >&2 \
       || logmesh_svc_fail "pip could not install $requirement"
   fi
 }
@@ -445,6 +448,25 @@ logmesh_services_elasticsearch_client() {
   echo "services: Elasticsearch Python client $LOGMESH_ELASTICSEARCH_CLIENT_VERSION in $dir"
 }
 
+# The OpenTelemetry Python SDK with its OTLP/HTTP log exporter (protobuf), a real OTLP sender
+# (tests/otlp.rs), and python-logging-loki, a real Loki push sender (tests/loki.rs).
+LOGMESH_OTEL_PYTHON_VERSION=1.45.2
+LOGMESH_LOKI_PYTHON_VERSION=0.3.1
+
+logmesh_services_otel_and_loki_python() {
+  local dir
+  dir=$(logmesh_svc_pypi_dir "opentelemetry-$LOGMESH_OTEL_PYTHON_VERSION")
+  logmesh_svc_pypi_install "$dir" "opentelemetry-exporter-otlp-proto-http==$LOGMESH_OTEL_PYTHON_VERSION opentelemetry-sdk==$LOGMESH_OTEL_PYTHON_VERSION" \
+    python3 -c 'import opentelemetry.sdk._logs, opentelemetry.exporter.otlp.proto.http._log_exporter'
+  export LOGMESH_TEST_OTEL_PYTHONPATH="$dir"
+  echo "services: OpenTelemetry Python SDK $LOGMESH_OTEL_PYTHON_VERSION in $dir"
+  dir=$(logmesh_svc_pypi_dir "python-logging-loki-$LOGMESH_LOKI_PYTHON_VERSION")
+  logmesh_svc_pypi_install "$dir" "python-logging-loki==$LOGMESH_LOKI_PYTHON_VERSION" \
+    python3 -c 'import logging_loki'
+  export LOGMESH_TEST_LOKI_PYTHONPATH="$dir"
+  echo "services: python-logging-loki $LOGMESH_LOKI_PYTHON_VERSION in $dir"
+}
+
 # rsyslog with its Elasticsearch output (Debian's rsyslog-elasticsearch), a shipper of the bulk
 # API that people run (tests/elastic.rs).
 logmesh_services_rsyslog() {
@@ -477,6 +499,7 @@ logmesh_services_start() {
   logmesh_services_prometheus_parser
   logmesh_services_schemathesis
   logmesh_services_elasticsearch_client
+  logmesh_services_otel_and_loki_python
   logmesh_services_rsyslog
   logmesh_services_nats
   logmesh_services_nats_minimum

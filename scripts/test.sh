@@ -43,6 +43,11 @@ have node && have npm || apt_install nodejs npm
 if [ ! -d tests/console/node_modules/playwright-core ]; then
   (cd tests/console && npm ci --no-audit --no-fund)
 fi
+# Real Node.js log senders (tests/otlp.rs, tests/loki.rs): the OpenTelemetry JS SDK's OTLP
+# exporters and winston-loki with snappy.
+if [ ! -d tests/js-clients/node_modules/winston-loki ] || [ ! -d tests/js-clients/node_modules/snappy ]; then
+  (cd tests/js-clients && npm ci --no-audit --no-fund)
+fi
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

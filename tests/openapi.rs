@@ -35,6 +35,9 @@ const OPERATIONS: &[(&str, &str)] = &[
     ("put", "/_bulk"),
     ("post", "/{index}/_bulk"),
     ("put", "/{index}/_bulk"),
+    ("post", "/v1/logs"),
+    ("post", "/otlp/v1/logs"),
+    ("post", "/loki/api/v1/push"),
 ];
 
 fn operations(document: &Value) -> BTreeSet<(String, String)> {

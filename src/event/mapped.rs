@@ -54,16 +54,8 @@ impl FieldMap {
         location: &Location,
         ctx: IngestContext<'_>,
     ) -> Result<Event, InputError> {
-        let mut fields = Map::new();
-        let mut room = flattened_room(&document);
-        flatten("", document, &mut fields, &mut room).map_err(|()| {
-            InputError::new(
-                location.clone(),
-                None,
-                "its nested field names grow too long when flattened (a long name over many \
-                 fields): flatten the document, or shorten the outer names",
-            )
-        })?;
+        let mut fields = flattened(document)
+            .map_err(|message| InputError::new(location.clone(), None, message))?;
         let error = |field: &str, message: String| {
             InputError::new(
                 location.clone(),
@@ -147,6 +139,18 @@ fn listed(names: &[String]) -> String {
         .map(|name| format!("`{name}`"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// `document` with nested objects flattened into dotted keys and arrays kept as JSON text
+/// (see [`flatten`]), or why it cannot be.
+pub(crate) fn flattened(document: Map<String, Value>) -> Result<Map<String, Value>, &'static str> {
+    let mut fields = Map::new();
+    let mut room = flattened_room(&document);
+    flatten("", document, &mut fields, &mut room).map_err(|()| {
+        "its nested field names grow too long when flattened (a long name over many fields): \
+         flatten the document, or shorten the outer names"
+    })?;
+    Ok(fields)
 }
 
 /// How many bytes of dotted names flattening `document` may produce: four times the bytes of

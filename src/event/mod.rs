@@ -6,7 +6,9 @@
 //!   Nothing downstream re-validates.
 //! - This module knows nothing of HTTP, SQL or the queue; it is plain data in, plain data out.
 
+pub mod loki;
 mod mapped;
+pub mod otlp;
 pub mod parse;
 pub mod python_logging;
 

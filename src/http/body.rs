@@ -6,7 +6,8 @@
 //! - A body must arrive within `read_timeout` plus one second per `min_rate` bytes received
 //!   (Apache's `mod_reqtimeout` rule): a client trickling a byte every few seconds is answered
 //!   408 and costs the node nothing after that.
-//! - Body memory is reserved from the budget as bytes arrive (and as a gzip body inflates),
+//! - Body memory is reserved from the budget as bytes arrive (and as a compressed body
+//!   inflates: gzip, deflate, snappy),
 //!   never for what a `Content-Length` merely declares, so a slow or lying client holds only
 //!   what it sent. Past the budget the answer is 503 + `Retry-After`.
 //! - Every failure to read a body is a JSON error naming the limit: 408 too slow, 413 too
@@ -196,6 +197,22 @@ pub async fn read_small_body(body: Body, limit: usize) -> Result<Bytes, ApiError
 pub enum Encoding {
     Identity,
     Gzip,
+    /// HTTP's `deflate`: zlib-wrapped (RFC 1950), as Elasticsearch clients and the OpenTelemetry
+    /// Collector send it.
+    Deflate,
+    /// A snappy block, as the OpenTelemetry Collector sends `Content-Encoding: snappy`.
+    Snappy,
+}
+
+impl Encoding {
+    fn name(self) -> &'static str {
+        match self {
+            Encoding::Identity => "identity",
+            Encoding::Gzip => "gzip",
+            Encoding::Deflate => "deflate",
+            Encoding::Snappy => "snappy",
+        }
+    }
 }
 
 pub fn encoding_of(headers: &HeaderMap) -> Result<Encoding, ApiError> {
@@ -205,11 +222,14 @@ pub fn encoding_of(headers: &HeaderMap) -> Result<Encoding, ApiError> {
     match value.as_bytes().to_ascii_lowercase().as_slice() {
         b"identity" => Ok(Encoding::Identity),
         b"gzip" | b"x-gzip" => Ok(Encoding::Gzip),
+        b"deflate" => Ok(Encoding::Deflate),
+        b"snappy" => Ok(Encoding::Snappy),
         _ => Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_encoding",
             format!(
-                "Content-Encoding {:?} is not supported; send the body as gzip or uncompressed",
+                "Content-Encoding {:?} is not supported; send the body as gzip, deflate, snappy \
+                 or uncompressed",
                 String::from_utf8_lossy(value.as_bytes())
             ),
         )),
@@ -304,8 +324,25 @@ pub async fn read_body(
     }
     match encoding {
         Encoding::Identity => Ok((Bytes::from(bytes), reservation)),
-        Encoding::Gzip => tokio::task::spawn_blocking(move || {
-            let inflated = gunzip(&bytes, limit, &mut reservation)?;
+        Encoding::Snappy => {
+            let inflated = decode_snappy_block(&bytes, limit, &mut reservation)
+                .map_err(|e| e.with_encoding(encoding))?;
+            Ok((inflated, reservation))
+        }
+        Encoding::Gzip | Encoding::Deflate => tokio::task::spawn_blocking(move || {
+            let inflated = match encoding {
+                Encoding::Gzip => inflate(
+                    flate2::read::MultiGzDecoder::new(&bytes[..]),
+                    limit,
+                    &mut reservation,
+                ),
+                _ => inflate(
+                    flate2::read::ZlibDecoder::new(&bytes[..]),
+                    limit,
+                    &mut reservation,
+                ),
+            }
+            .map_err(|e| e.with_encoding(encoding))?;
             drop(bytes);
             Ok((inflated, reservation))
         })
@@ -320,23 +357,46 @@ pub async fn read_body(
     }
 }
 
-/// Decompresses a gzip body (several members are one stream, as `cat a.gz b.gz` makes), reading
-/// at most `limit` bytes of output and holding budget for the output as it grows.
-fn gunzip(
-    compressed: &[u8],
+/// Why a compressed body could not be decompressed.
+enum Inflate {
+    /// It is not what its encoding says (the decoder's words).
+    Malformed(String),
+    /// Past the limit or the budget.
+    Refused(ApiError),
+}
+
+impl Inflate {
+    fn with_encoding(self, encoding: Encoding) -> ApiError {
+        match self {
+            Inflate::Malformed(why) => {
+                ApiError::bad_request(format!("the body is not valid {}: {why}", encoding.name()))
+            }
+            Inflate::Refused(error) => error,
+        }
+    }
+}
+
+impl From<ApiError> for Inflate {
+    fn from(error: ApiError) -> Self {
+        Inflate::Refused(error)
+    }
+}
+
+/// Decompresses a body (for gzip, several members are one stream, as `cat a.gz b.gz` makes),
+/// reading at most `limit` bytes of output and holding budget for the output as it grows.
+fn inflate(
+    mut decoder: impl std::io::Read,
     limit: usize,
     reservation: &mut Reservation,
-) -> Result<Bytes, ApiError> {
-    use std::io::Read;
+) -> Result<Bytes, Inflate> {
     const STEP: usize = 64 * 1024;
     let held_for_input = reservation.bytes();
-    let mut decoder = flate2::read::MultiGzDecoder::new(compressed);
     let mut out: Vec<u8> = Vec::new();
     loop {
         if out.len() == out.capacity() {
             let wanted = out.capacity().saturating_mul(2).max(STEP).min(limit + 1);
             if wanted <= out.len() {
-                return Err(inflated_too_large(limit));
+                return Err(inflated_too_large(limit).into());
             }
             reservation.hold(held_for_input + wanted)?;
             out.reserve_exact(wanted - out.len());
@@ -346,15 +406,48 @@ fn gunzip(
         out.resize(start + room, 0);
         let read = decoder
             .read(&mut out[start..])
-            .map_err(|e| ApiError::bad_request(format!("the body is not valid gzip: {e}")))?;
+            .map_err(|e| Inflate::Malformed(e.to_string()))?;
         out.truncate(start + read);
         if out.len() > limit {
-            return Err(inflated_too_large(limit));
+            return Err(inflated_too_large(limit).into());
         }
         if read == 0 {
             return Ok(Bytes::from(out));
         }
     }
+}
+
+/// Decompresses a snappy block (the raw format, not the framed one): the format Loki's and
+/// Prometheus remote write's protobuf bodies use, and `Content-Encoding: snappy`. The block
+/// states its decompressed length first, so the limit and budget are checked before anything
+/// is allocated.
+fn decode_snappy_block(
+    compressed: &[u8],
+    limit: usize,
+    reservation: &mut Reservation,
+) -> Result<Bytes, Inflate> {
+    let length =
+        snap::raw::decompress_len(compressed).map_err(|e| Inflate::Malformed(e.to_string()))?;
+    if length > limit {
+        return Err(inflated_too_large(limit).into());
+    }
+    reservation.hold(reservation.bytes() + length)?;
+    let mut out = vec![0; length];
+    let written = snap::raw::Decoder::new()
+        .decompress(compressed, &mut out)
+        .map_err(|e| Inflate::Malformed(e.to_string()))?;
+    out.truncate(written);
+    Ok(Bytes::from(out))
+}
+
+/// A snappy block body ([`decode_snappy_block`]) within `limit` and the reservation's budget.
+pub fn snappy_block(
+    compressed: &[u8],
+    limit: usize,
+    reservation: &mut Reservation,
+) -> Result<Bytes, ApiError> {
+    decode_snappy_block(compressed, limit, reservation)
+        .map_err(|e| e.with_encoding(Encoding::Snappy))
 }
 
 fn inflated_too_large(limit: usize) -> ApiError {
@@ -448,6 +541,47 @@ mod tests {
             .err()
             .unwrap();
         assert_eq!(error.status, StatusCode::BAD_REQUEST);
+    }
+
+    #[tokio::test]
+    async fn deflate_and_snappy_inflate_within_the_limit_and_say_when_malformed() {
+        let budget = Arc::new(Semaphore::new(4 << 20));
+        let data = "line\n".repeat(10_000);
+        let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+        zlib.write_all(data.as_bytes()).unwrap();
+        let snappy = snap::raw::Encoder::new()
+            .compress_vec(data.as_bytes())
+            .unwrap();
+        for (encoding, body) in [("deflate", zlib.finish().unwrap()), ("snappy", snappy)] {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_ENCODING, encoding.parse().unwrap());
+            let (bytes, _) = read_body(&budget, 1 << 20, &headers, Body::from(body.clone()))
+                .await
+                .unwrap();
+            assert_eq!(bytes, data.as_bytes(), "{encoding}");
+            let error = read_body(&budget, 1_000, &headers, Body::from(body))
+                .await
+                .err()
+                .unwrap();
+            assert_eq!(error.status, StatusCode::PAYLOAD_TOO_LARGE, "{encoding}");
+            let error = read_body(&budget, 1 << 20, &headers, Body::from("\x05garbage"))
+                .await
+                .err()
+                .unwrap();
+            assert_eq!(error.status, StatusCode::BAD_REQUEST, "{encoding}");
+            assert!(
+                error
+                    .message
+                    .starts_with(&format!("the body is not valid {encoding}")),
+                "{}",
+                error.message
+            );
+        }
+        // A snappy block that claims 4 GiB is refused before anything is allocated.
+        let mut reservation = Reservation::new(budget.clone());
+        let error = snappy_block(b"\x80\x80\x80\x80\x10", 1 << 20, &mut reservation).unwrap_err();
+        assert_eq!(error.status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(reservation.bytes(), 0);
     }
 
     #[tokio::test(start_paused = true)]

@@ -13,17 +13,21 @@
 //!
 //! Mapping ([`FieldMap::common`]): the document's `message`/`msg`/`log` → message,
 //! `@timestamp`/`timestamp` → timestamp, `level`/`severity`/`log.level` → severity, its
-//! `service`/`service.name`/`app` → service, else the item's index; the action's `_id` → id
-//! (a repeated id is stored once); every other field → attributes, flattened with dotted keys.
+//! `service`/`service.name`/`app` → service, else the item's index, else `?service=`; the
+//! action's `_id` → id (a repeated id is stored once); every other field → attributes,
+//! flattened with dotted keys. The query parameters of `POST /api/v1/logs` (`_msg_field`,
+//! `_time_field`, `_service_field`, `_severity_field`, `service`) change the field lists.
 
+use super::AppState;
 use super::body::Reservation;
 use super::error::ApiError;
-use super::{AppState, ingest};
+use super::ingest::{self, LogsParams};
 use crate::event::parse::{Location, check_name};
 use crate::event::{Event, FieldMap, IngestContext, now_us};
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
@@ -186,6 +190,7 @@ fn action_of(line: &[u8], number: usize) -> Result<(&'static str, Map<String, Va
 fn parse_bulk(
     body: &[u8],
     path_index: Option<&str>,
+    mut fields: FieldMap,
     ctx: IngestContext<'_>,
 ) -> Result<(Vec<Event>, Vec<Item>), Refused> {
     if std::str::from_utf8(body).is_err() {
@@ -199,8 +204,8 @@ fn parse_bulk(
     let mut events = Vec::new();
     let mut items = Vec::new();
     // One mapping for the request; only the fallback service and the id field vary per item.
-    let mut fields = FieldMap::common();
     let common_id = fields.id.clone();
+    let common_service = fields.default_service.clone();
     while let Some((number, line)) = lines.next() {
         let (action, metadata) = action_of(line, number).map_err(Refused::Malformed)?;
         let text = |key: &str| metadata.get(key).and_then(Value::as_str).map(str::to_owned);
@@ -242,8 +247,13 @@ fn parse_bulk(
                 ),
             )),
             ("index" | "create", Some((source_number, Value::Object(document)))) => {
-                if fields.default_service.as_deref() != Some(index.as_str()) {
-                    fields.default_service = (!index.is_empty()).then(|| index.clone());
+                let service = if index.is_empty() {
+                    common_service.as_ref()
+                } else {
+                    Some(&index)
+                };
+                if fields.default_service.as_ref() != service {
+                    fields.default_service = service.cloned();
                 }
                 fields.id = match given_id {
                     Some(_) => vec!["_id".into()],
@@ -284,19 +294,25 @@ fn parse_bulk(
 
 /// `POST` or `PUT` `/_bulk`.
 #[utoipa::path(method(post, put), path = "/_bulk", tag = "ingest",
+    params(LogsParams),
     request_body(content((String = "application/x-ndjson"), (String = "text/plain")),
         description = "Elasticsearch bulk: action/metadata lines, each index or create followed by its document; any content type"),
     responses(
         (status = 200, description = "Per-item results, in Elasticsearch's shape", body = Object),
         (status = "default", description = ERRORS, body = Object),
     ))]
-pub async fn bulk(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    bulk_into(state, None, headers, body).await
+pub async fn bulk(
+    State(state): State<AppState>,
+    params: Result<Query<LogsParams>, QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    bulk_into(state, None, params, headers, body).await
 }
 
 /// `POST` or `PUT` `/{index}/_bulk`: items without `_index` go to `index`.
 #[utoipa::path(method(post, put), path = "/{index}/_bulk", tag = "ingest",
-    params(("index" = String, Path, description = "The index of items that name none")),
+    params(("index" = String, Path, description = "The index of items that name none"), LogsParams),
     request_body(content((String = "application/x-ndjson"), (String = "text/plain")),
         description = "Elasticsearch bulk: action/metadata lines, each index or create followed by its document; any content type"),
     responses(
@@ -306,10 +322,11 @@ pub async fn bulk(State(state): State<AppState>, headers: HeaderMap, body: Body)
 pub async fn bulk_index(
     State(state): State<AppState>,
     Path(index): Path<String>,
+    params: Result<Query<LogsParams>, QueryRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    bulk_into(state, Some(index), headers, body).await
+    bulk_into(state, Some(index), params, headers, body).await
 }
 
 /// How the bulk endpoints' errors are described.
@@ -320,10 +337,18 @@ const ERRORS: &str = "An error in Elasticsearch's shape (`{\"error\": {\"type\",
 async fn bulk_into(
     state: AppState,
     path_index: Option<String>,
+    params: Result<Query<LogsParams>, QueryRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let started = Instant::now();
+    let fields = match params
+        .map_err(|e| ApiError::bad_request(e.body_text()))
+        .and_then(|Query(params)| params.field_map())
+    {
+        Ok(fields) => fields.unwrap_or_else(FieldMap::common),
+        Err(error) => return from_api_error(error),
+    };
     if let Some(index) = &path_index
         && let Err(problem) = check_name(index)
     {
@@ -347,6 +372,7 @@ async fn bulk_into(
         parse_bulk(
             &bytes,
             path_index.as_deref(),
+            fields,
             IngestContext {
                 node: &node,
                 now_us: now,
@@ -422,7 +448,7 @@ mod tests {
     #[test]
     fn bad_index_names_and_too_many_items_are_refused() {
         let body = "{\"index\":{\"_index\":\"a b\"}}\n{\"message\":\"m\"}\n";
-        let (events, items) = parse_bulk(body.as_bytes(), None, CTX).unwrap();
+        let (events, items) = parse_bulk(body.as_bytes(), None, FieldMap::common(), CTX).unwrap();
         assert!(events.is_empty());
         let Err((kind, _)) = &items[0].outcome else {
             panic!("a bad index is an item error");
@@ -430,7 +456,7 @@ mod tests {
         assert_eq!(*kind, "invalid_index_name_exception");
         let many = "{\"delete\":{}}\n".repeat(MAX_ITEMS + 1);
         assert!(matches!(
-            parse_bulk(many.as_bytes(), None, CTX),
+            parse_bulk(many.as_bytes(), None, FieldMap::common(), CTX),
             Err(Refused::TooMany)
         ));
     }
@@ -446,7 +472,8 @@ mod tests {
             "{\"nothing\":\"to say\"}\n",
             "{\"delete\":{\"_index\":\"web\",\"_id\":\"a1\"}}\n",
         );
-        let (events, items) = parse_bulk(body.as_bytes(), Some("fallback"), CTX).unwrap();
+        let (events, items) =
+            parse_bulk(body.as_bytes(), Some("fallback"), FieldMap::common(), CTX).unwrap();
         assert_eq!(events.len(), 2);
         assert_eq!(events[0].id, "a1");
         assert_eq!(events[0].service, "web");
@@ -477,7 +504,8 @@ mod tests {
             ("{\"index\":{},\"create\":{}}\n{}\n", "expected one action"),
             ("\n\n", "request body is required"),
         ] {
-            let Some(Refused::Malformed(error)) = parse_bulk(body.as_bytes(), None, CTX).err()
+            let Some(Refused::Malformed(error)) =
+                parse_bulk(body.as_bytes(), None, FieldMap::common(), CTX).err()
             else {
                 panic!("{body:?} is malformed");
             };

@@ -243,7 +243,7 @@ pub struct LogsParams {
 
 impl LogsParams {
     /// The field mapping these parameters ask for; `None` for logmesh's own event fields.
-    fn field_map(&self) -> Result<Option<FieldMap>, ApiError> {
+    pub(super) fn field_map(&self) -> Result<Option<FieldMap>, ApiError> {
         let LogsParams {
             msg_field,
             time_field,
@@ -288,7 +288,7 @@ impl LogsParams {
     }
 }
 
-fn field_names(parameter: &str, given: &str) -> Result<Vec<String>, ApiError> {
+pub(super) fn field_names(parameter: &str, given: &str) -> Result<Vec<String>, ApiError> {
     let names: Vec<String> = given
         .split(',')
         .map(|name| name.trim().to_owned())

@@ -13,9 +13,11 @@ pub mod error;
 pub mod files;
 mod guard;
 mod ingest;
+mod loki;
 mod metrics;
 pub mod openapi;
 mod ops;
+mod otlp;
 mod search;
 pub mod server;
 mod tail;
@@ -185,6 +187,9 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(ingest::post_logs))
         .routes(routes!(elastic::bulk))
         .routes(routes!(elastic::bulk_index))
+        .routes(routes!(otlp::export))
+        .routes(routes!(otlp::export_prefixed))
+        .routes(routes!(loki::push))
         .routes(routes!(ops::stats))
         .routes(routes!(search::search))
         .routes(routes!(ops::healthz))

@@ -48,6 +48,13 @@ pub enum Need {
     ElasticsearchClient,
     /// Debian's rsyslogd with its Elasticsearch output module.
     Rsyslog,
+    /// PyPI's OpenTelemetry SDK with its OTLP/HTTP (protobuf) log exporter.
+    OtelPython,
+    /// PyPI's python-logging-loki, a Loki push sender.
+    LokiPython,
+    /// The Node.js senders in tests/js-clients (the OpenTelemetry JS SDK's OTLP exporters,
+    /// winston-loki with snappy).
+    JsClients,
 }
 
 impl Need {
@@ -116,6 +123,27 @@ impl Need {
                 "PyPI's elasticsearch client",
                 variable("LOGMESH_TEST_ELASTICSEARCH_PYTHONPATH"),
             ),
+            Need::OtelPython => described(
+                "PyPI's opentelemetry-sdk and OTLP/HTTP exporter",
+                variable("LOGMESH_TEST_OTEL_PYTHONPATH"),
+            ),
+            Need::LokiPython => described(
+                "PyPI's python-logging-loki",
+                variable("LOGMESH_TEST_LOKI_PYTHONPATH"),
+            ),
+            Need::JsClients => {
+                let modules = js_clients().join("node_modules");
+                if !on_path("node") {
+                    Some("Node.js (no `node` on PATH)".into())
+                } else if !["winston-loki", "snappy", "@opentelemetry/sdk-logs"]
+                    .iter()
+                    .all(|package| modules.join(package).is_dir())
+                {
+                    Some("the Node.js senders (`npm ci` in tests/js-clients)".into())
+                } else {
+                    None
+                }
+            }
             Need::Root => {
                 // SAFETY: geteuid(2) has no preconditions.
                 (unsafe { libc::geteuid() } != 0).then(|| "root (to mount a tmpfs)".into())
@@ -130,6 +158,11 @@ pub fn chromium() -> String {
         .ok()
         .filter(|path| !path.is_empty())
         .unwrap_or_else(|| "/usr/bin/chromium".into())
+}
+
+/// The folder of the Node.js senders (tests/js-clients).
+pub fn js_clients() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js-clients")
 }
 
 fn on_path(program: &str) -> bool {
