@@ -103,7 +103,10 @@ fn schemathesis(url: &str, extra: &[&str]) -> (bool, String) {
     let binary = std::env::var("LOGMESH_TEST_SCHEMATHESIS")
         .expect("LOGMESH_TEST_SCHEMATHESIS is not set: run the tests through scripts/test.sh");
     let pythonpath = std::env::var("LOGMESH_TEST_SCHEMATHESIS_PYTHONPATH").unwrap_or_default();
+    // Schemathesis keeps a cache (`.schemathesis/`) in its working directory: not in the tree.
+    let workdir = tempfile::tempdir().expect("temp dir");
     let output = Command::new(binary)
+        .current_dir(workdir.path())
         .env("PYTHONPATH", pythonpath)
         .env("SCHEMATHESIS_HOOKS", "")
         .args([

@@ -237,6 +237,13 @@ async fn the_js_sdk_exports_protobuf_and_otlp_json_with_trace_ids() {
         stats["total"] == 1200
     })
     .await;
+    // Trace ids are found by exact value, whichever the encoding.
+    let traced = search(
+        &node,
+        "attr.trace_id=5b8efff798038103d269b633813fc60c&attr.span_id=eee19b7ec3c1b174&limit=1000",
+    )
+    .await;
+    assert_eq!(traced.len(), 1000);
     for (service, encoding) in [("js-proto", "protobuf"), ("js-json", "json")] {
         let warned = search(
             &node,

@@ -181,6 +181,17 @@ async fn bad_parameters_are_400_naming_the_parameter() {
         (&format!("?q={}", "a".repeat(2000)), "q"),
         ("?keyword=timeout", "keyword"),
         ("?q=a&q=b", "q"),
+        ("?attr.a%22b=x", "attr.a\"b"),
+        ("?attr.=x", "attr."),
+        (&format!("?attr.a={}", "v".repeat(3000)), "attribute `a`"),
+        (
+            &(0..9)
+                .map(|i| format!("attr.a{i}=x"))
+                .collect::<Vec<_>>()
+                .join("&")
+                .replace("attr.a0", "?attr.a0"),
+            "attribute filters",
+        ),
     ];
     for (query, parameter) in cases {
         let (status, body) = get(&node, query).await;
@@ -288,6 +299,15 @@ async fn the_search_command_prints_lines_and_exits_with_codes_scripts_rely_on() 
         .collect();
     let ids: Vec<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["e5", "e3"]);
+    // Exact attribute values.
+    let attr = run(args(&["--attr", "order=7", "--json"])).await.unwrap();
+    assert_eq!(attr.status.code(), Some(0), "{attr:?}");
+    let found: Vec<Value> = stdout_lines(&attr)
+        .iter()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0]["id"], "e3");
     // Without --all, one page.
     let one = run(args(&["--limit", "1"])).await.unwrap();
     assert_eq!(stdout_lines(&one).len(), 1);
@@ -300,6 +320,8 @@ async fn the_search_command_prints_lines_and_exits_with_codes_scripts_rely_on() 
         args(&["--limit", "0"]),
         args(&["--since", "yesterday"]),
         args(&["--severity", "loud"]),
+        args(&["--attr", "order"]),
+        args(&["--attr", "a b=1"]),
     ] {
         let output = run(bad.clone()).await.unwrap();
         assert_eq!(output.status.code(), Some(2), "{bad:?}: {output:?}");

@@ -21,6 +21,7 @@ use logmesh::store::{
     self, BatchOutcome, Cursor, DatabaseUrl, SearchPage, SearchQuery, SeverityCount, Store,
     StoreError,
 };
+use serde_json::json;
 use sqlx::Connection;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -762,6 +763,72 @@ async fn filters_narrow_a_search(backend: Backend) {
     assert_eq!(ids(&search(store.as_ref(), everything).await), ["c"]);
 }
 
+async fn attributes_are_found_by_exact_value(backend: Backend) {
+    let db = Db::new(backend).await;
+    let store = db.open().await;
+    let body = [
+        json!({"id": "a", "service": "api", "message": "m", "timestamp": 1_000,
+               "attributes": {"trace_id": "5b8efff798038103d269b633813fc60c", "http.status": 502,
+                              "ok": false}}),
+        json!({"id": "b", "service": "api", "message": "m", "timestamp": 2_000,
+               "attributes": {"trace_id": "5B8EFFF798038103D269B633813FC60C", "http.status": 200}}),
+        json!({"id": "c", "service": "api", "message": "m", "timestamp": 3_000,
+               "attributes": {"span_id": "5b8efff798038103d269b633813fc60c"}}),
+        json!({"id": "d", "service": "api", "message": "m", "timestamp": 4_000}),
+    ]
+    .map(|event| event.to_string() + "\n")
+    .concat();
+    let events = parse_json_body(
+        body.as_bytes(),
+        IngestContext {
+            node: "n",
+            now_us: 1,
+        },
+    )
+    .unwrap()
+    .into_iter()
+    .map(Arc::new)
+    .collect();
+    store.write_batch(events).await.unwrap();
+    let with = |attributes: &[(&str, &str)]| SearchQuery {
+        attributes: attributes
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+            .collect(),
+        ..SearchQuery::default()
+    };
+    // Exact: byte for byte, by name (not by another attribute holding the same value).
+    let trace = with(&[("trace_id", "5b8efff798038103d269b633813fc60c")]);
+    assert_eq!(ids(&search(store.as_ref(), trace).await), ["a"]);
+    assert_eq!(
+        ids(&search(store.as_ref(), with(&[("trace_id", "5b8efff7")])).await),
+        Vec::<&str>::new()
+    );
+    // Numbers and booleans as their JSON text; names with dots are one attribute.
+    assert_eq!(
+        ids(&search(store.as_ref(), with(&[("http.status", "502")])).await),
+        ["a"]
+    );
+    assert_eq!(
+        ids(&search(store.as_ref(), with(&[("ok", "false")])).await),
+        ["a"]
+    );
+    // Every filter must hold, and they combine with the others.
+    let both = SearchQuery {
+        since: Some(1_500_000),
+        ..with(&[
+            ("http.status", "200"),
+            ("trace_id", "5B8EFFF798038103D269B633813FC60C"),
+        ])
+    };
+    assert_eq!(ids(&search(store.as_ref(), both).await), ["b"]);
+    let counted = store
+        .count_events(&with(&[("span_id", "5b8efff798038103d269b633813fc60c")]))
+        .await
+        .unwrap();
+    assert_eq!(counted.iter().map(|c| c.count).sum::<i64>(), 1);
+}
+
 async fn counts_follow_the_search_filters(backend: Backend) {
     let db = Db::new(backend).await;
     let store = db.open().await;
@@ -1217,6 +1284,7 @@ conformance!(
     counter_series_are_bounded_and_refusals_change_nothing,
     keywords_match_whole_words_case_insensitively,
     filters_narrow_a_search,
+    attributes_are_found_by_exact_value,
     every_stored_row_is_found_once_by_keyword,
     counts_follow_the_search_filters,
     pages_follow_the_cursor_while_events_arrive,

@@ -38,6 +38,10 @@ pub struct SearchArgs {
     /// Events before this time: RFC 3339 or epoch milliseconds.
     #[arg(long)]
     pub until: Option<String>,
+    /// Only events whose attribute NAME is exactly VALUE (e.g. `--attr trace_id=5b8e…`);
+    /// repeat for more. Numbers and booleans as their JSON text.
+    #[arg(long = "attr", value_name = "NAME=VALUE", value_parser = attribute_filter)]
+    pub attributes: Vec<(String, String)>,
     /// Events per page (1 to 1000).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub limit: u32,
@@ -50,6 +54,15 @@ pub struct SearchArgs {
     /// Words every message must contain (whole words, case-insensitive).
     #[arg(value_name = "QUERY")]
     pub query: Vec<String>,
+}
+
+/// `NAME=VALUE` of `--attr`.
+fn attribute_filter(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}` is not NAME=VALUE"))?;
+    crate::store::check_attribute_name(name)?;
+    Ok((name.to_owned(), value.to_owned()))
 }
 
 /// Why the search stopped.
@@ -81,9 +94,12 @@ async fn search(args: &SearchArgs) -> Result<(), Failure> {
         .timeout(REQUEST_TIMEOUT)
         .build()
         .map_err(|e| Failure::Node(format!("cannot build an HTTP client: {e}")))?;
-    let mut params: Vec<(&str, String)> = vec![("limit", args.limit.to_string())];
+    let mut params: Vec<(String, String)> = vec![("limit".into(), args.limit.to_string())];
     if !args.query.is_empty() {
-        params.push(("q", args.query.join(" ")));
+        params.push(("q".into(), args.query.join(" ")));
+    }
+    for (name, value) in &args.attributes {
+        params.push((format!("attr.{name}"), value.clone()));
     }
     for (name, value) in [
         ("service", &args.service),
@@ -92,7 +108,7 @@ async fn search(args: &SearchArgs) -> Result<(), Failure> {
         ("until", &args.until),
     ] {
         if let Some(value) = value {
-            params.push((name, value.clone()));
+            params.push((name.into(), value.clone()));
         }
     }
     let mut out = io::BufWriter::new(io::stdout().lock());
@@ -100,7 +116,7 @@ async fn search(args: &SearchArgs) -> Result<(), Failure> {
     loop {
         let mut page_params = params.clone();
         if let Some(cursor) = &cursor {
-            page_params.push(("cursor", cursor.clone()));
+            page_params.push(("cursor".into(), cursor.clone()));
         }
         let page = fetch(&client, args, &page_params).await?;
         let events = page["events"].as_array().cloned().unwrap_or_default();
@@ -132,7 +148,7 @@ fn closed_or_failed(error: io::Error) -> Failure {
 async fn fetch(
     client: &reqwest::Client,
     args: &SearchArgs,
-    params: &[(&str, String)],
+    params: &[(String, String)],
 ) -> Result<Value, Failure> {
     let mut unreachable = Vec::new();
     for url in &args.urls {

@@ -7,14 +7,20 @@
 use super::AppState;
 use super::error::ApiError;
 use crate::event::{Severity, parse_timestamp_text};
-use crate::store::{Cursor, DEFAULT_SEARCH_LIMIT, MAX_SEARCH_LIMIT, SearchQuery, StoredEventJson};
+use crate::store::{
+    Cursor, DEFAULT_SEARCH_LIMIT, MAX_SEARCH_LIMIT, SearchQuery, StoredEventJson,
+    check_attribute_name,
+};
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
+/// The parameters of a search. Besides these, `attr.<name>=<value>` (up to
+/// [`MAX_ATTRIBUTE_FILTERS`](crate::store::MAX_ATTRIBUTE_FILTERS)) finds events whose attribute `<name>` is exactly `<value>`; any
+/// other parameter is refused.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct SearchParams {
     /// Words every event found must hold as whole words, any case.
@@ -36,6 +42,10 @@ pub struct SearchParams {
     limit: Option<String>,
     /// The `next_cursor` of the previous page.
     cursor: Option<String>,
+    /// `attr.<name>` filters, and anything else (refused).
+    #[serde(flatten)]
+    #[param(ignore)]
+    other: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -93,6 +103,17 @@ pub fn search_query(params: SearchParams) -> Result<SearchQuery, ApiError> {
         .cursor
         .map(|text| Cursor::decode(&text).map_err(|e| bad("cursor", format!("`{text}` {e}"))))
         .transpose()?;
+    let mut attributes = Vec::new();
+    for (parameter, value) in params.other {
+        let Some(name) = parameter.strip_prefix("attr.") else {
+            return Err(ApiError::bad_request(format!(
+                "unknown query parameter `{parameter}` (known: q, service, severity, since, \
+                 until, limit, cursor, attr.<name>)"
+            )));
+        };
+        check_attribute_name(name).map_err(|e| bad(&parameter, e))?;
+        attributes.push((name.to_owned(), value));
+    }
     let query = SearchQuery {
         q,
         service,
@@ -101,6 +122,7 @@ pub fn search_query(params: SearchParams) -> Result<SearchQuery, ApiError> {
         until: time("until", params.until)?,
         limit,
         cursor,
+        attributes,
     };
     query.check()?;
     Ok(query)

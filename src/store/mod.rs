@@ -135,6 +135,9 @@ pub struct SearchQuery {
     pub limit: u32,
     /// Continue after the last event of a previous page.
     pub cursor: Option<Cursor>,
+    /// Exact attribute values: every `(name, value)` must be an attribute of the event whose
+    /// value is `value` (a string as it is; a number or boolean as its JSON text).
+    pub attributes: Vec<(String, String)>,
 }
 
 impl Default for SearchQuery {
@@ -147,6 +150,7 @@ impl Default for SearchQuery {
             until: None,
             limit: DEFAULT_SEARCH_LIMIT,
             cursor: None,
+            attributes: Vec::new(),
         }
     }
 }
@@ -191,6 +195,22 @@ impl SearchQuery {
         {
             return Err(StoreError::InvalidQuery("since is later than until".into()));
         }
+        if self.attributes.len() > MAX_ATTRIBUTE_FILTERS {
+            return Err(StoreError::InvalidQuery(format!(
+                "{} attribute filters; at most {MAX_ATTRIBUTE_FILTERS} are allowed",
+                self.attributes.len()
+            )));
+        }
+        for (name, value) in &self.attributes {
+            check_attribute_name(name).map_err(StoreError::InvalidQuery)?;
+            if value.len() > MAX_ATTRIBUTE_VALUE_BYTES {
+                return Err(StoreError::InvalidQuery(format!(
+                    "the value of attribute `{name}` is {} bytes long; at most \
+                     {MAX_ATTRIBUTE_VALUE_BYTES} are allowed",
+                    value.len()
+                )));
+            }
+        }
         Ok(())
     }
 
@@ -204,6 +224,25 @@ impl SearchQuery {
                 .collect()
         })
     }
+}
+
+/// Attribute filters one search may hold.
+pub const MAX_ATTRIBUTE_FILTERS: usize = 8;
+pub const MAX_ATTRIBUTE_VALUE_BYTES: usize = 2048;
+
+/// An attribute name a search may filter on: 1 to 128 bytes of letters, digits and `_ . - : /
+/// @` (every name the shippers' protocols produce: `trace_id`, `http.route`, `k8s.pod.name`).
+/// The limit keeps a name safe to write into a JSON path on every backend.
+pub fn check_attribute_name(name: &str) -> Result<(), String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "_.-:/@".contains(c);
+    if name.is_empty() || name.len() > crate::event::MAX_NAME_BYTES || !name.chars().all(allowed) {
+        return Err(format!(
+            "attribute name `{}` is not 1 to {} letters, digits or _ . - : / @",
+            name.escape_debug(),
+            crate::event::MAX_NAME_BYTES
+        ));
+    }
+    Ok(())
 }
 
 fn query_words(q: &str) -> Vec<String> {
@@ -795,6 +834,18 @@ mod tests {
             SearchQuery {
                 since: Some(2),
                 until: Some(1),
+                ..ok.clone()
+            },
+            SearchQuery {
+                attributes: vec![("a\"b".into(), "v".into())],
+                ..ok.clone()
+            },
+            SearchQuery {
+                attributes: vec![("a".into(), "v".repeat(MAX_ATTRIBUTE_VALUE_BYTES + 1))],
+                ..ok.clone()
+            },
+            SearchQuery {
+                attributes: vec![("a".into(), "v".into()); MAX_ATTRIBUTE_FILTERS + 1],
                 ..ok.clone()
             },
         ] {

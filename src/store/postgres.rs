@@ -219,6 +219,14 @@ impl Dialect for Postgres {
         sql.push_bind(value);
     }
 
+    fn push_attribute(sql: &mut QueryBuilder<Postgres>, name: &str, value: String) {
+        // `->>` answers a string as it is and a number or boolean as its JSON text.
+        sql.push(" AND (attributes::jsonb ->> ")
+            .push_bind(name.to_owned())
+            .push(") = ")
+            .push_bind(value);
+    }
+
     async fn fetch(
         pool: &Pool<Postgres>,
         mut sql: QueryBuilder<Postgres>,

@@ -58,6 +58,10 @@ pub(crate) trait Dialect: Database<Row: SqlRow> {
     fn push_text(sql: &mut QueryBuilder<Self>, value: String);
     /// Binds an integer value.
     fn push_integer(sql: &mut QueryBuilder<Self>, value: i64);
+    /// Narrows a search to events whose attribute `name` (checked by
+    /// [`check_attribute_name`](super::check_attribute_name)) is `value`: a string as it is, a
+    /// number or boolean as its JSON text.
+    fn push_attribute(sql: &mut QueryBuilder<Self>, name: &str, value: String);
     /// The rows of a built statement.
     async fn fetch(
         pool: &Pool<Self>,
@@ -268,6 +272,9 @@ fn search_statement<DB: Dialect>(
     if let Some(until) = query.until {
         sql.push(" AND ts_us < ");
         DB::push_integer(&mut sql, until);
+    }
+    for (name, value) in &query.attributes {
+        DB::push_attribute(&mut sql, name, value.clone());
     }
     if selection == Selection::CountPerSeverity {
         sql.push(" GROUP BY service, severity");

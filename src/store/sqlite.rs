@@ -383,6 +383,17 @@ fn search_sql(query: &SearchQuery, selection: Selection) -> (String, Vec<rusqlit
         sql.push_str(" AND ts_us < ?");
         values.push(Value::Integer(until));
     }
+    for (name, value) in &query.attributes {
+        // json_each's key is the attribute's exact name (no JSON path to escape); booleans
+        // compare as their JSON text, as on the other backends.
+        sql.push_str(
+            " AND EXISTS (SELECT 1 FROM json_each(service_logs.attributes) AS a \
+             WHERE a.key = ? AND (CASE a.type WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' \
+             ELSE CAST(a.value AS TEXT) END) = ?)",
+        );
+        values.push(Value::Text(name.clone()));
+        values.push(Value::Text(value.clone()));
+    }
     if selection == Selection::CountPerSeverity {
         sql.push_str(" GROUP BY service, severity");
         return (sql, values);

@@ -101,9 +101,25 @@ impl Job {
             _ => unreachable!("checked above"),
         };
         let allowed: &[&str] = match kind {
-            Kind::Search => &["q", "service", "severity", "since", "until", "limit"],
-            Kind::Count => &["q", "service", "severity", "since", "until", "by"],
-            Kind::Export => &["q", "service", "severity", "since", "until"],
+            Kind::Search => &[
+                "q",
+                "service",
+                "severity",
+                "since",
+                "until",
+                "attributes",
+                "limit",
+            ],
+            Kind::Count => &[
+                "q",
+                "service",
+                "severity",
+                "since",
+                "until",
+                "attributes",
+                "by",
+            ],
+            Kind::Export => &["q", "service", "severity", "since", "until", "attributes"],
         };
         if let Some(unknown) = fields.keys().find(|k| !allowed.contains(&k.as_str())) {
             return Err(invalid(format!(
@@ -148,6 +164,26 @@ impl Job {
         if service.as_deref() == Some("") {
             return Err(invalid("`service` must not be empty".into()));
         }
+        let attributes = match fields.get("attributes") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Object(attributes)) => attributes
+                .iter()
+                .map(|(name, value)| match value {
+                    Value::String(text) => Ok((name.clone(), text.clone())),
+                    other => Err(invalid(format!(
+                        "`attributes.{name}` must be a string (numbers and booleans as their \
+                         JSON text), found {}",
+                        type_name(other)
+                    ))),
+                })
+                .collect::<Result<_, _>>()?,
+            Some(other) => {
+                return Err(invalid(format!(
+                    "`attributes` must be an object of exact values, found {}",
+                    type_name(other)
+                )));
+            }
+        };
         let filter = SearchQuery {
             q,
             service,
@@ -156,6 +192,7 @@ impl Job {
             until: time("until")?,
             limit: MAX_SEARCH_LIMIT,
             cursor: None,
+            attributes,
         };
         filter.check().map_err(|e| invalid(e.to_string()))?;
         Ok(match kind {
