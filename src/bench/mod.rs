@@ -47,6 +47,12 @@ pub enum IngestMode {
     Single,
     /// POST /_bulk with Elasticsearch bulk bodies of --batch-events documents.
     Bulk,
+    /// POST /v1/logs with OTLP protobuf bodies of --batch-events records (one resource per
+    /// service, as an SDK or Collector batches them).
+    Otlp,
+    /// POST /loki/api/v1/push with snappy-compressed protobuf bodies of --batch-events entries
+    /// (one stream per service and level, as Promtail batches them).
+    Loki,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -176,8 +182,6 @@ struct Counters {
 
 /// Builds request bodies: a few distinct ones, reused round-robin.
 fn bodies(args: &IngestBenchArgs) -> Vec<bytes::Bytes> {
-    const SERVICES: [&str; 4] = ["api", "billing", "auth", "search"];
-    const SEVERITIES: [&str; 4] = ["info", "warn", "error", "debug"];
     // The JSON envelope around the message is about 60 bytes.
     let message_len = (args.event_bytes as usize).saturating_sub(60).max(8);
     (0..16)
@@ -201,6 +205,8 @@ fn bodies(args: &IngestBenchArgs) -> Vec<bytes::Bytes> {
                     }
                     bytes::Bytes::from(body)
                 }
+                IngestMode::Otlp => otlp_body(&filler, args.batch_events as usize, variant),
+                IngestMode::Loki => loki_body(&filler, args.batch_events as usize, variant),
                 IngestMode::Ndjson => {
                     let mut body = String::new();
                     for i in 0..args.batch_events as usize {
@@ -219,9 +225,96 @@ fn bodies(args: &IngestBenchArgs) -> Vec<bytes::Bytes> {
         .collect()
 }
 
+const SERVICES: [&str; 4] = ["api", "billing", "auth", "search"];
+const SEVERITIES: [&str; 4] = ["info", "warn", "error", "debug"];
+
+/// An OTLP `ExportLogsServiceRequest` of `records` records over the four services.
+fn otlp_body(message: &str, records: usize, variant: usize) -> bytes::Bytes {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use prost::Message;
+    let text = |text: &str| {
+        Some(AnyValue {
+            value: Some(Value::StringValue(text.to_owned())),
+        })
+    };
+    // SDK severity numbers of info, warn, error and debug.
+    const NUMBERS: [i32; 4] = [9, 13, 17, 5];
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let resource_logs = (0..SERVICES.len())
+        .map(|s| ResourceLogs {
+            resource: Some(Resource {
+                attributes: vec![KeyValue {
+                    key: "service.name".into(),
+                    value: text(SERVICES[(s + variant) % SERVICES.len()]),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            scope_logs: vec![ScopeLogs {
+                log_records: (0..records)
+                    .filter(|i| i % SERVICES.len() == s)
+                    .map(|i| LogRecord {
+                        time_unix_nano: now,
+                        severity_number: NUMBERS[i % NUMBERS.len()],
+                        body: text(message),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .collect();
+    bytes::Bytes::from(ExportLogsServiceRequest { resource_logs }.encode_to_vec())
+}
+
+/// A snappy-compressed Loki `PushRequest` of `entries` entries, one stream per service and
+/// level.
+fn loki_body(message: &str, entries: usize, variant: usize) -> bytes::Bytes {
+    use crate::event::loki::{EntryAdapter, PushRequest, StreamAdapter};
+    use prost::Message;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let timestamp = prost_types::Timestamp {
+        seconds: now.as_secs() as i64,
+        nanos: now.subsec_nanos() as i32,
+    };
+    let streams = (0..SERVICES.len() * SEVERITIES.len())
+        .map(|stream| StreamAdapter {
+            labels: format!(
+                "{{service_name=\"{}\", level=\"{}\"}}",
+                SERVICES[(stream / SEVERITIES.len() + variant) % SERVICES.len()],
+                SEVERITIES[stream % SEVERITIES.len()]
+            ),
+            entries: (0..entries)
+                .filter(|i| i % (SERVICES.len() * SEVERITIES.len()) == stream)
+                .map(|_| EntryAdapter {
+                    timestamp: Some(timestamp),
+                    line: message.to_owned(),
+                    structured_metadata: Vec::new(),
+                })
+                .collect(),
+            hash: 0,
+        })
+        .filter(|stream| !stream.entries.is_empty())
+        .collect();
+    let encoded = PushRequest { streams }.encode_to_vec();
+    bytes::Bytes::from(
+        snap::raw::Encoder::new()
+            .compress_vec(&encoded)
+            .expect("snappy compresses any input"),
+    )
+}
+
 pub async fn ingest(args: &IngestBenchArgs) -> Result<IngestReport, String> {
     let connections = args.connections.unwrap_or(match args.mode {
-        IngestMode::Ndjson | IngestMode::Bulk => 8,
+        IngestMode::Ndjson | IngestMode::Bulk | IngestMode::Otlp | IngestMode::Loki => 8,
         IngestMode::Single => 64,
     });
     let (path, content_type, events_per_request) = match args.mode {
@@ -236,6 +329,16 @@ pub async fn ingest(args: &IngestBenchArgs) -> Result<IngestReport, String> {
             "application/x-ndjson",
             u64::from(args.batch_events),
         ),
+        IngestMode::Otlp => (
+            "/v1/logs",
+            "application/x-protobuf",
+            u64::from(args.batch_events),
+        ),
+        IngestMode::Loki => (
+            "/loki/api/v1/push",
+            "application/x-protobuf",
+            u64::from(args.batch_events),
+        ),
     };
     // Elasticsearch's bulk answers 200 with per-item results and refuses with 429 when full.
     let (accepted, shed) = match args.mode {
@@ -243,7 +346,15 @@ pub async fn ingest(args: &IngestBenchArgs) -> Result<IngestReport, String> {
             reqwest::StatusCode::OK,
             reqwest::StatusCode::TOO_MANY_REQUESTS,
         ),
-        _ => (
+        IngestMode::Otlp => (
+            reqwest::StatusCode::OK,
+            reqwest::StatusCode::SERVICE_UNAVAILABLE,
+        ),
+        IngestMode::Loki => (
+            reqwest::StatusCode::NO_CONTENT,
+            reqwest::StatusCode::SERVICE_UNAVAILABLE,
+        ),
+        IngestMode::Ndjson | IngestMode::Single => (
             reqwest::StatusCode::ACCEPTED,
             reqwest::StatusCode::SERVICE_UNAVAILABLE,
         ),
@@ -285,6 +396,7 @@ pub async fn ingest(args: &IngestBenchArgs) -> Result<IngestReport, String> {
         let bodies = bodies.clone();
         let counters = counters.clone();
         let token = args.api_token.clone();
+        let mode = args.mode;
         workers.push(tokio::spawn(async move {
             let mut latencies = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
                 .expect("valid histogram bounds");
@@ -311,8 +423,16 @@ pub async fn ingest(args: &IngestBenchArgs) -> Result<IngestReport, String> {
                 match request.send().await {
                     Ok(response) if response.status() == accepted => {
                         let answer = response.bytes().await.unwrap_or_default();
-                        // A bulk answer may refuse items; the generated ones never should.
-                        if memchr::memmem::find(&answer, b"\"errors\":true").is_some() {
+                        // A bulk answer may refuse items, an OTLP answer records (it is
+                        // empty when it refuses none); the generated ones never should be.
+                        let refused = match mode {
+                            IngestMode::Bulk => {
+                                memchr::memmem::find(&answer, b"\"errors\":true").is_some()
+                            }
+                            IngestMode::Otlp => !answer.is_empty(),
+                            _ => false,
+                        };
+                        if refused {
                             counters.failed.fetch_add(1, Ordering::Relaxed);
                             return Err(format!(
                                 "{endpoint} refused items: {}",

@@ -144,6 +144,13 @@ fn listed(names: &[String]) -> String {
 /// `document` with nested objects flattened into dotted keys and arrays kept as JSON text
 /// (see [`flatten`]), or why it cannot be.
 pub(crate) fn flattened(document: Map<String, Value>) -> Result<Map<String, Value>, &'static str> {
+    // Most documents are flat already: nothing to rebuild.
+    if !document
+        .values()
+        .any(|value| value.is_object() || value.is_array())
+    {
+        return Ok(document);
+    }
     let mut fields = Map::new();
     let mut room = flattened_room(&document);
     flatten("", document, &mut fields, &mut room).map_err(|()| {

@@ -30,7 +30,10 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
+use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::time::Instant;
 
 /// The version clients are told; the 8.x wire format is what the bulk API here speaks.
@@ -112,7 +115,7 @@ pub fn wants_info(headers: &HeaderMap) -> bool {
         })
 }
 
-/// Items one bulk request may hold: its answer holds one entry (~180 bytes) per item, so the
+/// Items one bulk request may hold: its answer holds one entry (~100 bytes) per item, so the
 /// count bounds the answer's memory, which the body budget does not cover.
 const MAX_ITEMS: usize = 100_000;
 
@@ -151,8 +154,60 @@ struct Item {
     outcome: Result<(), (&'static str, String)>,
 }
 
-/// The action line of an item: which action, and its metadata.
-fn action_of(line: &[u8], number: usize) -> Result<(&'static str, Map<String, Value>), String> {
+/// An `index` or `create` action line, read without building a JSON tree (most lines are).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IndexOrCreate<'a> {
+    #[serde(borrow)]
+    index: Option<Metadata<'a>>,
+    #[serde(borrow)]
+    create: Option<Metadata<'a>>,
+}
+
+/// The metadata of an action the mapping reads; any other is ignored.
+#[derive(Deserialize)]
+struct Metadata<'a> {
+    #[serde(rename = "_index", borrow)]
+    index: Option<Cow<'a, str>>,
+    #[serde(rename = "_id", borrow)]
+    id: Option<Cow<'a, str>>,
+}
+
+/// An item's action, and the `_index` and `_id` of its metadata.
+type Action = (&'static str, Option<String>, Option<String>);
+
+/// The action line of an item.
+fn action_of(line: &[u8], number: usize) -> Result<Action, String> {
+    if let Ok(parsed) = serde_json::from_slice::<IndexOrCreate<'_>>(line) {
+        let owned = |meta: Metadata<'_>| {
+            (
+                meta.index.map(Cow::into_owned),
+                meta.id.map(Cow::into_owned),
+            )
+        };
+        match (parsed.index, parsed.create) {
+            (Some(meta), None) => {
+                let (index, id) = owned(meta);
+                return Ok(("index", index, id));
+            }
+            (None, Some(meta)) => {
+                let (index, id) = owned(meta);
+                return Ok(("create", index, id));
+            }
+            // Anything else is answered, with its reason, by the general reading below.
+            _ => {}
+        }
+    }
+    let (action, metadata) = action_and_metadata(line, number)?;
+    let text = |key: &str| metadata.get(key).and_then(Value::as_str).map(str::to_owned);
+    Ok((action, text("_index"), text("_id")))
+}
+
+/// The action line of an item as a JSON tree: which action, and its metadata.
+fn action_and_metadata(
+    line: &[u8],
+    number: usize,
+) -> Result<(&'static str, Map<String, Value>), String> {
     let value: Value = serde_json::from_slice(line)
         .map_err(|e| format!("Malformed action/metadata line [{number}]: {e}"))?;
     let Value::Object(object) = value else {
@@ -201,18 +256,18 @@ fn parse_bulk(
         .enumerate()
         .map(|(i, line)| (i + 1, line.strip_suffix(b"\r").unwrap_or(line)))
         .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace));
-    let mut events = Vec::new();
-    let mut items = Vec::new();
+    // An item is two lines (a delete one): room for all of them up front, not grown by copies.
+    let expected_items = (memchr::memchr_iter(b'\n', body).count() / 2 + 1).min(MAX_ITEMS);
+    let mut events = Vec::with_capacity(expected_items);
+    let mut items = Vec::with_capacity(expected_items);
     // One mapping for the request; only the fallback service and the id field vary per item.
     let common_id = fields.id.clone();
     let common_service = fields.default_service.clone();
     while let Some((number, line)) = lines.next() {
-        let (action, metadata) = action_of(line, number).map_err(Refused::Malformed)?;
-        let text = |key: &str| metadata.get(key).and_then(Value::as_str).map(str::to_owned);
-        let index = text("_index")
+        let (action, index, given_id) = action_of(line, number).map_err(Refused::Malformed)?;
+        let index = index
             .or_else(|| path_index.map(str::to_owned))
             .unwrap_or_default();
-        let given_id = text("_id");
         let source = match action {
             "delete" => None,
             _ => {
@@ -395,31 +450,35 @@ async fn bulk_into(
     }
     let errors = items.iter().any(|item| item.outcome.is_err());
     let took = started.elapsed().as_millis() as u64;
-    let mut answer = String::with_capacity(64 + items.len() * 180);
+    let mut answer = String::with_capacity(64 + items.len() * 100);
     answer.push_str(&format!(
         "{{\"took\":{took},\"errors\":{errors},\"items\":["
     ));
-    for (seq, item) in items.into_iter().enumerate() {
-        if seq > 0 {
+    for (number, item) in items.into_iter().enumerate() {
+        if number > 0 {
             answer.push(',');
         }
         // Written directly rather than through serde_json::Value: a 10,000-item answer is a
         // large share of a bulk request's work otherwise.
-        let index = Value::String(item.index).to_string();
-        let id = Value::String(item.id).to_string();
+        answer.push_str("{\"");
+        answer.push_str(item.action);
+        answer.push_str("\":{\"_index\":");
+        push_json_string(&mut answer, &item.index);
+        answer.push_str(",\"_id\":");
+        push_json_string(&mut answer, &item.id);
         match item.outcome {
-            Ok(()) => answer.push_str(&format!(
-                "{{\"{action}\":{{\"_index\":{index},\"_id\":{id},\"_version\":1,\
-                 \"result\":\"created\",\"_shards\":{{\"total\":1,\"successful\":1,\"failed\":0}},\
-                 \"_seq_no\":{seq},\"_primary_term\":1,\"status\":201}}}}",
-                action = item.action
-            )),
-            Err((kind, reason)) => answer.push_str(&format!(
-                "{{\"{action}\":{{\"_index\":{index},\"_id\":{id},\"status\":400,\
-                 \"error\":{{\"type\":\"{kind}\",\"reason\":{reason}}}}}}}",
-                action = item.action,
-                reason = Value::String(reason)
-            )),
+            // What shippers read of an item is its status (and error); Elasticsearch's
+            // `_version`, `_shards`, `_seq_no` and `_primary_term` are left out, as VictoriaLogs
+            // does: they would double the answer, which is a large share of a bulk's cost.
+            Ok(()) => answer.push_str(",\"result\":\"created\",\"status\":201}}"),
+            Err((kind, reason)) => {
+                let _ = write!(
+                    answer,
+                    ",\"status\":400,\"error\":{{\"type\":\"{kind}\",\"reason\":"
+                );
+                push_json_string(&mut answer, &reason);
+                answer.push_str("}}}");
+            }
         }
     }
     answer.push_str("]}");
@@ -436,6 +495,17 @@ async fn bulk_into(
     )
 }
 
+/// Appends `text` as a JSON string; most index names and ids need no escaping and are copied.
+fn push_json_string(out: &mut String, text: &str) {
+    if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push('"');
+        out.push_str(text);
+        out.push('"');
+    } else {
+        out.push_str(&Value::String(text.to_owned()).to_string());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -444,6 +514,15 @@ mod tests {
         node: "n1",
         now_us: 1_796_000_000_000_000,
     };
+
+    #[test]
+    fn strings_in_the_answer_are_json() {
+        for text in ["web", "a\"b", "back\\slash", "tab\there", "é"] {
+            let mut out = String::new();
+            push_json_string(&mut out, text);
+            assert_eq!(serde_json::from_str::<String>(&out).unwrap(), text);
+        }
+    }
 
     #[test]
     fn bad_index_names_and_too_many_items_are_refused() {
