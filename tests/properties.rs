@@ -1,5 +1,6 @@
 //! Property tests of every parser that takes untrusted bytes: event bodies (JSON, NDJSON, raw,
-//! gzip), timestamps, PromQL, counter names, cursors, regexes, file names, and the query
+//! gzip; OTLP protobuf and JSON; Loki protobuf, label sets and JSON; Elasticsearch bulk),
+//! timestamps, PromQL, counter names, cursors, regexes, file names, and the query
 //! parameters of every GET endpoint over real HTTP. None may panic or overflow its stack; each
 //! either answers or refuses with a reason; file names never resolve outside the log roots.
 //!
@@ -8,6 +9,8 @@
 
 mod common;
 
+use logmesh::event::loki::{self, EntryAdapter, LokiMapping, PushRequest, StreamAdapter};
+use logmesh::event::otlp;
 use logmesh::event::python_logging::{event_from_log_record, is_log_record};
 use logmesh::event::{
     FieldMap, IngestContext, parse_json_body, parse_mapped_body, parse_raw_body,
@@ -15,6 +18,7 @@ use logmesh::event::{
 };
 use logmesh::files::LogRoots;
 use proptest::prelude::*;
+use prost::Message;
 use std::io::Write;
 use std::path::Path;
 use std::sync::OnceLock;
@@ -139,6 +143,58 @@ proptest! {
         let _ = parse_mapped_body(&bytes, &FieldMap::common(), CTX);
         let _ = parse_raw_body(&bytes, None, None, CTX);
         let _ = parse_raw_body(&bytes, Some("svc"), Some("warn"), CTX);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic_the_shippers_decoders(
+        bytes in prop::collection::vec(any::<u8>(), 0..2048),
+    ) {
+        if let Ok(request) = otlp::decode_protobuf(&bytes) {
+            let _ = otlp::events_from_request(request, CTX);
+        }
+        if let Ok(request) = otlp::decode_json(&bytes) {
+            let _ = otlp::events_from_request(request, CTX);
+        }
+        let _ = loki::events_from_protobuf(&bytes, &LokiMapping::default(), CTX);
+        let _ = loki::events_from_json(&bytes, &LokiMapping::default(), CTX);
+    }
+
+    #[test]
+    fn damaged_protobuf_requests_decode_or_are_refused(
+        seed in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+        labels in "\\PC{0,80}|\\{[a-z_]{1,8}=\"\\PC{0,12}\"(, ?[a-z_]{1,8}=~?\"\\PC{0,12}\"){0,3}\\}",
+    ) {
+        let push = PushRequest {
+            streams: vec![StreamAdapter {
+                labels,
+                entries: vec![EntryAdapter {
+                    timestamp: Some(prost_types::Timestamp { seconds: 1_790_000_000, nanos: 5 }),
+                    line: "line".into(),
+                    structured_metadata: Vec::new(),
+                }],
+                hash: 0,
+            }],
+        };
+        let mut encoded = push.encode_to_vec();
+        let _ = loki::events_from_protobuf(&encoded, &LokiMapping::default(), CTX);
+        for (at, byte) in seed {
+            let at = at.index(encoded.len());
+            encoded[at] = byte;
+        }
+        let _ = loki::events_from_protobuf(&encoded, &LokiMapping::default(), CTX);
+        if let Ok(request) = otlp::decode_protobuf(&encoded) {
+            let _ = otlp::events_from_request(request, CTX);
+        }
+    }
+
+    #[test]
+    fn otlp_json_of_any_shape_maps_or_is_refused(value in json_value()) {
+        let body = serde_json::json!({"resourceLogs": [{"scopeLogs": [{"logRecords": [
+            {"body": value.clone(), "attributes": [{"key": "k", "value": value}]}]}]}]});
+        if let Ok(request) = otlp::decode_json(body.to_string().as_bytes()) {
+            let export = otlp::events_from_request(request, CTX);
+            prop_assert_eq!(export.events.len() as u64 + export.rejected, 1);
+        }
     }
 
     #[test]
@@ -309,6 +365,34 @@ proptest! {
             }
             let status = runtime.block_on(async { request.send().await.unwrap().status().as_u16() });
             prop_assert!(matches!(status, 202 | 400 | 413), "{path}: {status}");
+        }
+    }
+
+    #[test]
+    fn shipper_bodies_are_answered_in_their_protocol_or_refused(
+        bytes in prop::collection::vec(any::<u8>(), 0..4096),
+        value in json_value(),
+        snappy in any::<bool>(),
+    ) {
+        let (runtime, node) = node();
+        for body in [bytes, value.to_string().into_bytes()] {
+            let cases = [
+                ("/v1/logs", "application/x-protobuf", &[200, 400, 413][..]),
+                ("/otlp/v1/logs", "application/json", &[200, 400, 413][..]),
+                ("/loki/api/v1/push", "application/x-protobuf", &[204, 400, 413][..]),
+                ("/loki/api/v1/push", "application/json", &[204, 400, 413][..]),
+                ("/_bulk", "application/x-ndjson", &[200, 400, 413][..]),
+            ];
+            for (path, content_type, statuses) in cases {
+                let body = if snappy && content_type == "application/x-protobuf" && path.starts_with("/loki") {
+                    snap::raw::Encoder::new().compress_vec(&body).unwrap()
+                } else {
+                    body.clone()
+                };
+                let request = node.post(path).header("content-type", content_type).body(body);
+                let status = runtime.block_on(async { request.send().await.unwrap().status().as_u16() });
+                prop_assert!(statuses.contains(&status), "{path} {content_type}: {status}");
+            }
         }
     }
 }

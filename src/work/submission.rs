@@ -432,6 +432,20 @@ mod tests {
         assert!(
             matches!(export.job, Job::Export { filter } if filter.q.as_deref() == Some("error"))
         );
+        let traced = parse(
+            json!({"kind": "export", "data": {"attributes": {"trace_id": "5b8e", "http.status": "502"}}}),
+        )
+        .unwrap();
+        let Job::Export { filter } = traced.job else {
+            panic!("an export")
+        };
+        assert_eq!(
+            filter.attributes,
+            [
+                ("http.status".to_owned(), "502".to_owned()),
+                ("trace_id".to_owned(), "5b8e".to_owned())
+            ]
+        );
     }
 
     #[test]
@@ -485,6 +499,18 @@ mod tests {
             (
                 json!({"data": {"service": 7}}),
                 "`service` must be a string",
+            ),
+            (
+                json!({"data": {"attributes": ["trace_id"]}}),
+                "`attributes` must be an object",
+            ),
+            (
+                json!({"data": {"attributes": {"http.status": 502}}}),
+                "`attributes.http.status` must be a string",
+            ),
+            (
+                json!({"data": {"attributes": {"a b": "x"}}}),
+                "attribute name `a b`",
             ),
         ] {
             let error = parse(body.clone()).expect_err(&body.to_string());
