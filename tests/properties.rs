@@ -9,6 +9,7 @@
 
 mod common;
 
+use logmesh::event::bounds::Expansion;
 use logmesh::event::loki::{self, EntryAdapter, LokiMapping, PushRequest, StreamAdapter};
 use logmesh::event::otlp;
 use logmesh::event::python_logging::{event_from_log_record, is_log_record};
@@ -27,6 +28,11 @@ const CTX: IngestContext<'static> = IngestContext {
     node: "n",
     now_us: 1_800_000_000_000_000,
 };
+
+/// The expansion bound of a node with the default body limit.
+fn roomy() -> Expansion {
+    Expansion::for_body_limit(10 << 20)
+}
 
 /// Arbitrary JSON, nested up to a few levels, with the field names events use.
 fn json_value() -> impl Strategy<Value = serde_json::Value> {
@@ -150,13 +156,13 @@ proptest! {
         bytes in prop::collection::vec(any::<u8>(), 0..2048),
     ) {
         if let Ok(request) = otlp::decode_protobuf(&bytes) {
-            let _ = otlp::events_from_request(request, CTX);
+            let _ = otlp::events_from_request(request, CTX, &mut roomy());
         }
         if let Ok(request) = otlp::decode_json(&bytes) {
-            let _ = otlp::events_from_request(request, CTX);
+            let _ = otlp::events_from_request(request, CTX, &mut roomy());
         }
-        let _ = loki::events_from_protobuf(&bytes, &LokiMapping::default(), CTX);
-        let _ = loki::events_from_json(&bytes, &LokiMapping::default(), CTX);
+        let _ = loki::events_from_protobuf(&bytes, &LokiMapping::default(), CTX, &mut roomy());
+        let _ = loki::events_from_json(&bytes, &LokiMapping::default(), CTX, &mut roomy());
     }
 
     #[test]
@@ -176,14 +182,14 @@ proptest! {
             }],
         };
         let mut encoded = push.encode_to_vec();
-        let _ = loki::events_from_protobuf(&encoded, &LokiMapping::default(), CTX);
+        let _ = loki::events_from_protobuf(&encoded, &LokiMapping::default(), CTX, &mut roomy());
         for (at, byte) in seed {
             let at = at.index(encoded.len());
             encoded[at] = byte;
         }
-        let _ = loki::events_from_protobuf(&encoded, &LokiMapping::default(), CTX);
+        let _ = loki::events_from_protobuf(&encoded, &LokiMapping::default(), CTX, &mut roomy());
         if let Ok(request) = otlp::decode_protobuf(&encoded) {
-            let _ = otlp::events_from_request(request, CTX);
+            let _ = otlp::events_from_request(request, CTX, &mut roomy());
         }
     }
 
@@ -192,7 +198,7 @@ proptest! {
         let body = serde_json::json!({"resourceLogs": [{"scopeLogs": [{"logRecords": [
             {"body": value.clone(), "attributes": [{"key": "k", "value": value}]}]}]}]});
         if let Ok(request) = otlp::decode_json(body.to_string().as_bytes()) {
-            let export = otlp::events_from_request(request, CTX);
+            let export = otlp::events_from_request(request, CTX, &mut roomy()).unwrap();
             prop_assert_eq!(export.events.len() as u64 + export.rejected, 1);
         }
     }

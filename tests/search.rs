@@ -183,6 +183,7 @@ async fn bad_parameters_are_400_naming_the_parameter() {
         ("?q=a&q=b", "q"),
         ("?attr.a%22b=x", "attr.a\"b"),
         ("?attr.=x", "attr."),
+        ("?attr.a=x&attr.a=y", "attr.a"),
         (&format!("?attr.a={}", "v".repeat(3000)), "attribute `a`"),
         (
             &(0..9)

@@ -774,7 +774,8 @@ async fn attributes_are_found_by_exact_value(backend: Backend) {
                "attributes": {"trace_id": "5B8EFFF798038103D269B633813FC60C", "http.status": 200}}),
         json!({"id": "c", "service": "api", "message": "m", "timestamp": 3_000,
                "attributes": {"span_id": "5b8efff798038103d269b633813fc60c"}}),
-        json!({"id": "d", "service": "api", "message": "m", "timestamp": 4_000}),
+        json!({"id": "d", "service": "api", "message": "m", "timestamp": 4_000,
+               "attributes": {"padded": "abc  ", "nothing": null}}),
     ]
     .map(|event| event.to_string() + "\n")
     .concat();
@@ -812,6 +813,19 @@ async fn attributes_are_found_by_exact_value(backend: Backend) {
     assert_eq!(
         ids(&search(store.as_ref(), with(&[("ok", "false")])).await),
         ["a"]
+    );
+    // Trailing spaces count, and a null is no value (MariaDB's _bin collations and its
+    // JSON_UNQUOTE would say otherwise).
+    for (name, value) in [("padded", "abc"), ("nothing", "null"), ("nothing", "")] {
+        assert_eq!(
+            ids(&search(store.as_ref(), with(&[(name, value)])).await),
+            Vec::<&str>::new(),
+            "{name}={value}"
+        );
+    }
+    assert_eq!(
+        ids(&search(store.as_ref(), with(&[("padded", "abc  ")])).await),
+        ["d"]
     );
     // Every filter must hold, and they combine with the others.
     let both = SearchQuery {

@@ -6,6 +6,7 @@
 //!   Nothing downstream re-validates.
 //! - This module knows nothing of HTTP, SQL or the queue; it is plain data in, plain data out.
 
+pub mod bounds;
 pub mod loki;
 mod mapped;
 pub mod otlp;

@@ -17,6 +17,9 @@
 //! A record that cannot be an event (a service name with whitespace, a timestamp from the
 //! future) is rejected alone and counted, as OTLP's `partial_success` reports.
 
+use super::bounds::{
+    Expansion, Refusal, check_event_count, check_json_containers, count_protobuf_repeated,
+};
 use super::mapped::flattened;
 use super::parse::{check_name, check_not_future, new_id, stored_attributes};
 use super::{Event, IngestContext, Severity};
@@ -53,17 +56,27 @@ impl Export {
     }
 }
 
-/// Decodes a protobuf `ExportLogsServiceRequest`.
-pub fn decode_protobuf(body: &[u8]) -> Result<ExportLogsServiceRequest, String> {
-    ExportLogsServiceRequest::decode(body)
-        .map_err(|e| format!("the body is not a protobuf ExportLogsServiceRequest: {e}"))
+/// Decodes a protobuf `ExportLogsServiceRequest`; its records are counted on the wire first.
+pub fn decode_protobuf(body: &[u8]) -> Result<ExportLogsServiceRequest, Refusal> {
+    let malformed = |e: String| {
+        Refusal::Malformed(format!(
+            "the body is not a protobuf ExportLogsServiceRequest: {e}"
+        ))
+    };
+    // resource_logs (1) → scope_logs (2) → log_records (2).
+    let records = count_protobuf_repeated(body, &[1, 2, 2]).map_err(malformed)?;
+    check_event_count(records, "log records")?;
+    ExportLogsServiceRequest::decode(body).map_err(|e| malformed(e.to_string()))
 }
 
 /// Decodes an OTLP/JSON `ExportLogsServiceRequest`. Field names may be lowerCamelCase or the
 /// proto's snake_case, as the protobuf JSON mapping allows.
-pub fn decode_json(body: &[u8]) -> Result<ExportLogsServiceRequest, String> {
+pub fn decode_json(body: &[u8]) -> Result<ExportLogsServiceRequest, Refusal> {
+    check_json_containers(body)?;
     let error = |e: serde_json::Error| {
-        format!("the body is not an OTLP/JSON ExportLogsServiceRequest: {e}")
+        Refusal::Malformed(format!(
+            "the body is not an OTLP/JSON ExportLogsServiceRequest: {e}"
+        ))
     };
     // Every object key of OTLP/JSON is a field name (attribute names are values of `key`), so
     // renaming keys never touches the sender's data. Only bodies that use snake_case pay.
@@ -108,8 +121,20 @@ fn lower_camel(key: &str) -> String {
     out
 }
 
-/// The events of a request's records; a record that cannot be one is counted as rejected.
-pub fn events_from_request(request: ExportLogsServiceRequest, ctx: IngestContext<'_>) -> Export {
+/// The events of a request's records; a record that cannot be an event is counted as rejected.
+/// Refused whole when it holds too many records or expands past `expansion`.
+pub fn events_from_request(
+    request: ExportLogsServiceRequest,
+    ctx: IngestContext<'_>,
+    expansion: &mut Expansion,
+) -> Result<Export, Refusal> {
+    let records: usize = request
+        .resource_logs
+        .iter()
+        .flat_map(|resource| &resource.scope_logs)
+        .map(|scope| scope.log_records.len())
+        .sum();
+    check_event_count(records, "log records")?;
     let mut export = Export::default();
     let reject = |export: &mut Export, count: usize, why: String| {
         export.rejected += count as u64;
@@ -147,6 +172,9 @@ pub fn events_from_request(request: ExportLogsServiceRequest, ctx: IngestContext
             }
         };
         for scope_logs in resource_logs.scope_logs {
+            if scope_logs.log_records.is_empty() {
+                continue;
+            }
             let mut scoped = base.clone();
             if let Some(scope) = scope_logs.scope {
                 if !scope.name.is_empty() {
@@ -159,15 +187,24 @@ pub fn events_from_request(request: ExportLogsServiceRequest, ctx: IngestContext
                     scoped.insert(key, json_of(value));
                 }
             }
+            // Every record repeats the resource's and scope's attributes: charged per record,
+            // before they are copied.
+            let scoped_bytes = serde_json::to_string(&scoped).map_or(0, |text| text.len());
             for record in scope_logs.log_records {
+                expansion.charge(scoped_bytes)?;
                 match event_of(record, &scoped, &service, ctx) {
-                    Ok(event) => export.events.push(event),
+                    Ok(event) => {
+                        expansion.charge(
+                            event.message.len() + event.attributes_json().map_or(0, str::len),
+                        )?;
+                        export.events.push(event);
+                    }
                     Err(why) => reject(&mut export, 1, why),
                 }
             }
         }
     }
-    export
+    Ok(export)
 }
 
 fn event_of(
@@ -285,40 +322,41 @@ mod tests {
         decode_json(value.to_string().as_bytes()).unwrap()
     }
 
+    fn events(request: ExportLogsServiceRequest) -> Export {
+        events_from_request(request, CTX, &mut Expansion::for_body_limit(1 << 20)).unwrap()
+    }
+
     #[test]
     fn records_map_onto_events_with_their_resource_scope_and_trace() {
-        let export = events_from_request(
-            request(json!({"resourceLogs": [{
-                "resource": {"attributes": [
-                    {"key": "service.name", "value": {"stringValue": "checkout"}},
-                    {"key": "host.name", "value": {"stringValue": "vm1"}},
-                ]},
-                "scopeLogs": [{
-                    "scope": {"name": "shop.payments", "version": "1.2"},
-                    "logRecords": [{
-                        "timeUnixNano": "1795428900123456789",
-                        "severityNumber": 13,
-                        "severityText": "WARNING",
-                        "body": {"stringValue": "card declined"},
-                        "traceId": "5b8efff798038103d269b633813fc60c",
-                        "spanId": "eee19b7ec3c1b174",
-                        "attributes": [
-                            {"key": "http", "value": {"kvlistValue": {"values": [
-                                {"key": "status", "value": {"intValue": "402"}}]}}},
-                            {"key": "tags", "value": {"arrayValue": {"values": [
-                                {"stringValue": "a"}, {"boolValue": true}]}}},
-                            {"key": "host.name", "value": {"stringValue": "record wins"}},
-                        ],
-                    }, {
-                        "observedTimeUnixNano": 1_795_428_901_000_000_000_u64,
-                        "severityText": "error",
-                        "body": {"kvlistValue": {"values": [
-                            {"key": "a", "value": {"doubleValue": 1.5}}]}},
-                    }],
+        let export = events(request(json!({"resourceLogs": [{
+            "resource": {"attributes": [
+                {"key": "service.name", "value": {"stringValue": "checkout"}},
+                {"key": "host.name", "value": {"stringValue": "vm1"}},
+            ]},
+            "scopeLogs": [{
+                "scope": {"name": "shop.payments", "version": "1.2"},
+                "logRecords": [{
+                    "timeUnixNano": "1795428900123456789",
+                    "severityNumber": 13,
+                    "severityText": "WARNING",
+                    "body": {"stringValue": "card declined"},
+                    "traceId": "5b8efff798038103d269b633813fc60c",
+                    "spanId": "eee19b7ec3c1b174",
+                    "attributes": [
+                        {"key": "http", "value": {"kvlistValue": {"values": [
+                            {"key": "status", "value": {"intValue": "402"}}]}}},
+                        {"key": "tags", "value": {"arrayValue": {"values": [
+                            {"stringValue": "a"}, {"boolValue": true}]}}},
+                        {"key": "host.name", "value": {"stringValue": "record wins"}},
+                    ],
+                }, {
+                    "observedTimeUnixNano": 1_795_428_901_000_000_000_u64,
+                    "severityText": "error",
+                    "body": {"kvlistValue": {"values": [
+                        {"key": "a", "value": {"doubleValue": 1.5}}]}},
                 }],
-            }]})),
-            CTX,
-        );
+            }],
+        }]})));
         assert_eq!(export.rejected, 0);
         let [first, second] = &export.events[..] else {
             panic!("two events: {:?}", export.events);
@@ -348,7 +386,7 @@ mod tests {
             {"severity_number": 17, "body": {"string_value": "x"}}]}]}]}));
         assert_eq!(camel, snake);
         assert_eq!(decode_protobuf(&camel.encode_to_vec()).unwrap(), camel);
-        let export = events_from_request(snake, CTX);
+        let export = events(snake);
         assert_eq!(export.events[0].service, UNKNOWN_SERVICE);
         assert_eq!(export.events[0].severity, Severity::Error);
         assert_eq!(export.events[0].ts_us, CTX.now_us);
@@ -356,17 +394,14 @@ mod tests {
 
     #[test]
     fn a_bad_record_is_rejected_alone_and_a_bad_service_rejects_its_resource() {
-        let export = events_from_request(
-            request(json!({"resourceLogs": [
-                {"resource": {"attributes": [
-                    {"key": "service.name", "value": {"stringValue": "has space"}}]},
-                 "scopeLogs": [{"logRecords": [{}, {}]}]},
-                {"scopeLogs": [{"logRecords": [
-                    {"timeUnixNano": "4102444800000000000"},
-                    {"body": {"stringValue": "kept"}}]}]},
-            ]})),
-            CTX,
-        );
+        let export = events(request(json!({"resourceLogs": [
+            {"resource": {"attributes": [
+                {"key": "service.name", "value": {"stringValue": "has space"}}]},
+             "scopeLogs": [{"logRecords": [{}, {}]}]},
+            {"scopeLogs": [{"logRecords": [
+                {"timeUnixNano": "4102444800000000000"},
+                {"body": {"stringValue": "kept"}}]}]},
+        ]})));
         assert_eq!(export.rejected, 3);
         assert_eq!(export.events.len(), 1);
         assert_eq!(export.events[0].message, "kept");
@@ -391,6 +426,42 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn attributes_repeated_on_every_record_are_charged_per_record() {
+        let big = "x".repeat(10_000);
+        let records: Vec<Value> = (0..200).map(|_| json!({})).collect();
+        let request = request(json!({"resourceLogs": [{
+            "resource": {"attributes": [{"key": "big", "value": {"stringValue": big}}]},
+            "scopeLogs": [{"logRecords": records}]}]}));
+        let refused = events_from_request(
+            request.clone(),
+            CTX,
+            &mut Expansion::for_body_limit(100_000),
+        );
+        assert!(matches!(refused, Err(Refusal::TooLarge(_))), "{refused:?}");
+        let taken = events_from_request(request, CTX, &mut Expansion::for_body_limit(1 << 20));
+        assert_eq!(taken.unwrap().events.len(), 200);
+    }
+
+    #[test]
+    fn too_many_records_are_refused_before_they_are_decoded() {
+        use opentelemetry_proto::tonic::logs::v1::{ResourceLogs, ScopeLogs};
+        let many = ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                scope_logs: vec![ScopeLogs {
+                    log_records: vec![
+                        LogRecord::default();
+                        crate::event::bounds::MAX_EVENTS_PER_REQUEST + 1
+                    ],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let refused = decode_protobuf(&many.encode_to_vec());
+        assert!(matches!(refused, Err(Refusal::TooLarge(_))));
     }
 
     #[test]

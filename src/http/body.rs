@@ -200,9 +200,16 @@ pub enum Encoding {
     /// HTTP's `deflate`: zlib-wrapped (RFC 1950), as Elasticsearch clients and the OpenTelemetry
     /// Collector send it.
     Deflate,
-    /// A snappy block, as the OpenTelemetry Collector sends `Content-Encoding: snappy`.
+    /// A snappy block, as the OpenTelemetry Collector and Vector send `Content-Encoding:
+    /// snappy`; or, when the body starts with the framing format's stream identifier, snappy
+    /// frames (which Collectors have sent under the same name).
     Snappy,
+    /// Snappy's framing format, `Content-Encoding: x-snappy-framed`.
+    SnappyFramed,
 }
+
+/// The first chunk of every stream in snappy's framing format.
+const SNAPPY_STREAM_IDENTIFIER: &[u8] = b"\xff\x06\x00\x00sNaPpY";
 
 impl Encoding {
     fn name(self) -> &'static str {
@@ -211,6 +218,7 @@ impl Encoding {
             Encoding::Gzip => "gzip",
             Encoding::Deflate => "deflate",
             Encoding::Snappy => "snappy",
+            Encoding::SnappyFramed => "x-snappy-framed",
         }
     }
 }
@@ -224,6 +232,7 @@ pub fn encoding_of(headers: &HeaderMap) -> Result<Encoding, ApiError> {
         b"gzip" | b"x-gzip" => Ok(Encoding::Gzip),
         b"deflate" => Ok(Encoding::Deflate),
         b"snappy" => Ok(Encoding::Snappy),
+        b"x-snappy-framed" => Ok(Encoding::SnappyFramed),
         _ => Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_encoding",
@@ -324,20 +333,25 @@ pub async fn read_body(
     }
     match encoding {
         Encoding::Identity => Ok((Bytes::from(bytes), reservation)),
-        Encoding::Snappy => {
+        Encoding::Snappy if !bytes.starts_with(SNAPPY_STREAM_IDENTIFIER) => {
             let inflated = decode_snappy_block(&bytes, limit, &mut reservation)
                 .map_err(|e| e.with_encoding(encoding))?;
             Ok((inflated, reservation))
         }
-        Encoding::Gzip | Encoding::Deflate => tokio::task::spawn_blocking(move || {
+        _ => tokio::task::spawn_blocking(move || {
             let inflated = match encoding {
                 Encoding::Gzip => inflate(
                     flate2::read::MultiGzDecoder::new(&bytes[..]),
                     limit,
                     &mut reservation,
                 ),
-                _ => inflate(
+                Encoding::Deflate => inflate(
                     flate2::read::ZlibDecoder::new(&bytes[..]),
+                    limit,
+                    &mut reservation,
+                ),
+                _ => inflate(
+                    snap::read::FrameDecoder::new(&bytes[..]),
                     limit,
                     &mut reservation,
                 ),
@@ -577,9 +591,21 @@ mod tests {
                 error.message
             );
         }
-        // A snappy block that claims 4 GiB is refused before anything is allocated.
+        // Snappy frames, under either name.
+        let mut framed = snap::write::FrameEncoder::new(Vec::new());
+        framed.write_all(data.as_bytes()).unwrap();
+        let framed = framed.into_inner().unwrap();
+        for encoding in ["snappy", "x-snappy-framed"] {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_ENCODING, encoding.parse().unwrap());
+            let (bytes, _) = read_body(&budget, 1 << 20, &headers, Body::from(framed.clone()))
+                .await
+                .unwrap();
+            assert_eq!(bytes, data.as_bytes(), "framed {encoding}");
+        }
+        // A snappy block that claims 512 MiB is refused before anything is allocated.
         let mut reservation = Reservation::new(budget.clone());
-        let error = snappy_block(b"\x80\x80\x80\x80\x10", 1 << 20, &mut reservation).unwrap_err();
+        let error = snappy_block(b"\x80\x80\x80\x80\x02", 1 << 20, &mut reservation).unwrap_err();
         assert_eq!(error.status, StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(reservation.bytes(), 0);
     }

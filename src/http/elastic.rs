@@ -117,7 +117,7 @@ pub fn wants_info(headers: &HeaderMap) -> bool {
 
 /// Items one bulk request may hold: its answer holds one entry (~100 bytes) per item, so the
 /// count bounds the answer's memory, which the body budget does not cover.
-const MAX_ITEMS: usize = 100_000;
+const MAX_ITEMS: usize = crate::event::bounds::MAX_EVENTS_PER_REQUEST;
 
 /// Why a bulk body is refused whole.
 #[derive(Debug)]
@@ -257,7 +257,11 @@ fn parse_bulk(
         .map(|(i, line)| (i + 1, line.strip_suffix(b"\r").unwrap_or(line)))
         .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace));
     // An item is two lines (a delete one): room for all of them up front, not grown by copies.
-    let expected_items = (memchr::memchr_iter(b'\n', body).count() / 2 + 1).min(MAX_ITEMS);
+    // (Blank lines count too, so also bounded by the smallest item, `{"delete":{}}` and its
+    // newline.)
+    let expected_items = (memchr::memchr_iter(b'\n', body).count() / 2 + 1)
+        .min(body.len() / 14 + 1)
+        .min(MAX_ITEMS);
     let mut events = Vec::with_capacity(expected_items);
     let mut items = Vec::with_capacity(expected_items);
     // One mapping for the request; only the fallback service and the id field vary per item.

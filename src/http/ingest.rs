@@ -4,6 +4,7 @@
 use super::AppState;
 use super::body::{Reservation, read_body};
 use super::error::ApiError;
+use crate::event::bounds::Refusal;
 use crate::event::parse::check_name;
 use crate::event::python_logging;
 use crate::event::{
@@ -77,6 +78,14 @@ fn is_form(headers: &HeaderMap) -> bool {
                 .trim()
                 .eq_ignore_ascii_case("application/x-www-form-urlencoded")
         })
+}
+
+/// A shipper's request refused whole: 400 when it is malformed, 413 when it expands too far.
+pub(super) fn refused(refusal: Refusal) -> ApiError {
+    match refusal {
+        Refusal::Malformed(message) => ApiError::bad_request(message),
+        Refusal::TooLarge(message) => ApiError::too_large(message),
+    }
 }
 
 /// Makes `events` durable, then offers them to live clients (embedded shape; in a cluster the

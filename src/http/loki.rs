@@ -5,15 +5,17 @@
 //!
 //! As Loki does, the answer is 204 once every entry is durable, and errors are plain text:
 //! 400 for a push that does not decode or breaks a rule (nothing is stored: a push is taken
-//! whole or refused whole), 413 too large, 415 another content type, 429 or 503 with
-//! `Retry-After` when the node cannot take more now (the shippers retry those). The mapping is
+//! whole or refused whole), 413 too large (in bytes, entries or expansion:
+//! [`crate::event::bounds`]), 429 or 503 with `Retry-After` when the node cannot take more now
+//! (the shippers retry those). The mapping is
 //! [`crate::event::loki`]'s; `?_service_label=` and `?service=` change which labels make the
 //! service.
 
 use super::AppState;
-use super::body::snappy_block;
+use super::body;
 use super::error::ApiError;
 use super::ingest;
+use crate::event::bounds::Expansion;
 use crate::event::loki::{self, LokiMapping};
 use crate::event::parse::check_name;
 use crate::event::{IngestContext, now_us};
@@ -91,19 +93,12 @@ fn encoding_of(headers: &HeaderMap) -> Result<Encoding, ApiError> {
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.split(';').next())
         .map(|media| media.trim().to_ascii_lowercase());
-    match media.as_deref() {
-        // Loki reads a body without a content type as protobuf, too.
-        None | Some("application/x-protobuf" | "application/protobuf") => Ok(Encoding::Protobuf),
-        Some("application/json") => Ok(Encoding::Json),
-        Some(other) => Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            format!(
-                "Content-Type `{other}` is not a Loki push: send application/x-protobuf \
-                 (snappy-compressed) or application/json"
-            ),
-        )),
-    }
+    // As Loki: JSON when it says so, else snappy protobuf, whatever it says (older clients
+    // send `application/x-snappy`, some none).
+    Ok(match media.as_deref() {
+        Some("application/json") => Encoding::Json,
+        _ => Encoding::Protobuf,
+    })
 }
 
 /// `POST /loki/api/v1/push`.
@@ -113,7 +108,7 @@ fn encoding_of(headers: &HeaderMap) -> Result<Encoding, ApiError> {
         description = "A Loki push: snappy-compressed logproto.PushRequest, or JSON {\"streams\":[{\"stream\":{labels},\"values\":[[\"<ns>\",\"<line>\",{metadata}]]}]} (gzip with Content-Encoding)"),
     responses(
         (status = 204, description = "Every entry durable"),
-        (status = "default", description = "A line of text: 400 a push that does not decode or breaks a rule, 413 too large, 415 another content type, 429 or 503 retry later (with Retry-After); 401 and 403 come from the node in its own shape (JSON)",
+        (status = "default", description = "A line of text: 400 a push that does not decode or breaks a rule, 413 too large, 415 an unknown Content-Encoding, 429 or 503 retry later (with Retry-After); 401 and 403 come from the node in its own shape (JSON)",
             content((String = "text/plain"), (Object = "application/json"))),
     ))]
 pub async fn push(
@@ -137,28 +132,34 @@ async fn accept(
     let Query(params) = params.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let mapping = params.mapping()?;
     let encoding = encoding_of(headers)?;
-    let (bytes, mut permit) = ingest::read_ingest_body(state, headers, body).await?;
-    let node = state.inner.node_name.clone();
+    // Vector's and tracing-loki's pushes say `Content-Encoding: snappy`: read_body has then
+    // decoded the snappy block already.
+    let decoded_snappy = body::encoding_of(headers)? == body::Encoding::Snappy;
+    let (mut bytes, mut permit) = ingest::read_ingest_body(state, headers, body).await?;
     let limit = state.inner.max_body_bytes;
+    if matches!(encoding, Encoding::Protobuf) && !decoded_snappy {
+        // Decoded here, not in the parser, so that the parser's choice of thread goes by the
+        // decoded size.
+        bytes = body::snappy_block(&bytes, limit, &mut permit)?;
+    }
+    let node = state.inner.node_name.clone();
     let now = now_us();
+    let mut expansion = Expansion::for_body_limit(limit);
     let parse = move |bytes: Bytes| {
         let ctx = IngestContext {
             node: &node,
             now_us: now,
         };
-        let events = match encoding {
-            Encoding::Json => loki::events_from_json(&bytes, &mapping, ctx),
-            Encoding::Protobuf => {
-                let inflated = snappy_block(&bytes, limit, &mut permit)?;
-                drop(bytes);
-                loki::events_from_protobuf(&inflated, &mapping, ctx)
-            }
-        };
-        events.map_err(ApiError::bad_request)
+        match encoding {
+            Encoding::Json => loki::events_from_json(&bytes, &mapping, ctx, &mut expansion),
+            Encoding::Protobuf => loki::events_from_protobuf(&bytes, &mapping, ctx, &mut expansion),
+        }
     };
     let events = ingest::parse_body(bytes, parse)
         .await
-        .map_err(ApiError::bad_request)??;
+        .map_err(ApiError::bad_request)?
+        .map_err(ingest::refused)?;
+    drop(permit);
     if events.is_empty() {
         return Ok(());
     }

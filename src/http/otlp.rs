@@ -13,6 +13,7 @@
 use super::AppState;
 use super::error::ApiError;
 use super::ingest;
+use crate::event::bounds::Expansion;
 use crate::event::otlp::{self, Export};
 use crate::event::{IngestContext, now_us};
 use axum::body::{Body, Bytes};
@@ -188,23 +189,23 @@ async fn accept(
     let (bytes, permit) = ingest::read_ingest_body(state, headers, body).await?;
     let node = state.inner.node_name.clone();
     let now = now_us();
+    let mut expansion = Expansion::for_body_limit(state.inner.max_body_bytes);
     let parse = move |bytes: Bytes| {
         let request = match encoding {
             Encoding::Protobuf => otlp::decode_protobuf(&bytes),
             Encoding::Json => otlp::decode_json(&bytes),
         }?;
-        Ok::<_, String>(otlp::events_from_request(
-            request,
-            IngestContext {
-                node: &node,
-                now_us: now,
-            },
-        ))
+        drop(bytes);
+        let ctx = IngestContext {
+            node: &node,
+            now_us: now,
+        };
+        otlp::events_from_request(request, ctx, &mut expansion)
     };
     let mut export = ingest::parse_body(bytes, parse)
         .await
-        .and_then(|parsed| parsed)
-        .map_err(ApiError::bad_request)?;
+        .map_err(ApiError::bad_request)?
+        .map_err(ingest::refused)?;
     drop(permit);
     if export.events.is_empty() {
         if export.rejected > 0 {

@@ -13,7 +13,7 @@ use crate::store::{
 };
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::{Query, RawQuery, State};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -135,8 +135,16 @@ pub fn search_query(params: SearchParams) -> Result<SearchQuery, ApiError> {
 pub async fn search(
     State(state): State<AppState>,
     params: Result<Query<SearchParams>, QueryRejection>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Json<SearchAnswer>, ApiError> {
     let Query(params) = params.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    // A map keeps the last of a repeated `attr.` parameter; a repeat is a mistake to say.
+    let mut seen = std::collections::BTreeSet::new();
+    for (name, _) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+        if name.starts_with("attr.") && !seen.insert(name.clone()) {
+            return Err(bad(&name, "is given twice; an attribute has one value"));
+        }
+    }
     let query = search_query(params)?;
     let page = state.inner.store.search(&query).await?;
     Ok(Json(SearchAnswer {

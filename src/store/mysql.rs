@@ -240,12 +240,16 @@ impl Dialect for MySql {
 
     fn push_attribute(sql: &mut QueryBuilder<MySql>, name: &str, value: String) {
         // The name holds no quote or backslash (check_attribute_name), so quoting it makes a
-        // path of one member whatever its dots. Compared byte for byte, as on the others.
-        sql.push(" AND JSON_UNQUOTE(JSON_EXTRACT(attributes, ")
-            .push_bind(format!("$.\"{name}\""))
-            .push(")) = CAST(")
+        // path of one member whatever its dots. Compared as bytes (a _bin collation would
+        // ignore trailing spaces), and a JSON null matches nothing, as on the others.
+        let path = format!("$.\"{name}\"");
+        sql.push(" AND JSON_TYPE(JSON_EXTRACT(attributes, ")
+            .push_bind(path.clone())
+            .push(")) <> 'NULL' AND CAST(JSON_UNQUOTE(JSON_EXTRACT(attributes, ")
+            .push_bind(path)
+            .push(")) AS BINARY) = CAST(")
             .push_bind(value)
-            .push(" AS CHAR) COLLATE utf8mb4_bin");
+            .push(" AS BINARY)");
     }
 
     async fn fetch(
