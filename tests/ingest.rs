@@ -210,7 +210,10 @@ async fn bad_input_is_rejected_whole_and_changes_nothing() {
     let (status, code, message) = error_of(response).await;
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     assert_eq!(code, "unsupported_encoding");
-    assert!(message.contains("as gzip or uncompressed"), "{message}");
+    assert!(
+        message.contains("as gzip, deflate, snappy or uncompressed"),
+        "{message}"
+    );
     let response = node
         .post("/api/v1/logs")
         .header("content-encoding", "gzip")

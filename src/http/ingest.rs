@@ -112,7 +112,13 @@ pub(super) async fn append(state: &AppState, events: Vec<Event>) -> Result<(), A
     path = "/event",
     tag = "ingest",
     params(RawEventParams),
-    request_body(content = crate::http::openapi::RawMessage, content_type = "text/plain", description = "The message, UTF-8 (gzip with Content-Encoding)"),
+    request_body(
+        content(
+            (crate::http::openapi::RawMessage = "text/plain"),
+            (String = "application/x-www-form-urlencoded"),
+        ),
+        description = "The message, UTF-8 (gzip with Content-Encoding); form-encoded, a log record of Python's logging.handlers.HTTPHandler (name, msg, args, levelname, created, …), or text as curl --data sends it"
+    ),
     responses((status = 202, description = "Durable", body = crate::http::openapi::IngestAccepted))
 )]
 pub async fn post_event(
