@@ -32,6 +32,7 @@ pub struct NodeMetrics {
     batch_events: Family<Labels, Histogram>,
     batch_seconds: Family<Labels, Histogram>,
     http_requests: Family<Labels, Counter>,
+    syslog: Family<Labels, Counter>,
     queue_events: Gauge,
     queue_bytes: Gauge,
     /// Totals per sink for [`NodeMetrics::snapshot`]: the client's histograms do not expose
@@ -97,6 +98,14 @@ impl NodeMetrics {
             "HTTP requests this node answered, by route, method and status",
             http_requests.clone(),
         );
+        let syslog = Family::<Labels, Counter>::default();
+        registry.register(
+            "syslog",
+            "What this node's syslog listeners saw, by listener and what: connections, messages, \
+             bytes, unparsed (kept raw with service syslog), dropped (UDP datagrams the queue \
+             could not take), refused (peers outside --syslog-allow)",
+            syslog.clone(),
+        );
         let queue_events = Gauge::default();
         registry.register(
             "queue_depth_events",
@@ -115,10 +124,22 @@ impl NodeMetrics {
             batch_events,
             batch_seconds,
             http_requests,
+            syslog,
             queue_events,
             queue_bytes,
             sinks: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// Counts `n` of `what` (connections, messages, bytes, unparsed, dropped, refused) for the
+    /// syslog listener `listener` (its URL).
+    pub fn syslog(&self, listener: &str, what: &'static str, n: u64) {
+        self.syslog
+            .get_or_create(&vec![
+                ("listener", listener.to_owned()),
+                ("what", what.to_owned()),
+            ])
+            .inc_by(n);
     }
 
     pub fn events_accepted(&self, events: usize) {

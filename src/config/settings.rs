@@ -10,6 +10,7 @@
 use crate::event::parse::check_name;
 use crate::node::{ClusterConfig, LogFormat, NodeConfig};
 use crate::store::DatabaseUrl;
+use crate::syslog::SyslogListen;
 use crate::units::{
     format_duration, format_size, parse_bool, parse_count, parse_duration, parse_duration_between,
     parse_size,
@@ -615,6 +616,51 @@ pub static SETTINGS: &[Setting] = &[
                 return Err("expected at least one directory".into());
             }
             c.log_roots = roots;
+            Ok(())
+        },
+    },
+    Setting {
+        key: "syslog-listen",
+        env: &["LOGMESH_SYSLOG_LISTEN"],
+        value: ValueKind::List("URL", ','),
+        help: "A syslog listener: `tcp://IP:PORT` (RFC 6587, octet counting or newline framing) \
+               or `udp://IP:PORT`; repeat the flag for several. A non-loopback one needs \
+               --api-token with --syslog-allow, or --insecure.",
+        default: Shown::Text("none"),
+        secret: Secret::No,
+        apply: |c, v| {
+            c.syslog.listen = v
+                .split([',', '\n'])
+                .map(str::trim)
+                .filter(|url| !url.is_empty())
+                .map(SyslogListen::parse)
+                .collect::<Result<_, _>>()?;
+            Ok(())
+        },
+    },
+    Setting {
+        key: "syslog-allow",
+        env: &["LOGMESH_SYSLOG_ALLOW"],
+        value: ValueKind::List("CIDR", ','),
+        help: "Networks whose peers the non-loopback syslog listeners serve (`10.0.0.0/8`, \
+               `192.168.1.7/32`); loopback peers always. Needed with --api-token: syslog \
+               carries no token.",
+        default: Shown::Text("any peer (only without --api-token)"),
+        secret: Secret::No,
+        apply: |c, v| {
+            c.syslog.allow = v
+                .split([',', '\n'])
+                .map(str::trim)
+                .filter(|net| !net.is_empty())
+                .map(|net| {
+                    net.parse::<ipnet::IpNet>().map_err(|_| {
+                        format!("`{net}` is not a network (give CIDR such as 10.0.0.0/8)")
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+            if c.syslog.allow.is_empty() {
+                return Err("expected networks separated by commas".into());
+            }
             Ok(())
         },
     },

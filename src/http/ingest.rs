@@ -18,7 +18,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::json;
-use std::sync::Arc;
 use utoipa::IntoParams;
 
 /// Bodies larger than this are parsed on the blocking pool so that they do not stall the
@@ -88,21 +87,9 @@ pub(super) fn refused(refusal: Refusal) -> ApiError {
     }
 }
 
-/// Makes `events` durable, then offers them to live clients (embedded shape; in a cluster the
-/// live feed follows the stream instead, so that it sees every node's events).
+/// Makes `events` durable (through the node's [`Intake`](crate::intake::Intake)).
 pub(super) async fn append(state: &AppState, events: Vec<Event>) -> Result<(), ApiError> {
-    let live = &state.inner.live;
-    let offered = (live.fed_by_ingest() && live.has_clients()).then(|| events.clone());
-    let count = events.len();
-    if let Err(error) = state.inner.queue.append(events).await {
-        state.inner.metrics.events_refused(count);
-        return Err(error.into());
-    }
-    state.inner.metrics.events_accepted(count);
-    for event in offered.into_iter().flatten() {
-        live.offer(Arc::new(event));
-    }
-    Ok(())
+    Ok(state.inner.intake.append(events).await?)
 }
 
 /// One raw-text event, or one log record posted by Python's `logging.handlers.HTTPHandler`

@@ -25,6 +25,7 @@ mod work;
 
 use crate::cluster::Membership;
 use crate::files::LogRoots;
+use crate::intake::Intake;
 use crate::live::LiveFeed;
 use crate::metrics::NodeMetrics;
 use crate::pipeline::WriterWatch;
@@ -95,6 +96,8 @@ pub struct AppState {
 
 struct AppInner {
     node_name: String,
+    /// Where events are handed over (queue, metrics, live feed).
+    intake: Arc<Intake>,
     queue: Arc<dyn IngestQueue>,
     store: Arc<dyn Store>,
     max_body_bytes: usize,
@@ -126,6 +129,7 @@ struct AppInner {
 /// What the API serves from: the node's parts, assembled by `Node::start`.
 pub struct AppParts {
     pub node_name: String,
+    pub intake: Arc<Intake>,
     pub queue: Arc<dyn IngestQueue>,
     pub store: Arc<dyn Store>,
     pub max_body_bytes: usize,
@@ -152,6 +156,7 @@ impl AppState {
         AppState {
             inner: Arc::new(AppInner {
                 node_name: parts.node_name,
+                intake: parts.intake,
                 queue: parts.queue,
                 store: parts.store,
                 max_body_bytes: parts.max_body_bytes,

@@ -15,10 +15,12 @@ use crate::eventlog::{EventLogFile, Rotation};
 use crate::files::LogRoots;
 use crate::http::server::{self as http_server, Shutdown};
 use crate::http::{self, AppParts, AppState, HttpLimits};
+use crate::intake::Intake;
 use crate::live::{ClientLimits, LiveFeed};
 use crate::pipeline::{EventLogSink, Pipeline, StoreSink, WriterWatch};
 use crate::queue::{ConsumerRole, IngestQueue, QueueError, QueueLimits};
 use crate::store::{DatabaseUrl, StoreError};
+use crate::syslog::{self, Listeners, SyslogListen, SyslogSettings};
 use crate::work::worker::Workers;
 use crate::work::{Work, WorkError, WorkSettings};
 use std::fs::File;
@@ -67,6 +69,8 @@ pub struct NodeConfig {
     pub writer_stall_timeout: Duration,
     /// How many counters there may be, and how large (`--counter-max-*`).
     pub counters: CounterLimits,
+    /// Syslog listeners (`--syslog-listen`, `--syslog-allow`).
+    pub syslog: SyslogSettings,
 }
 
 /// The default of [`NodeConfig::writer_stall_timeout`].
@@ -138,6 +142,7 @@ impl NodeConfig {
             http: HttpLimits::default(),
             writer_stall_timeout: DEFAULT_WRITER_STALL_TIMEOUT,
             counters: CounterLimits::default(),
+            syslog: SyslogSettings::default(),
         }
     }
 
@@ -193,6 +198,8 @@ pub enum NodeError {
     DataDir { path: PathBuf, reason: String },
     #[error("cannot serve files: {0}")]
     LogRoot(String),
+    #[error("{0}")]
+    Syslog(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -211,6 +218,7 @@ pub struct Node {
     writers: Vec<JoinHandle<()>>,
     workers: Vec<JoinHandle<()>>,
     queue: Arc<dyn IngestQueue>,
+    syslog: Listeners,
     /// Held for the node's lifetime: a second node on the same data directory is refused.
     _data_dir_lock: File,
 }
@@ -238,6 +246,8 @@ impl Node {
     /// and the shape's backends ([`shape::open`]), starts the writers and the workers, and
     /// serves the API.
     pub async fn start_on(config: NodeConfig, listener: TcpListener) -> Result<Node, NodeError> {
+        syslog::check_access(&config.syslog, config.api_token.is_some(), config.insecure)
+            .map_err(NodeError::Syslog)?;
         let lock = lock_data_dir(&config.data_dir)?;
         let addr = listener.local_addr().map_err(|e| NodeError::Listen {
             listen: config.listen.clone(),
@@ -347,8 +357,19 @@ impl Node {
         .start(http_stopped_for_workers);
 
         let work = Arc::new(Work::new(work_backend, &config.node_name, config.work));
+        let intake = Arc::new(Intake::new(queue.clone(), live.clone(), metrics.clone()));
+        // Syslog listeners stop with the HTTP server, before the writers drain.
+        let syslog = syslog::start(
+            &config.syslog,
+            intake.clone(),
+            &config.node_name,
+            http_stopped.clone(),
+        )
+        .await
+        .map_err(NodeError::Syslog)?;
         let state = AppState::new(AppParts {
             node_name: config.node_name.clone(),
+            intake,
             queue: queue.clone(),
             store,
             max_body_bytes: config.max_body_bytes,
@@ -385,8 +406,14 @@ impl Node {
             writers,
             workers,
             queue,
+            syslog,
             _data_dir_lock: lock,
         })
+    }
+
+    /// The syslog listeners, with the real ports where 0 was asked for.
+    pub fn syslog_listeners(&self) -> &[SyslogListen] {
+        &self.syslog.bound
     }
 
     /// The address the node listens on (with the real port when 0 was asked for).
@@ -413,6 +440,7 @@ impl Node {
         for worker in self.workers {
             let _ = worker.await;
         }
+        self.syslog.join().await;
         tracing::info!(
             events = self.queue.depth().events,
             "Stopped accepting requests; flushing the ingest queue."

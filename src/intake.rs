@@ -1,0 +1,49 @@
+//! Where every ingest path hands over its events (the HTTP endpoints, the syslog listeners): the
+//! durable queue, the node's ingest metrics, and, in the embedded shape, the live feed (in a
+//! cluster the live feed follows the stream instead, so that it sees every node's events).
+
+use crate::event::Event;
+use crate::live::LiveFeed;
+use crate::metrics::NodeMetrics;
+use crate::queue::{IngestQueue, QueueError};
+use std::sync::Arc;
+
+pub struct Intake {
+    queue: Arc<dyn IngestQueue>,
+    live: Arc<LiveFeed>,
+    metrics: Arc<NodeMetrics>,
+}
+
+impl Intake {
+    pub fn new(
+        queue: Arc<dyn IngestQueue>,
+        live: Arc<LiveFeed>,
+        metrics: Arc<NodeMetrics>,
+    ) -> Intake {
+        Intake {
+            queue,
+            live,
+            metrics,
+        }
+    }
+
+    /// Makes `events` durable, then offers them to live clients.
+    pub async fn append(&self, events: Vec<Event>) -> Result<(), QueueError> {
+        let offered =
+            (self.live.fed_by_ingest() && self.live.has_clients()).then(|| events.clone());
+        let count = events.len();
+        if let Err(error) = self.queue.append(events).await {
+            self.metrics.events_refused(count);
+            return Err(error);
+        }
+        self.metrics.events_accepted(count);
+        for event in offered.into_iter().flatten() {
+            self.live.offer(Arc::new(event));
+        }
+        Ok(())
+    }
+
+    pub fn metrics(&self) -> &NodeMetrics {
+        &self.metrics
+    }
+}

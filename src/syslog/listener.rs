@@ -1,0 +1,328 @@
+//! The TCP and UDP listeners: framing, batching, back-pressure.
+
+use super::Access;
+use super::parse::event_from_message;
+use crate::event::{Event, IngestContext, now_us};
+use crate::intake::Intake;
+use crate::queue::QueueError;
+use bytes::{Buf, BytesMut};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// The longest message taken: a longer newline-framed line or a larger octet count closes the
+/// connection (its framing can no longer be trusted).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// Messages appended together.
+const BATCH: usize = 1_000;
+/// Between retries of a batch the queue refused for now.
+const RETRY: Duration = Duration::from_millis(100);
+
+#[derive(Clone)]
+pub(super) struct Context {
+    pub intake: Arc<Intake>,
+    pub node: Arc<str>,
+    pub access: Access,
+    pub stop: watch::Receiver<bool>,
+    /// The listener's URL, for metrics and logs.
+    pub name: Arc<str>,
+}
+
+impl Context {
+    fn count(&self, what: &'static str, n: u64) {
+        self.intake.metrics().syslog(&self.name, what, n);
+    }
+
+    fn stopping(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    /// The events of `messages`, counting those that did not parse.
+    fn events(&self, messages: &[&[u8]]) -> Vec<Event> {
+        let ctx = IngestContext {
+            node: &self.node,
+            now_us: now_us(),
+        };
+        let mut unparsed = 0;
+        let events = messages
+            .iter()
+            .map(|message| {
+                let (event, parsed) = event_from_message(message, ctx);
+                unparsed += u64::from(!parsed);
+                event
+            })
+            .collect();
+        self.count("messages", messages.len() as u64);
+        if unparsed > 0 {
+            self.count("unparsed", unparsed);
+        }
+        events
+    }
+}
+
+pub(super) async fn start_tcp(
+    addr: SocketAddr,
+    mut context: Context,
+) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
+    let listener = TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    context.name = Arc::from(format!("tcp://{bound}"));
+    let task = tokio::spawn(async move {
+        let mut stop = context.stop.clone();
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = stop.wait_for(|stop| *stop) => break,
+            };
+            let (stream, peer) = match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(listener = %context.name, %error, "Syslog accept failed.");
+                    tokio::time::sleep(RETRY).await;
+                    continue;
+                }
+            };
+            if !context.access.admits(peer.ip()) {
+                context.count("refused", 1);
+                continue;
+            }
+            context.count("connections", 1);
+            let context = context.clone();
+            tokio::spawn(async move {
+                if let Err(why) = serve_connection(stream, &context).await {
+                    tracing::info!(listener = %context.name, %peer, why, "Closed a syslog connection.");
+                }
+            });
+        }
+    });
+    Ok((bound, task))
+}
+
+/// How a connection frames its messages, decided by its first byte (RFC 6587).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// `LEN SP MSG`.
+    OctetCounting,
+    /// Messages ended by LF (or NUL, as Python's `SysLogHandler` ends them).
+    Delimited,
+}
+
+/// The complete frames at the start of `buffer` (removed from it), or why the stream's framing
+/// broke.
+fn frames(buffer: &mut BytesMut, framing: Framing, at_end: bool) -> Result<Vec<BytesMut>, String> {
+    let mut frames = Vec::new();
+    loop {
+        match framing {
+            Framing::Delimited => match memchr::memchr2(b'\n', b'\0', buffer) {
+                Some(end) => {
+                    let frame = buffer.split_to(end + 1);
+                    if frame.len() > 1 {
+                        frames.push(frame);
+                    }
+                }
+                None if buffer.len() > MAX_MESSAGE_BYTES => {
+                    return Err(format!(
+                        "a line longer than {MAX_MESSAGE_BYTES} bytes without a newline"
+                    ));
+                }
+                None => {
+                    if at_end && !buffer.is_empty() {
+                        frames.push(buffer.split());
+                    }
+                    return Ok(frames);
+                }
+            },
+            Framing::OctetCounting => {
+                // Tolerate the newline some senders add after a frame.
+                while buffer.first().is_some_and(|b| b.is_ascii_whitespace()) {
+                    buffer.advance(1);
+                }
+                let Some(space) = buffer.iter().take(8).position(|b| *b == b' ') else {
+                    if buffer.len() >= 8 || (at_end && !buffer.is_empty()) {
+                        return Err("an octet count that is not `LEN SP`".into());
+                    }
+                    return Ok(frames);
+                };
+                let length: usize = std::str::from_utf8(&buffer[..space])
+                    .ok()
+                    .and_then(|digits| digits.parse().ok())
+                    .ok_or("an octet count that is not a number")?;
+                if length > MAX_MESSAGE_BYTES {
+                    return Err(format!(
+                        "an octet count of {length}, more than {MAX_MESSAGE_BYTES}"
+                    ));
+                }
+                if buffer.len() < space + 1 + length {
+                    if at_end {
+                        return Err("the connection ended inside a frame".into());
+                    }
+                    return Ok(frames);
+                }
+                buffer.advance(space + 1);
+                frames.push(buffer.split_to(length));
+            }
+        }
+        if frames.len() >= BATCH {
+            return Ok(frames);
+        }
+    }
+}
+
+async fn serve_connection(mut stream: TcpStream, context: &Context) -> Result<(), String> {
+    let mut buffer = BytesMut::with_capacity(64 * 1024);
+    let mut framing = None;
+    let mut stop = context.stop.clone();
+    loop {
+        let read = tokio::select! {
+            read = stream.read_buf(&mut buffer) => read.map_err(|e| e.to_string())?,
+            _ = stop.wait_for(|stop| *stop) => return Ok(()),
+        };
+        context.count("bytes", read as u64);
+        let at_end = read == 0;
+        let framing = *framing.get_or_insert_with(|| {
+            match buffer.iter().find(|b| !b.is_ascii_whitespace()) {
+                Some(b) if b.is_ascii_digit() => Framing::OctetCounting,
+                _ => Framing::Delimited,
+            }
+        });
+        loop {
+            let batch = frames(&mut buffer, framing, at_end)?;
+            if batch.is_empty() {
+                break;
+            }
+            let messages: Vec<&[u8]> = batch.iter().map(|frame| &frame[..]).collect();
+            let events = context.events(&messages);
+            append_or_wait(context, events).await?;
+        }
+        if at_end {
+            return Ok(());
+        }
+    }
+}
+
+/// Appends a connection's batch, waiting while the queue is full (the connection is not read
+/// meanwhile: back-pressure, not loss).
+async fn append_or_wait(context: &Context, events: Vec<Event>) -> Result<(), String> {
+    loop {
+        match context.intake.append(events.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(QueueError::Full { .. } | QueueError::Unavailable(_) | QueueError::Io(_))
+                if !context.stopping() =>
+            {
+                tokio::time::sleep(RETRY).await;
+            }
+            Err(error) => return Err(error.to_string()),
+        }
+    }
+}
+
+pub(super) async fn start_udp(
+    addr: SocketAddr,
+    mut context: Context,
+) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
+    let socket = UdpSocket::bind(addr).await?;
+    let bound = socket.local_addr()?;
+    context.name = Arc::from(format!("udp://{bound}"));
+    let task = tokio::spawn(async move {
+        let mut stop = context.stop.clone();
+        let mut datagram = vec![0u8; 65_536];
+        loop {
+            let received = tokio::select! {
+                received = socket.recv_from(&mut datagram) => received,
+                _ = stop.wait_for(|stop| *stop) => break,
+            };
+            let mut messages: Vec<Vec<u8>> = Vec::new();
+            let take = |messages: &mut Vec<Vec<u8>>,
+                        result: std::io::Result<(usize, SocketAddr)>,
+                        datagram: &[u8]| match result {
+                Ok((length, peer)) if context.access.admits(peer.ip()) => {
+                    context.count("bytes", length as u64);
+                    messages.push(datagram[..length].to_vec());
+                }
+                Ok(_) => context.count("refused", 1),
+                Err(error) => {
+                    tracing::debug!(listener = %context.name, %error, "A syslog datagram failed.")
+                }
+            };
+            take(&mut messages, received, &datagram);
+            // Whatever else has arrived goes in the same batch.
+            while messages.len() < BATCH {
+                match socket.try_recv_from(&mut datagram) {
+                    Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
+                    result => take(&mut messages, result, &datagram),
+                }
+            }
+            if messages.is_empty() {
+                continue;
+            }
+            let slices: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
+            let events = context.events(&slices);
+            let count = events.len() as u64;
+            // UDP has no acknowledgement and no back-pressure: what the queue cannot take now
+            // is dropped, and counted.
+            if let Err(error) = context.intake.append(events).await {
+                context.count("dropped", count);
+                tracing::debug!(listener = %context.name, %error, count, "Dropped syslog datagrams.");
+            }
+        }
+    });
+    Ok((bound, task))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(input: &[u8], framing: Framing, at_end: bool) -> Result<Vec<Vec<u8>>, String> {
+        let mut buffer = BytesMut::from(input);
+        frames(&mut buffer, framing, at_end).map(|f| f.into_iter().map(|b| b.to_vec()).collect())
+    }
+
+    #[test]
+    fn octet_counted_frames_are_split_exactly() {
+        let input = b"5 <14>a6 <14>bc\n9 <14>x\ny\nz";
+        assert_eq!(
+            split(input, Framing::OctetCounting, false).unwrap(),
+            [
+                b"<14>a".to_vec(),
+                b"<14>bc".to_vec(),
+                b"<14>x\ny\nz".to_vec()
+            ]
+        );
+        // A partial frame waits for more, unless the stream ended.
+        assert_eq!(
+            split(b"10 <14>", Framing::OctetCounting, false)
+                .unwrap()
+                .len(),
+            0
+        );
+        assert!(split(b"10 <14>", Framing::OctetCounting, true).is_err());
+        assert!(split(b"99999999 x", Framing::OctetCounting, false).is_err());
+        assert!(split(b"70000 x", Framing::OctetCounting, false).is_err());
+        assert!(split(b"12a x", Framing::OctetCounting, false).is_err());
+    }
+
+    #[test]
+    fn delimited_frames_end_at_newline_or_nul() {
+        assert_eq!(
+            split(b"<14>a\n<14>b\0<14>c", Framing::Delimited, false).unwrap(),
+            [b"<14>a\n".to_vec(), b"<14>b\0".to_vec()]
+        );
+        assert_eq!(
+            split(b"<14>c", Framing::Delimited, true).unwrap(),
+            [b"<14>c".to_vec()]
+        );
+        assert!(
+            split(
+                &vec![b'x'; MAX_MESSAGE_BYTES + 1],
+                Framing::Delimited,
+                false
+            )
+            .is_err()
+        );
+    }
+}

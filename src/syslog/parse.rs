@@ -1,0 +1,221 @@
+//! One syslog message as an event, read with `syslog_loose` (the parser Vector uses): RFC 5424
+//! and RFC 3164 (BSD) with their real-world deviations. A message that cannot be read is still
+//! kept, as raw text with service `syslog`, and reported as not parsed so that it is counted.
+//!
+//! Mapping: APP-NAME (or the 3164 TAG) → service (`syslog` when there is none or it is not a
+//! valid service name); the PRI's severity → severity; the message text → message; the
+//! timestamp → timestamp. 3164 timestamps carry no year and no zone: they are read as UTC, in
+//! the current year, or the previous one when that would put them more than a day ahead (a
+//! December message read in January). A timestamp more than 2 days ahead of the node's clock
+//! is replaced by the arrival time and kept as the attribute `syslog.timestamp`. Attributes:
+//! `facility`, `hostname`, `procid`, `msgid`, and each structured-data parameter as
+//! `<SD-ID>.<name>` (`timeQuality.tzKnown`).
+
+use crate::event::parse::{check_name, check_not_future, new_id, stored_attributes};
+use crate::event::{Event, IngestContext, Severity};
+use chrono::{Datelike, Utc};
+use serde_json::{Map, Value};
+use syslog_loose::{Message, ProcId, Variant};
+
+/// The service of messages without a usable APP-NAME or TAG.
+pub const FALLBACK_SERVICE: &str = "syslog";
+
+/// The event of one message (its framing already removed), and whether it parsed as syslog.
+pub fn event_from_message(raw: &[u8], ctx: IngestContext<'_>) -> (Event, bool) {
+    let text = String::from_utf8_lossy(raw);
+    let text = text.trim_end_matches(['\0', '\r', '\n']);
+    let parsed =
+        syslog_loose::parse_message_with_year_tz(text, year_of, Some(Utc), Variant::Either);
+    if parsed.facility.is_some() || parsed.severity.is_some() {
+        return (event_of(parsed, ctx), true);
+    }
+    // A 3164 line without a timestamp (Python's SysLogHandler: `<156>app[12]: text`) is not
+    // read by the parser: take its PRI and TAG here.
+    if let Some(event) = without_timestamp(text, ctx) {
+        return (event, true);
+    }
+    let event = ctx.event(
+        new_id(),
+        ctx.now_us,
+        FALLBACK_SERVICE.to_owned(),
+        Severity::Info,
+        text.to_owned(),
+        None,
+    );
+    (event, false)
+}
+
+/// The year of a 3164 date: this year, unless that is more than a day ahead.
+fn year_of((month, day, ..): syslog_loose::IncompleteDate) -> i32 {
+    let now = Utc::now();
+    let ahead = (month, day) > (now.month(), now.day() + 1);
+    now.year() - i32::from(ahead)
+}
+
+fn event_of(message: Message<&str>, ctx: IngestContext<'_>) -> Event {
+    let mut attributes = Map::new();
+    let mut put = |key: String, value: &str| {
+        attributes.insert(key, Value::String(value.to_owned()));
+    };
+    if let Some(facility) = message.facility {
+        put("facility".into(), facility.as_str());
+    }
+    if let Some(hostname) = message.hostname {
+        put("hostname".into(), hostname);
+    }
+    match &message.procid {
+        Some(ProcId::PID(pid)) => put("procid".into(), &pid.to_string()),
+        Some(ProcId::Name(name)) => put("procid".into(), name),
+        None => {}
+    }
+    if let Some(msgid) = message.msgid {
+        put("msgid".into(), msgid);
+    }
+    for element in &message.structured_data {
+        for (name, value) in &element.params {
+            put(format!("{}.{}", element.id, name), value);
+        }
+    }
+    let ts_us = match message.timestamp {
+        None => ctx.now_us,
+        Some(timestamp) => {
+            let us = timestamp.timestamp_micros();
+            match check_not_future(us, ctx.now_us) {
+                Ok(us) if us >= 0 => us,
+                _ => {
+                    put("syslog.timestamp".into(), &timestamp.to_rfc3339());
+                    ctx.now_us
+                }
+            }
+        }
+    };
+    let service = message
+        .appname
+        .filter(|name| check_name(name).is_ok())
+        .unwrap_or(FALLBACK_SERVICE)
+        .to_owned();
+    let severity = message
+        .severity
+        .and_then(|severity| Severity::from_syslog(severity as u64))
+        .unwrap_or(Severity::Info);
+    let text = message.msg.strip_prefix('\u{feff}').unwrap_or(message.msg);
+    ctx.event(
+        new_id(),
+        ts_us,
+        service,
+        severity,
+        text.to_owned(),
+        stored_attributes(&attributes),
+    )
+}
+
+/// `<PRI>TAG[PID]: text` or `<PRI>text`, for lines the parser leaves whole.
+fn without_timestamp(text: &str, ctx: IngestContext<'_>) -> Option<Event> {
+    let rest = text.strip_prefix('<')?;
+    let end = rest.find('>').filter(|end| (1..=3).contains(end))?;
+    let pri: u8 = rest[..end].parse().ok().filter(|pri| *pri <= 191)?;
+    let rest = &rest[end + 1..];
+    let mut attributes = Map::new();
+    let facilities = [
+        "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron",
+        "authpriv", "ftp", "ntp", "audit", "alert", "clockd", "local0", "local1", "local2",
+        "local3", "local4", "local5", "local6", "local7",
+    ];
+    attributes.insert(
+        "facility".into(),
+        Value::String(facilities[usize::from(pri / 8)].into()),
+    );
+    let (service, message) = match rest.split_once(": ") {
+        Some((tag, message)) if !tag.is_empty() && !tag.contains(' ') => {
+            let (name, pid) = match tag.strip_suffix(']').and_then(|t| t.split_once('[')) {
+                Some((name, pid)) => (name, Some(pid)),
+                None => (tag, None),
+            };
+            if let Some(pid) = pid {
+                attributes.insert("procid".into(), Value::String(pid.into()));
+            }
+            let service = check_name(name).map_or(FALLBACK_SERVICE, |name| name);
+            (service, message)
+        }
+        _ => (FALLBACK_SERVICE, rest),
+    };
+    Some(ctx.event(
+        new_id(),
+        ctx.now_us,
+        service.to_owned(),
+        Severity::from_syslog(u64::from(pri % 8)).unwrap_or(Severity::Info),
+        message.to_owned(),
+        stored_attributes(&attributes),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const CTX: IngestContext<'static> = IngestContext {
+        node: "n1",
+        now_us: 1_796_000_000_000_000,
+    };
+
+    fn attributes(event: &Event) -> Value {
+        event
+            .attributes_json()
+            .map_or(Value::Null, |text| serde_json::from_str(text).unwrap())
+    }
+
+    #[test]
+    fn rfc5424_with_structured_data_and_a_bom() {
+        let line = "<165>1 2026-11-23T10:15:00.5Z vm1 checkout 4711 ID47 [timeQuality tzKnown=\"1\" isSynced=\"0\"][x@1 a=\"b\"] \u{feff}card declined\n";
+        let (event, parsed) = event_from_message(line.as_bytes(), CTX);
+        assert!(parsed);
+        assert_eq!(event.service, "checkout");
+        assert_eq!(event.severity, Severity::Info);
+        assert_eq!(event.message, "card declined");
+        assert_eq!(event.ts_us, 1_795_428_900_500_000);
+        assert_eq!(
+            attributes(&event),
+            json!({"facility": "local4", "hostname": "vm1", "procid": "4711", "msgid": "ID47",
+                   "timeQuality.tzKnown": "1", "timeQuality.isSynced": "0", "x@1.a": "b"})
+        );
+    }
+
+    #[test]
+    fn rfc3164_with_and_without_a_timestamp() {
+        let (event, parsed) =
+            event_from_message(b"<131>Nov 23 10:15:00 vm1 sshd[99]: failed login\r\n", CTX);
+        assert!(parsed);
+        assert_eq!(event.service, "sshd");
+        assert_eq!(event.severity, Severity::Error);
+        assert_eq!(event.message, "failed login");
+        assert_eq!(attributes(&event)["procid"], "99");
+        // Python's SysLogHandler over TCP: no timestamp, no hostname, a NUL at the end.
+        let (event, parsed) = event_from_message(b"<156>myapp[2786]: WARNING text\0", CTX);
+        assert!(parsed);
+        assert_eq!(event.service, "myapp");
+        assert_eq!(event.severity, Severity::Warn);
+        assert_eq!(event.message, "WARNING text");
+        assert_eq!(
+            attributes(&event),
+            json!({"facility": "local3", "procid": "2786"})
+        );
+    }
+
+    #[test]
+    fn what_does_not_parse_is_kept_raw() {
+        for raw in [&b"\xff\xfebinary noise"[..], b"no pri at all", b"<999>x: y"] {
+            let (event, parsed) = event_from_message(raw, CTX);
+            assert!(!parsed, "{raw:?}");
+            assert_eq!(event.service, FALLBACK_SERVICE);
+            assert!(!event.message.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_timestamp_from_the_future_is_replaced_and_kept() {
+        let (event, _) = event_from_message(b"<14>1 2099-01-01T00:00:00Z h app - - - m", CTX);
+        assert_eq!(event.ts_us, CTX.now_us);
+        assert!(attributes(&event)["syslog.timestamp"].is_string());
+    }
+}

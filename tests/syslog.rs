@@ -1,0 +1,252 @@
+//! Syslog listeners, driven by real senders: Debian's rsyslogd forwarding a file with `omfwd`
+//! over TCP (octet-counted RFC 5424 and newline-framed RFC 3164) and UDP, and Python's
+//! `logging.handlers.SysLogHandler` over TCP (NUL-terminated frames without timestamps); then
+//! malformed input over raw sockets: kept raw, or the connection closed, and the node healthy.
+
+mod common;
+
+use common::{TestNode, eventually};
+use logmesh::syslog::{SyslogListen, Transport};
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::Command;
+
+async fn node_with_listeners() -> (TestNode, SocketAddr, SocketAddr) {
+    let node = TestNode::start(|config| {
+        config.syslog.listen = vec![
+            SyslogListen::parse("tcp://127.0.0.1:0").unwrap(),
+            SyslogListen::parse("udp://127.0.0.1:0").unwrap(),
+        ];
+    })
+    .await;
+    let listeners = node.node.as_ref().unwrap().syslog_listeners().to_vec();
+    let find = |transport| {
+        listeners
+            .iter()
+            .find(|listen| listen.transport == transport)
+            .unwrap()
+            .addr
+    };
+    let (tcp, udp) = (find(Transport::Tcp), find(Transport::Udp));
+    (node, tcp, udp)
+}
+
+async fn events(node: &TestNode, query: &str) -> Vec<Value> {
+    node.get_json(&format!("/api/v1/logs/search?{query}&limit=1000"))
+        .await["events"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// rsyslogd reading `input` and forwarding it with `omfwd` as `protocol` and `framing`.
+fn rsyslog_config(
+    work: &std::path::Path,
+    input: &std::path::Path,
+    target: SocketAddr,
+    protocol: &str,
+    extra: &str,
+) -> String {
+    format!(
+        r#"global(workDirectory="{work}")
+module(load="imfile")
+input(type="imfile" File="{input}" Tag="shop:" Severity="warning" Facility="local3")
+action(type="omfwd" target="127.0.0.1" port="{port}" protocol="{protocol}" {extra})
+"#,
+        work = work.display(),
+        input = input.display(),
+        port = target.port(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rsyslog_forwards_over_tcp_both_framings_and_udp() {
+    needs!(Rsyslog);
+    let (node, tcp, udp) = node_with_listeners().await;
+    let cases = [
+        (
+            "octet",
+            tcp,
+            "tcp",
+            r#"TCP_Framing="octet-counted" template="RSYSLOG_SyslogProtocol23Format""#,
+            2_000,
+        ),
+        ("newline", tcp, "tcp", "", 2_000),
+        // UDP may lose datagrams in the kernel's buffers: a count the socket holds.
+        ("udp", udp, "udp", "", 300),
+    ];
+    let mut expected = 0;
+    for (name, target, protocol, extra, lines) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path().join("work");
+        std::fs::create_dir(&work).unwrap();
+        let input = dir.path().join("in.log");
+        let text: String = (1..=lines)
+            .map(|i| format!("{name} line {i} paid\n"))
+            .collect();
+        std::fs::write(&input, text).unwrap();
+        let config = dir.path().join("rsyslog.conf");
+        std::fs::write(
+            &config,
+            rsyslog_config(&work, &input, target, protocol, extra),
+        )
+        .unwrap();
+        let mut rsyslogd = Command::new(std::env::var("LOGMESH_TEST_RSYSLOGD").unwrap())
+            .arg("-n")
+            .arg("-f")
+            .arg(&config)
+            .arg("-i")
+            .arg(dir.path().join("rsyslogd.pid"))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start rsyslogd");
+        expected += lines;
+        node.wait_for_stored(expected as i64).await;
+        rsyslogd.kill().await.unwrap();
+        let found = events(&node, &format!("q={name}%20line%201%20paid&service=shop")).await;
+        let event = found
+            .iter()
+            .find(|event| event["message"] == format!("{name} line 1 paid"))
+            .unwrap_or_else(|| panic!("{name}: {found:?}"));
+        assert_eq!(event["severity"], "warn", "{name}: {event}");
+        assert_eq!(event["attributes"]["facility"], "local3", "{name}: {event}");
+        assert!(
+            event["attributes"]["hostname"].is_string(),
+            "{name}: {event}"
+        );
+    }
+    let stats = node.get_json("/api/v1/logs/stats").await;
+    assert_eq!(stats["rows"][0]["service"], "shop");
+    assert_eq!(stats["rows"][0]["count"], expected);
+}
+
+/// Python's SysLogHandler over TCP: `<PRI>tag: message\0`, no timestamp, no hostname.
+const SYSLOG_HANDLER: &str = r#"
+import logging, logging.handlers, socket, sys
+handler = logging.handlers.SysLogHandler(address=("127.0.0.1", int(sys.argv[1])),
+                                         socktype=socket.SOCK_STREAM, facility="local3")
+handler.setFormatter(logging.Formatter("checkout[%(process)d]: %(message)s"))
+log = logging.getLogger("checkout")
+log.addHandler(handler)
+log.warning("card declined")
+log.error("payment failed")
+handler.close()
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pythons_syslog_handler_sends_over_tcp() {
+    needs!(Python3);
+    let (node, tcp, _) = node_with_listeners().await;
+    let output = Command::new("python3")
+        .args(["-c", SYSLOG_HANDLER, &tcp.port().to_string()])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    node.wait_for_stored(2).await;
+    let found = events(&node, "service=checkout").await;
+    let severities: Vec<&str> = found
+        .iter()
+        .map(|event| event["severity"].as_str().unwrap())
+        .collect();
+    assert_eq!(severities.len(), 2);
+    assert!(severities.contains(&"warn") && severities.contains(&"error"));
+    assert!(found[0]["attributes"]["procid"].is_string());
+}
+
+/// Writes `bytes` on a new connection and says whether the node closed it (EOF) unasked.
+async fn closed_after(addr: SocketAddr, bytes: &[u8]) -> bool {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _ = stream.write_all(bytes).await;
+    let mut rest = Vec::new();
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_input_is_kept_raw_or_closes_the_connection() {
+    let (node, tcp, udp) = node_with_listeners().await;
+    // Garbage lines and binary noise are kept as raw text, service syslog.
+    let mut stream = tokio::net::TcpStream::connect(tcp).await.unwrap();
+    stream
+        .write_all(b"hello without a header\n\xff\xfe\x00")
+        .await
+        .unwrap();
+    stream.shutdown().await.unwrap();
+    drop(stream);
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    socket.send_to(b"\x01\x02\x03 noise", udp).await.unwrap();
+    // Two lines (the second ended by its NUL) and the datagram.
+    node.wait_for_stored(3).await;
+    let raw = events(&node, "service=syslog").await;
+    assert!(
+        raw.iter()
+            .any(|event| event["message"] == "hello without a header"),
+        "{raw:?}"
+    );
+    // Framing that cannot be trusted closes the connection, and stores nothing of it.
+    assert!(
+        closed_after(tcp, b"99999999 <14>x").await,
+        "a count past the limit"
+    );
+    assert!(
+        closed_after(tcp, b"70000 <14>x").await,
+        "a count over 64 KiB"
+    );
+    // A count that says more than the sender sends: the frame never completes, and when the
+    // sender closes, nothing of it is stored.
+    let mut stream = tokio::net::TcpStream::connect(tcp).await.unwrap();
+    stream.write_all(b"50 <14>only ten").await.unwrap();
+    stream.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    stream.read_to_end(&mut rest).await.unwrap();
+    assert!(
+        closed_after(tcp, &vec![b'x'; 1 << 20]).await,
+        "a 1 MiB line"
+    );
+    // The node stays healthy and the listener keeps serving.
+    let mut stream = tokio::net::TcpStream::connect(tcp).await.unwrap();
+    stream
+        .write_all(b"<14>1 2026-11-23T10:15:00Z h after - - - still serving\n")
+        .await
+        .unwrap();
+    stream.shutdown().await.unwrap();
+    node.wait_for_stored(4).await;
+    eventually("the unparsed counter", Duration::from_secs(5), || async {
+        let text = node
+            .get("/metrics")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines().any(|line| {
+            line.starts_with("logmesh_syslog_total{")
+                && line.contains(&format!("listener=\"tcp://{tcp}\""))
+                && line.contains("what=\"unparsed\"")
+                && line.ends_with(" 2")
+        })
+    })
+    .await;
+    assert_eq!(node.get("/readyz").send().await.unwrap().status(), 200);
+    assert_eq!(node.stats_total().await, 4);
+}
+
+#[tokio::test]
+async fn listeners_refuse_what_they_cannot_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = logmesh::node::NodeConfig::ephemeral(dir.path());
+    config.api_token = Some("t".into());
+    config.syslog.listen = vec![SyslogListen::parse("tcp://0.0.0.0:0").unwrap()];
+    let error = logmesh::node::Node::start(config).await.err().unwrap();
+    assert!(error.to_string().contains("--syslog-allow"), "{error}");
+}
