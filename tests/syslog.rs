@@ -1,11 +1,15 @@
 //! Syslog listeners, driven by real senders: Debian's rsyslogd forwarding a file with `omfwd`
 //! over TCP (octet-counted RFC 5424 and newline-framed RFC 3164) and UDP, and Python's
 //! `logging.handlers.SysLogHandler` over TCP (NUL-terminated frames without timestamps); then
-//! malformed input over raw sockets: kept raw, or the connection closed, and the node healthy.
+//! malformed input over raw sockets (kept raw, or the connection closed, and the node
+//! healthy), a sender faster than the store (slowed, nothing dropped), and a cluster.
 
 mod common;
 
-use common::{TestNode, eventually};
+use common::cluster::TestCluster;
+use common::databases::{Server, TestDatabase};
+use common::services::nats_url;
+use common::{TestNode, event_log_lines, eventually};
 use logmesh::syslog::{SyslogListen, Transport};
 use serde_json::Value;
 use std::net::SocketAddr;
@@ -249,4 +253,91 @@ async fn listeners_refuse_what_they_cannot_serve() {
     config.syslog.listen = vec![SyslogListen::parse("tcp://0.0.0.0:0").unwrap()];
     let error = logmesh::node::Node::start(config).await.err().unwrap();
     assert!(error.to_string().contains("--syslog-allow"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_faster_than_the_store_is_slowed_not_dropped() {
+    // A queue of 300 events (less than a listener's batch) the writers drain every 100 ms:
+    // the sender outruns it.
+    let node = TestNode::start(|config| {
+        config.queue_limits.max_events = 300;
+        config.flush_interval = Duration::from_millis(100);
+        config.batch_size = 1_000;
+        config.syslog.listen = vec![SyslogListen::parse("tcp://127.0.0.1:0").unwrap()];
+    })
+    .await;
+    let tcp = node.node.as_ref().unwrap().syslog_listeners()[0].addr;
+    let lines: String = (0..5_000)
+        .map(|i| format!("<14>1 2026-11-23T10:15:00Z h fast - - - message {i}\n"))
+        .collect();
+    let mut stream = tokio::net::TcpStream::connect(tcp).await.unwrap();
+    stream.write_all(lines.as_bytes()).await.unwrap();
+    stream.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    stream.read_to_end(&mut rest).await.unwrap();
+    eventually("every message stored", Duration::from_secs(60), || async {
+        node.stats_total().await == 5_000
+    })
+    .await;
+    // The queue did refuse batches (the listener waited), and none was lost.
+    let metrics = node
+        .get("/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let refused: u64 = metrics
+        .lines()
+        .find(|line| line.starts_with("logmesh_ingest_events_total{outcome=\"refused\"}"))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0);
+    assert!(refused > 0, "the queue never filled: {metrics}");
+    let dropped = metrics
+        .lines()
+        .any(|line| line.contains("what=\"dropped\""));
+    assert!(!dropped);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn syslog_into_one_node_reaches_every_node() {
+    needs!(Nats, Postgres);
+    let database = TestDatabase::create(Server::Postgres).await;
+    let mut cluster = TestCluster::start(
+        3,
+        &nats_url(),
+        database.url(),
+        &["--syslog-listen", "tcp://127.0.0.1:0"],
+    );
+    // The node logs each listener it bound, with its real port.
+    let lines = cluster.nodes[1].process().stderr.lock().unwrap().clone();
+    let listener = lines
+        .iter()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|line| line["fields"]["message"] == "Syslog listener is serving.")
+        .and_then(|line| line["fields"]["listener"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| panic!("no listener in the log: {lines:?}"));
+    let addr: SocketAddr = listener.trim_start_matches("tcp://").parse().unwrap();
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let lines: String = (0..50)
+        .map(|i| format!("<11>1 2026-11-23T10:15:00Z h relay - - - message {i}\n"))
+        .collect();
+    stream.write_all(lines.as_bytes()).await.unwrap();
+    stream.shutdown().await.unwrap();
+    for node in &cluster.nodes {
+        eventually(
+            &format!("50 syslog messages in {}'s event log", node.name),
+            Duration::from_secs(30),
+            || async {
+                event_log_lines(&node.event_log_dir())
+                    .iter()
+                    .filter(|line| line["service"] == "relay" && line["severity"] == "error")
+                    .count()
+                    == 50
+            },
+        )
+        .await;
+    }
 }

@@ -515,6 +515,21 @@ mod tests {
                 "for --allowed-hosts: `bad/host` is not a host name",
             ),
             (
+                ServeArgs::default().with("syslog-listen", "tcp://localhost:514"),
+                vec![],
+                "for --syslog-listen: `tcp://localhost:514`: `localhost:514` is not IP:PORT",
+            ),
+            (
+                ServeArgs::default().with("syslog-listen", "relp://127.0.0.1:2514"),
+                vec![],
+                "relp:// listeners are not available yet",
+            ),
+            (
+                ServeArgs::default(),
+                vec![("LOGMESH_SYSLOG_ALLOW", "10.0.0.0/8,10.0.0.0/33")],
+                "`10.0.0.0/33` is not a network",
+            ),
+            (
                 ServeArgs::default().with("counter-max-labels", "65"),
                 vec![],
                 "for --counter-max-labels: must be between 0 and 64",

@@ -205,19 +205,32 @@ async fn serve_connection(mut stream: TcpStream, context: &Context) -> Result<()
 }
 
 /// Appends a connection's batch, waiting while the queue is full (the connection is not read
-/// meanwhile: back-pressure, not loss).
+/// meanwhile: back-pressure, not loss); a batch larger than the queue can ever take goes in
+/// halves.
 async fn append_or_wait(context: &Context, events: Vec<Event>) -> Result<(), String> {
-    loop {
+    let mut pending = vec![events];
+    while let Some(events) = pending.pop() {
         match context.intake.append(events.clone()).await {
-            Ok(()) => return Ok(()),
+            Ok(()) => {}
+            Err(QueueError::TooLarge { .. } | QueueError::TooManyMessages { .. })
+                if events.len() > 1 =>
+            {
+                let mut first = events;
+                let second = first.split_off(first.len() / 2);
+                // Popped from the end: the first half goes first.
+                pending.push(second);
+                pending.push(first);
+            }
             Err(QueueError::Full { .. } | QueueError::Unavailable(_) | QueueError::Io(_))
                 if !context.stopping() =>
             {
+                pending.push(events);
                 tokio::time::sleep(RETRY).await;
             }
             Err(error) => return Err(error.to_string()),
         }
     }
+    Ok(())
 }
 
 pub(super) async fn start_udp(
