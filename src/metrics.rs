@@ -103,7 +103,8 @@ impl NodeMetrics {
             "syslog",
             "What this node's syslog listeners saw, by listener and what: connections, messages, \
              bytes, unparsed (kept raw with service syslog), dropped (UDP datagrams the queue \
-             could not take), refused (peers outside --syslog-allow)",
+             could not take), refused (peers outside --syslog-allow, connections past the cap), \
+             broken (connections closed for their framing), lost (read, refused for good)",
             syslog.clone(),
         );
         let queue_events = Gauge::default();

@@ -25,6 +25,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Schema migrations, applied in order once each; never edit one that has shipped.
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -112,13 +113,27 @@ fn connect(path: &PathBuf) -> Result<Connection, StoreError> {
     }
     let connection = Connection::open(path).map_err(|e| open_error(e.to_string()))?;
     connection
-        .execute_batch(
-            "PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = FULL;
-             PRAGMA busy_timeout = 5000;",
-        )
+        .busy_timeout(Duration::from_secs(5))
         .map_err(|e| open_error(e.to_string()))?;
-    Ok(connection)
+    // Switching to WAL takes a lock without waiting on the busy timeout: a store opened at the
+    // same moment as another one migrating (nodes starting together) retries instead of
+    // failing "database is locked" (seen in CI).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match connection.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = FULL;",
+        ) {
+            Ok(()) => return Ok(connection),
+            Err(rusqlite::Error::SqliteFailure(failure, _))
+                if failure.code == rusqlite::ErrorCode::DatabaseBusy
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(error) => return Err(open_error(error.to_string())),
+        }
+    }
 }
 
 fn migrate(connection: &mut Connection) -> Result<(), StoreError> {

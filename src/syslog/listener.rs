@@ -21,6 +21,11 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 const BATCH: usize = 1_000;
 /// Between retries of a batch the queue refused for now.
 const RETRY: Duration = Duration::from_millis(100);
+/// Connections one TCP listener serves at once; more are closed at once and counted
+/// (`refused`).
+pub const MAX_CONNECTIONS: usize = 1_024;
+/// How long connections get, once the node stops, to hand over what they have read.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Clone)]
 pub(super) struct Context {
@@ -73,10 +78,13 @@ pub(super) async fn start_tcp(
     context.name = Arc::from(format!("tcp://{bound}"));
     let task = tokio::spawn(async move {
         let mut stop = context.stop.clone();
+        let mut connections = tokio::task::JoinSet::new();
         loop {
             let accepted = tokio::select! {
                 accepted = listener.accept() => accepted,
                 _ = stop.wait_for(|stop| *stop) => break,
+                // Reap finished connections as they end.
+                Some(_) = connections.join_next(), if !connections.is_empty() => continue,
             };
             let (stream, peer) = match accepted {
                 Ok(accepted) => accepted,
@@ -86,23 +94,37 @@ pub(super) async fn start_tcp(
                     continue;
                 }
             };
-            if !context.access.admits(peer.ip()) {
+            if !context.access.admits(peer.ip()) || connections.len() >= MAX_CONNECTIONS {
                 context.count("refused", 1);
                 continue;
             }
             context.count("connections", 1);
             let context = context.clone();
-            tokio::spawn(async move {
+            connections.spawn(async move {
                 if let Err(why) = serve_connection(stream, &context).await {
                     tracing::info!(listener = %context.name, %peer, why, "Closed a syslog connection.");
                 }
             });
         }
+        // Each connection appends what it has read, then ends; one the queue cannot take
+        // within the grace is cut off (and its messages counted as lost by no one: say so).
+        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while connections.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                listener = %context.name,
+                connections = connections.len(),
+                "Syslog connections could not hand over what they had read before the node stopped."
+            );
+            connections.abort_all();
+        }
     });
     Ok((bound, task))
 }
 
-/// How a connection frames its messages, decided by its first byte (RFC 6587).
+/// How a connection frames its messages, decided by its first bytes (RFC 6587).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Framing {
     /// `LEN SP MSG`.
@@ -111,29 +133,57 @@ enum Framing {
     Delimited,
 }
 
-/// The complete frames at the start of `buffer` (removed from it), or why the stream's framing
-/// broke.
-fn frames(buffer: &mut BytesMut, framing: Framing, at_end: bool) -> Result<Vec<BytesMut>, String> {
+/// The framing `buffer`'s first bytes show, or `None` while they do not tell yet: octet
+/// counting is digits, a space and a PRI's `<` (`57 <14>…`); anything else (a line starting
+/// `2026-11-23 …` or `12 apples`, too) is delimited.
+fn framing_of(buffer: &[u8], at_end: bool) -> Option<Framing> {
+    let start = buffer.iter().position(|b| !b.is_ascii_whitespace())?;
+    let rest = &buffer[start..];
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 {
+        return Some(Framing::Delimited);
+    }
+    match rest.get(digits..digits + 2) {
+        Some([b' ', b'<']) => Some(Framing::OctetCounting),
+        Some(_) => Some(Framing::Delimited),
+        None if at_end || digits > 7 => Some(Framing::Delimited),
+        None => None,
+    }
+}
+
+/// The complete frames at the start of `buffer` (removed from it), and why the stream's
+/// framing broke, if it did (the frames before the break are good).
+fn frames(
+    buffer: &mut BytesMut,
+    framing: Framing,
+    at_end: bool,
+) -> (Vec<BytesMut>, Option<String>) {
     let mut frames = Vec::new();
-    loop {
+    let broken = loop {
+        if frames.len() >= BATCH {
+            break None;
+        }
         match framing {
             Framing::Delimited => match memchr::memchr2(b'\n', b'\0', buffer) {
+                Some(end) if end > MAX_MESSAGE_BYTES => {
+                    break Some(format!("a line longer than {MAX_MESSAGE_BYTES} bytes"));
+                }
                 Some(end) => {
                     let frame = buffer.split_to(end + 1);
-                    if frame.len() > 1 {
+                    if frame.iter().any(|b| !b.is_ascii_whitespace() && *b != 0) {
                         frames.push(frame);
                     }
                 }
                 None if buffer.len() > MAX_MESSAGE_BYTES => {
-                    return Err(format!(
+                    break Some(format!(
                         "a line longer than {MAX_MESSAGE_BYTES} bytes without a newline"
                     ));
                 }
                 None => {
-                    if at_end && !buffer.is_empty() {
+                    if at_end && buffer.iter().any(|b| !b.is_ascii_whitespace()) {
                         frames.push(buffer.split());
                     }
-                    return Ok(frames);
+                    break None;
                 }
             },
             Framing::OctetCounting => {
@@ -143,60 +193,75 @@ fn frames(buffer: &mut BytesMut, framing: Framing, at_end: bool) -> Result<Vec<B
                 }
                 let Some(space) = buffer.iter().take(8).position(|b| *b == b' ') else {
                     if buffer.len() >= 8 || (at_end && !buffer.is_empty()) {
-                        return Err("an octet count that is not `LEN SP`".into());
+                        break Some("an octet count that is not `LEN SP`".into());
                     }
-                    return Ok(frames);
+                    break None;
                 };
-                let length: usize = std::str::from_utf8(&buffer[..space])
-                    .ok()
-                    .and_then(|digits| digits.parse().ok())
-                    .ok_or("an octet count that is not a number")?;
+                let length = buffer[..space].iter().try_fold(0usize, |n, b| {
+                    b.is_ascii_digit().then(|| n * 10 + usize::from(b - b'0'))
+                });
+                let Some(length) = length.filter(|length| *length > 0 && space > 0) else {
+                    break Some("an octet count that is not a positive number".into());
+                };
                 if length > MAX_MESSAGE_BYTES {
-                    return Err(format!(
+                    break Some(format!(
                         "an octet count of {length}, more than {MAX_MESSAGE_BYTES}"
                     ));
                 }
                 if buffer.len() < space + 1 + length {
                     if at_end {
-                        return Err("the connection ended inside a frame".into());
+                        break Some("the connection ended inside a frame".into());
                     }
-                    return Ok(frames);
+                    break None;
                 }
                 buffer.advance(space + 1);
                 frames.push(buffer.split_to(length));
             }
         }
-        if frames.len() >= BATCH {
-            return Ok(frames);
-        }
-    }
+    };
+    (frames, broken)
 }
 
 async fn serve_connection(mut stream: TcpStream, context: &Context) -> Result<(), String> {
-    let mut buffer = BytesMut::with_capacity(64 * 1024);
+    let mut buffer = BytesMut::with_capacity(4 * 1024);
     let mut framing = None;
     let mut stop = context.stop.clone();
     loop {
-        let read = tokio::select! {
-            read = stream.read_buf(&mut buffer) => read.map_err(|e| e.to_string())?,
-            _ = stop.wait_for(|stop| *stop) => return Ok(()),
+        // Once the node stops, nothing more is read; what was read is still appended.
+        let read = if context.stopping() {
+            0
+        } else {
+            tokio::select! {
+                read = stream.read_buf(&mut buffer) => read.map_err(|e| e.to_string())?,
+                _ = stop.wait_for(|stop| *stop) => 0,
+            }
         };
         context.count("bytes", read as u64);
         let at_end = read == 0;
-        let framing = *framing.get_or_insert_with(|| {
-            match buffer.iter().find(|b| !b.is_ascii_whitespace()) {
-                Some(b) if b.is_ascii_digit() => Framing::OctetCounting,
-                _ => Framing::Delimited,
+        if framing.is_none() {
+            framing = framing_of(&buffer, at_end);
+        }
+        let Some(framing) = framing else {
+            if at_end {
+                return Ok(());
             }
-        });
+            continue;
+        };
         loop {
-            let batch = frames(&mut buffer, framing, at_end)?;
+            let (batch, broken) = frames(&mut buffer, framing, at_end);
+            if !batch.is_empty() {
+                let messages: Vec<&[u8]> = batch.iter().map(|frame| &frame[..]).collect();
+                let events = context.events(&messages);
+                append_or_wait(context, events).await?;
+            }
+            if let Some(why) = broken {
+                // The frame it broke in is not stored: its bounds are unknown.
+                context.count("broken", 1);
+                return Err(why);
+            }
             if batch.is_empty() {
                 break;
             }
-            let messages: Vec<&[u8]> = batch.iter().map(|frame| &frame[..]).collect();
-            let events = context.events(&messages);
-            append_or_wait(context, events).await?;
         }
         if at_end {
             return Ok(());
@@ -206,7 +271,8 @@ async fn serve_connection(mut stream: TcpStream, context: &Context) -> Result<()
 
 /// Appends a connection's batch, waiting while the queue is full (the connection is not read
 /// meanwhile: back-pressure, not loss); a batch larger than the queue can ever take goes in
-/// halves.
+/// halves. While the node stops it keeps trying: the writers still drain the queue until every
+/// listener has ended.
 async fn append_or_wait(context: &Context, events: Vec<Event>) -> Result<(), String> {
     let mut pending = vec![events];
     while let Some(events) = pending.pop() {
@@ -221,13 +287,15 @@ async fn append_or_wait(context: &Context, events: Vec<Event>) -> Result<(), Str
                 pending.push(second);
                 pending.push(first);
             }
-            Err(QueueError::Full { .. } | QueueError::Unavailable(_) | QueueError::Io(_))
-                if !context.stopping() =>
-            {
+            Err(QueueError::Full { .. } | QueueError::Unavailable(_) | QueueError::Io(_)) => {
                 pending.push(events);
                 tokio::time::sleep(RETRY).await;
             }
-            Err(error) => return Err(error.to_string()),
+            Err(error) => {
+                let lost: usize = events.len() + pending.iter().map(Vec::len).sum::<usize>();
+                context.count("lost", lost as u64);
+                return Err(format!("{lost} messages could not be queued: {error}"));
+            }
         }
     }
     Ok(())
@@ -262,14 +330,16 @@ pub(super) async fn start_udp(
                 }
             };
             take(&mut messages, received, &datagram);
-            // Whatever else has arrived goes in the same batch.
-            while messages.len() < BATCH {
+            // Whatever else has arrived goes in the same batch (refused ones count too, so a
+            // flood of them cannot hold the thread).
+            for _ in 1..BATCH {
                 match socket.try_recv_from(&mut datagram) {
                     Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
                     result => take(&mut messages, result, &datagram),
                 }
             }
             if messages.is_empty() {
+                tokio::task::yield_now().await;
                 continue;
             }
             let slices: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
@@ -292,7 +362,32 @@ mod tests {
 
     fn split(input: &[u8], framing: Framing, at_end: bool) -> Result<Vec<Vec<u8>>, String> {
         let mut buffer = BytesMut::from(input);
-        frames(&mut buffer, framing, at_end).map(|f| f.into_iter().map(|b| b.to_vec()).collect())
+        match frames(&mut buffer, framing, at_end) {
+            (_, Some(broken)) => Err(broken),
+            (frames, None) => Ok(frames.into_iter().map(|b| b.to_vec()).collect()),
+        }
+    }
+
+    #[test]
+    fn framing_is_read_from_the_first_bytes() {
+        assert_eq!(
+            framing_of(b"57 <14>1 ...", false),
+            Some(Framing::OctetCounting)
+        );
+        assert_eq!(
+            framing_of(b"\n57 <14>", false),
+            Some(Framing::OctetCounting)
+        );
+        assert_eq!(framing_of(b"<14>Nov 23", false), Some(Framing::Delimited));
+        assert_eq!(
+            framing_of(b"2026-11-23 started", false),
+            Some(Framing::Delimited)
+        );
+        assert_eq!(framing_of(b"12 apples\n", false), Some(Framing::Delimited));
+        // Not yet known: only whitespace, or digits so far.
+        assert_eq!(framing_of(b"\n", false), None);
+        assert_eq!(framing_of(b"57", false), None);
+        assert_eq!(framing_of(b"57", true), Some(Framing::Delimited));
     }
 
     #[test]
@@ -317,12 +412,19 @@ mod tests {
         assert!(split(b"99999999 x", Framing::OctetCounting, false).is_err());
         assert!(split(b"70000 x", Framing::OctetCounting, false).is_err());
         assert!(split(b"12a x", Framing::OctetCounting, false).is_err());
+        assert!(split(b"+5 <14>a", Framing::OctetCounting, false).is_err());
+        assert!(split(b"0 <14>a", Framing::OctetCounting, false).is_err());
+        // The frames before a break are kept.
+        let mut buffer = BytesMut::from(&b"5 <14>a70000 x"[..]);
+        let (good, broken) = frames(&mut buffer, Framing::OctetCounting, false);
+        assert_eq!(good.len(), 1);
+        assert!(broken.is_some());
     }
 
     #[test]
     fn delimited_frames_end_at_newline_or_nul() {
         assert_eq!(
-            split(b"<14>a\n<14>b\0<14>c", Framing::Delimited, false).unwrap(),
+            split(b"<14>a\n\r\n<14>b\0<14>c", Framing::Delimited, false).unwrap(),
             [b"<14>a\n".to_vec(), b"<14>b\0".to_vec()]
         );
         assert_eq!(
@@ -337,5 +439,8 @@ mod tests {
             )
             .is_err()
         );
+        let mut long = vec![b'x'; MAX_MESSAGE_BYTES + 10];
+        long.push(b'\n');
+        assert!(split(&long, Framing::Delimited, false).is_err());
     }
 }

@@ -13,7 +13,7 @@
 
 use crate::event::parse::{check_name, check_not_future, new_id, stored_attributes};
 use crate::event::{Event, IngestContext, Severity};
-use chrono::{Datelike, Utc};
+use chrono::{Datelike, NaiveDate, Utc};
 use serde_json::{Map, Value};
 use syslog_loose::{Message, ProcId, Variant};
 
@@ -45,11 +45,20 @@ pub fn event_from_message(raw: &[u8], ctx: IngestContext<'_>) -> (Event, bool) {
     (event, false)
 }
 
-/// The year of a 3164 date: this year, unless that is more than a day ahead.
+/// The year of a 3164 date: the latest year from next year back that puts it no more than a
+/// day ahead of now (Dec 31 read on Jan 1 is last year's; Jan 1 read on Dec 31,
+/// from a clock a little ahead, next year's).
 fn year_of((month, day, ..): syslog_loose::IncompleteDate) -> i32 {
-    let now = Utc::now();
-    let ahead = (month, day) > (now.month(), now.day() + 1);
-    now.year() - i32::from(ahead)
+    year_near(month, day, Utc::now().date_naive())
+}
+
+fn year_near(month: u32, day: u32, today: NaiveDate) -> i32 {
+    let latest = today + chrono::Days::new(1);
+    // Back four years at most, for a February 29.
+    (today.year() - 4..=today.year() + 1)
+        .rev()
+        .find(|year| NaiveDate::from_ymd_opt(*year, month, day).is_some_and(|date| date <= latest))
+        .unwrap_or(today.year())
 }
 
 fn event_of(message: Message<&str>, ctx: IngestContext<'_>) -> Event {
@@ -210,6 +219,17 @@ mod tests {
             assert_eq!(event.service, FALLBACK_SERVICE);
             assert!(!event.message.is_empty());
         }
+    }
+
+    #[test]
+    fn the_year_of_a_3164_date_is_the_nearest_not_ahead() {
+        let day = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).unwrap();
+        assert_eq!(year_near(4, 30, day(2026, 4, 30)), 2026);
+        assert_eq!(year_near(5, 1, day(2026, 4, 30)), 2026);
+        assert_eq!(year_near(5, 2, day(2026, 4, 30)), 2025);
+        assert_eq!(year_near(12, 31, day(2027, 1, 1)), 2026);
+        assert_eq!(year_near(1, 1, day(2026, 12, 31)), 2027);
+        assert_eq!(year_near(2, 29, day(2026, 3, 1)), 2024);
     }
 
     #[test]
