@@ -78,8 +78,9 @@ async fn rsyslog_forwards_over_tcp_both_framings_and_udp() {
             2_000,
         ),
         ("newline", tcp, "tcp", "", 2_000),
-        // UDP may lose datagrams in the kernel's buffers: a count the socket holds.
-        ("udp", udp, "udp", "", 300),
+        // UDP loses what overflows the socket's receive buffer (the kernel's default, ~200 KB
+        // of accounting, ~170 small datagrams) while the node is busy: a burst it holds.
+        ("udp", udp, "udp", "", 100),
     ];
     let mut expected = 0;
     for (name, target, protocol, extra, lines) in cases {
