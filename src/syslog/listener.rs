@@ -301,11 +301,30 @@ async fn append_or_wait(context: &Context, events: Vec<Event>) -> Result<(), Str
     Ok(())
 }
 
+/// Bytes of datagrams the kernel may hold for a UDP listener while the node is busy (as
+/// rsyslog's `imudp` `RcvBufSize`); the kernel caps it at `net.core.rmem_max`, which an
+/// administrator may raise.
+const UDP_RECEIVE_BUFFER: usize = 8 * 1024 * 1024;
+
+fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    if let Err(error) = socket.set_recv_buffer_size(UDP_RECEIVE_BUFFER) {
+        tracing::debug!(%error, "Could not enlarge a syslog UDP receive buffer.");
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
+}
+
 pub(super) async fn start_udp(
     addr: SocketAddr,
     mut context: Context,
 ) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
-    let socket = UdpSocket::bind(addr).await?;
+    let socket = udp_socket(addr)?;
     let bound = socket.local_addr()?;
     context.name = Arc::from(format!("udp://{bound}"));
     let task = tokio::spawn(async move {
