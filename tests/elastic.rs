@@ -7,13 +7,12 @@
 
 mod common;
 
+use common::TestNode;
 use common::cluster::TestCluster;
 use common::databases::{Server, TestDatabase};
-use common::services::nats_url;
-use common::{TestNode, event_log_lines, eventually};
+use common::services::{nats_url, start_rsyslogd};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use std::time::Duration;
 use tokio::process::Command;
 
 /// Sends with the official client; prints one JSON line with what the client saw.
@@ -207,25 +206,7 @@ async fn a_bulk_through_one_node_reaches_every_node() {
     let cluster = TestCluster::start(3, &nats_url(), database.url(), &[]);
     let sent = client(&cluster.nodes[1].url(), "one-bad").await;
     assert_eq!(sent["ok"], 9);
-    for node in &cluster.nodes {
-        eventually(
-            &format!("9 bulk events in {}'s event log", node.name),
-            Duration::from_secs(30),
-            || async {
-                event_log_lines(&node.event_log_dir())
-                    .iter()
-                    .filter(|line| line["service"] == "web")
-                    .count()
-                    == 9
-            },
-        )
-        .await;
-    }
-    // The store writer commits on its own schedule, not with the event logs.
-    eventually("every event stored", Duration::from_secs(30), || async {
-        cluster.stored().await.ids.len() == 9
-    })
-    .await;
+    cluster.wait_for_everywhere("web", 9).await;
     let stored = cluster.stored().await;
     assert_eq!(stored.ids.len(), 9);
 }
@@ -306,17 +287,7 @@ async fn rsyslog_ships_a_file_through_omelasticsearch_unchanged() {
     let input = dir.path().join("in.log");
     let lines: String = (1..=3).map(|i| format!("order {i} paid\n")).collect();
     std::fs::write(&input, lines).unwrap();
-    let config = dir.path().join("rsyslog.conf");
-    std::fs::write(&config, rsyslog_config(&work, &input, port)).unwrap();
-    let mut rsyslogd = Command::new(std::env::var("LOGMESH_TEST_RSYSLOGD").unwrap())
-        .arg("-n")
-        .arg("-f")
-        .arg(&config)
-        .arg("-i")
-        .arg(dir.path().join("rsyslogd.pid"))
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start rsyslogd");
+    let mut rsyslogd = start_rsyslogd(dir.path(), &rsyslog_config(&work, &input, port));
     node.wait_for_stored(3).await;
     let page = node.get_json("/api/v1/logs/search?service=shop").await;
     let mut messages: Vec<&str> = page["events"]

@@ -10,7 +10,7 @@ use common::cluster::TestCluster;
 use common::databases::{Server, TestDatabase};
 use common::services::nats_url;
 use common::tier::js_clients;
-use common::{TestNode, event_log_lines, eventually};
+use common::{TestNode, eventually};
 use logmesh::event::loki::{EntryAdapter, LabelPairAdapter, PushRequest, StreamAdapter};
 use prost::Message;
 use reqwest::StatusCode;
@@ -394,22 +394,5 @@ async fn a_push_through_one_node_reaches_every_node() {
     let database = TestDatabase::create(Server::Postgres).await;
     let cluster = TestCluster::start(3, &nats_url(), database.url(), &[]);
     winston_loki(&cluster.nodes[2].url(), "protobuf", "loki-cluster", 50, "").await;
-    for node in &cluster.nodes {
-        eventually(
-            &format!("50 pushed lines in {}'s event log", node.name),
-            Duration::from_secs(30),
-            || async {
-                event_log_lines(&node.event_log_dir())
-                    .iter()
-                    .filter(|line| line["service"] == "loki-cluster")
-                    .count()
-                    == 50
-            },
-        )
-        .await;
-    }
-    eventually("every line stored", Duration::from_secs(30), || async {
-        cluster.stored().await.ids.len() == 50
-    })
-    .await;
+    cluster.wait_for_everywhere("loki-cluster", 50).await;
 }

@@ -12,7 +12,7 @@ use common::cluster::TestCluster;
 use common::databases::{Server, TestDatabase};
 use common::services::nats_url;
 use common::tier::js_clients;
-use common::{TestNode, event_log_lines, eventually};
+use common::{TestNode, eventually};
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
@@ -127,6 +127,18 @@ async fn js_sdk(url: &str, encoding: &str, service: &str, count: usize, token: &
     );
 }
 
+/// `GET /api/v1/logs/stats` of a node with the tests' token.
+async fn stats(node: &TestNode) -> Value {
+    node.get("/api/v1/logs/stats")
+        .bearer_auth("otel-token")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 async fn search(node: &TestNode, query: &str) -> Vec<Value> {
     let page: Value = node
         .get(&format!("/api/v1/logs/search?{query}"))
@@ -150,27 +162,11 @@ async fn the_python_sdk_exports_logging_records_as_protobuf_plain_and_gzip() {
         assert_eq!(sent["ok"], true, "{compression}: {sent}");
     }
     eventually("202 records stored", Duration::from_secs(20), || async {
-        let stats: Value = node
-            .get("/api/v1/logs/stats")
-            .bearer_auth("otel-token")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let stats: Value = stats(&node).await;
         stats["total"] == 202
     })
     .await;
-    let stats: Value = node
-        .get("/api/v1/logs/stats")
-        .bearer_auth("otel-token")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats: Value = stats(&node).await;
     assert_eq!(
         stats["rows"],
         json!([
@@ -225,15 +221,7 @@ async fn the_js_sdk_exports_protobuf_and_otlp_json_with_trace_ids() {
     )
     .await;
     eventually("1200 records stored", Duration::from_secs(20), || async {
-        let stats: Value = node
-            .get("/api/v1/logs/stats")
-            .bearer_auth("otel-token")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let stats: Value = stats(&node).await;
         stats["total"] == 1200
     })
     .await;
@@ -500,22 +488,5 @@ async fn records_through_one_node_reach_every_node() {
         "",
     )
     .await;
-    for node in &cluster.nodes {
-        eventually(
-            &format!("50 OTLP records in {}'s event log", node.name),
-            Duration::from_secs(30),
-            || async {
-                event_log_lines(&node.event_log_dir())
-                    .iter()
-                    .filter(|line| line["service"] == "otel-cluster")
-                    .count()
-                    == 50
-            },
-        )
-        .await;
-    }
-    eventually("every record stored", Duration::from_secs(30), || async {
-        cluster.stored().await.ids.len() == 50
-    })
-    .await;
+    cluster.wait_for_everywhere("otel-cluster", 50).await;
 }

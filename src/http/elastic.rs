@@ -20,7 +20,7 @@
 
 use super::AppState;
 use super::body::Reservation;
-use super::error::ApiError;
+use super::error::{ApiError, with_retry_after};
 use super::ingest::{self, LogsParams};
 use crate::event::parse::{Location, check_name};
 use crate::event::{Event, FieldMap, IngestContext, now_us};
@@ -51,13 +51,7 @@ fn es_error(status: StatusCode, kind: &str, reason: impl Into<String>) -> Respon
         },
         "status": status.as_u16(),
     });
-    let mut response = (status, Json(body)).into_response();
-    if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    }
-    with_product(response)
+    with_product(with_retry_after((status, Json(body)).into_response()))
 }
 
 fn with_product(mut response: Response) -> Response {

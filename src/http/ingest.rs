@@ -3,7 +3,7 @@
 
 use super::AppState;
 use super::body::{Reservation, read_body};
-use super::error::ApiError;
+use super::error::{ApiError, media_type};
 use crate::event::bounds::Refusal;
 use crate::event::parse::check_name;
 use crate::event::python_logging;
@@ -68,15 +68,7 @@ pub(super) async fn read_ingest_body(
 /// Whether the body is declared form-encoded (`curl --data` and Python's `HTTPHandler` both
 /// declare it).
 fn is_form(headers: &HeaderMap) -> bool {
-    headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.split(';').next())
-        .is_some_and(|media| {
-            media
-                .trim()
-                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-        })
+    media_type(headers).as_deref() == Some("application/x-www-form-urlencoded")
 }
 
 /// A shipper's request refused whole: 400 when it is malformed, 413 when it expands too far.

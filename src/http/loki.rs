@@ -13,7 +13,7 @@
 
 use super::AppState;
 use super::body;
-use super::error::ApiError;
+use super::error::{ApiError, media_type, with_retry_after};
 use super::ingest;
 use crate::event::bounds::Expansion;
 use crate::event::loki::{self, LokiMapping};
@@ -60,24 +60,17 @@ impl PushParams {
 
 /// Loki's error shape: the status and a line of text.
 fn loki_error(error: ApiError) -> Response {
-    let mut response = (
-        error.status,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        )],
-        format!("{}\n", error.message),
+    with_retry_after(
+        (
+            error.status,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            )],
+            format!("{}\n", error.message),
+        )
+            .into_response(),
     )
-        .into_response();
-    if matches!(
-        error.status,
-        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
-    ) {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    }
-    response
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -87,18 +80,13 @@ enum Encoding {
     Json,
 }
 
-fn encoding_of(headers: &HeaderMap) -> Result<Encoding, ApiError> {
-    let media = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.split(';').next())
-        .map(|media| media.trim().to_ascii_lowercase());
+fn encoding_of(headers: &HeaderMap) -> Encoding {
     // As Loki: JSON when it says so, else snappy protobuf, whatever it says (older clients
     // send `application/x-snappy`, some none).
-    Ok(match media.as_deref() {
+    match media_type(headers).as_deref() {
         Some("application/json") => Encoding::Json,
         _ => Encoding::Protobuf,
-    })
+    }
 }
 
 /// `POST /loki/api/v1/push`.
@@ -131,7 +119,7 @@ async fn accept(
 ) -> Result<(), ApiError> {
     let Query(params) = params.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let mapping = params.mapping()?;
-    let encoding = encoding_of(headers)?;
+    let encoding = encoding_of(headers);
     // Vector's and tracing-loki's pushes say `Content-Encoding: snappy`: read_body has then
     // decoded the snappy block already.
     let decoded_snappy = body::encoding_of(headers)? == body::Encoding::Snappy;

@@ -11,7 +11,7 @@
 //! of records onto events is [`crate::event::otlp`]'s.
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::{ApiError, media_type, with_retry_after};
 use super::ingest;
 use crate::event::bounds::Expansion;
 use crate::event::otlp::{self, Export};
@@ -44,12 +44,7 @@ enum Encoding {
 
 impl Encoding {
     fn of(headers: &HeaderMap) -> Result<Encoding, ApiError> {
-        let media = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.split(';').next())
-            .map(|media| media.trim().to_ascii_lowercase());
-        match media.as_deref() {
+        match media_type(headers).as_deref() {
             Some("application/x-protobuf" | "application/protobuf") => Ok(Encoding::Protobuf),
             Some("application/json") => Ok(Encoding::Json),
             other => Err(ApiError::new(
@@ -92,21 +87,14 @@ fn otlp_error(encoding: Encoding, error: ApiError) -> Response {
             .to_string()
             .into_bytes(),
     };
-    let mut response = (
-        error.status,
-        [(header::CONTENT_TYPE, encoding.content_type())],
-        body,
+    with_retry_after(
+        (
+            error.status,
+            [(header::CONTENT_TYPE, encoding.content_type())],
+            body,
+        )
+            .into_response(),
     )
-        .into_response();
-    if matches!(
-        error.status,
-        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
-    ) {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    }
-    response
 }
 
 /// `POST /v1/logs`.

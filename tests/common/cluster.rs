@@ -2,10 +2,11 @@
 //! database, each test on a stream and database of its own.
 
 use super::services::free_port;
-use super::{NodeProcess, Stored, event_log_lines};
+use super::{NodeProcess, Stored, event_log_lines, eventually};
 use sqlx::Connection;
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::time::Duration;
 use tempfile::TempDir;
 
 pub struct ClusterNode {
@@ -137,6 +138,30 @@ impl TestCluster {
 
     pub async fn stored(&self) -> Stored {
         stored_sql(&self.database_url).await
+    }
+
+    /// Waits until every node's event log holds `count` events of `service`, then until the
+    /// store holds `count` events in all (the store writer commits on its own schedule, not
+    /// with the event logs).
+    pub async fn wait_for_everywhere(&self, service: &str, count: usize) {
+        for node in &self.nodes {
+            eventually(
+                &format!("{count} events of {service} in {}'s event log", node.name),
+                Duration::from_secs(30),
+                || async {
+                    event_log_lines(&node.event_log_dir())
+                        .iter()
+                        .filter(|line| line["service"] == service)
+                        .count()
+                        == count
+                },
+            )
+            .await;
+        }
+        eventually("every event stored", Duration::from_secs(30), || async {
+            self.stored().await.ids.len() == count
+        })
+        .await;
     }
 }
 

@@ -40,6 +40,24 @@ pub fn nats_url() -> String {
         .expect("LOGMESH_TEST_NATS_URL is not set: run the tests through scripts/test.sh")
 }
 
+/// Debian's rsyslogd (`LOGMESH_TEST_RSYSLOGD`) in the foreground with `config`, written to
+/// `dir/rsyslog.conf` (its pid file beside it, never the system's); killed when dropped.
+pub fn start_rsyslogd(dir: &std::path::Path, config: &str) -> tokio::process::Child {
+    let path = dir.join("rsyslog.conf");
+    std::fs::write(&path, config).expect("write rsyslog.conf");
+    tokio::process::Command::new(
+        std::env::var("LOGMESH_TEST_RSYSLOGD").expect("LOGMESH_TEST_RSYSLOGD is set"),
+    )
+    .arg("-n")
+    .arg("-f")
+    .arg(&path)
+    .arg("-i")
+    .arg(dir.join("rsyslogd.pid"))
+    .kill_on_drop(true)
+    .spawn()
+    .expect("start rsyslogd")
+}
+
 /// A port on 127.0.0.1 that a server can bind right now, and that this process has not
 /// handed out before.
 ///
