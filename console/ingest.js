@@ -1,6 +1,7 @@
 // Ingest per node and in total: GET /api/v1/node/stats?hostname=* every 2 s (the node asks
 // every member server-side), turned into events/s from consecutive cumulative counts, over the
-// last 5 minutes; plus queue depth and the writers' batch sizes and flush durations.
+// last 5 minutes; plus queue depth, the writers' batch sizes and flush durations, and what each
+// syslog listener saw (shown once a node has one).
 
 import { el, every, formatNumber, getJson, panel } from './api.js';
 import { colour, lineChart } from './charts.js';
@@ -12,6 +13,15 @@ const TITLES = {
   'Mean batch': 'events per batch written, since the node started',
   'Mean flush': 'time to write one batch, since the node started',
 };
+const SYSLOG_COLUMNS = [
+  ['connections', 'Connections', 'connections accepted (TCP, RELP)'],
+  ['messages', 'Messages', 'messages read'],
+  ['bytes', 'Bytes', 'bytes read'],
+  ['unparsed', 'Unparsed', 'messages that were not syslog, kept raw with service syslog'],
+  ['dropped', 'Dropped', 'UDP datagrams the queue could not take'],
+  ['refused', 'Refused', 'peers outside --syslog-allow, connections past the cap'],
+  ['broken', 'Broken', 'connections closed for their framing'],
+];
 
 function bytes(n) {
   if (n < 1024) return `${n} B`;
@@ -27,6 +37,14 @@ export function mount() {
     el('thead', {}, el('tr', {}, ['Node', 'Accepted', 'Events/s', 'Refused', 'Queue', 'Writer', 'Batches', 'Mean batch', 'Mean flush']
       .map((h, i) => el('th', { class: i && i !== 5 ? 'num' : undefined, title: TITLES[h] }, h)))),
     rows));
+  const syslogRows = el('tbody');
+  const syslog = el('div', { id: 'ingest-syslog', hidden: true },
+    el('h3', {}, 'Syslog listeners'),
+    el('table', {},
+      el('thead', {}, el('tr', {}, [['', 'Node'], ['', 'Listener'], ...SYSLOG_COLUMNS]
+        .map(([key, h, title]) => el('th', { class: key ? 'num' : undefined, title }, h)))),
+      syslogRows));
+  body.append(syslog);
 
   const last = new Map(); // node → previous snapshot
   const rates = new Map(); // node → [[t, events/s]]
@@ -71,6 +89,14 @@ export function mount() {
       });
     }
     rows.replaceChildren(...lines);
+    const listeners = nodes.flatMap((stats) => (stats.syslog || []).map((counts) => el('tr',
+      { 'data-node': stats.node, 'data-listener': counts.listener },
+      el('td', {}, stats.node),
+      el('td', {}, counts.listener),
+      SYSLOG_COLUMNS.map(([key]) => el('td', { class: 'num', 'data-field': key },
+        key === 'bytes' ? bytes(counts[key] || 0) : formatNumber(counts[key] || 0))))));
+    syslogRows.replaceChildren(...listeners);
+    syslog.hidden = listeners.length === 0;
     if (last.size && [...rates.values()].some((r) => r.length)) total.push([now, sum]);
     for (const series of [total, ...rates.values()]) {
       while (series.length && now - series[0][0] > WINDOW_MS) series.shift();

@@ -38,6 +38,8 @@ pub struct NodeMetrics {
     /// Totals per sink for [`NodeMetrics::snapshot`]: the client's histograms do not expose
     /// their sums outside its test feature, and a family cannot be walked.
     sinks: Mutex<BTreeMap<&'static str, SinkStats>>,
+    /// The syslog counters per listener, for the same reason.
+    listeners: Mutex<BTreeMap<String, BTreeMap<&'static str, u64>>>,
 }
 
 /// This node's operational figures at one instant: cumulative counts, so a client derives
@@ -49,6 +51,17 @@ pub struct NodeStats {
     pub queue_depth_events: u64,
     pub queue_depth_bytes: u64,
     pub sinks: Vec<SinkStats>,
+    /// Each syslog listener's counters (absent while it has counted nothing).
+    pub syslog: Vec<ListenerStats>,
+}
+
+/// One syslog listener's counts so far: `connections`, `messages`, `bytes`, `unparsed`,
+/// `dropped`, … as in `logmesh_syslog_total`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ListenerStats {
+    pub listener: String,
+    #[serde(flatten)]
+    pub counts: BTreeMap<&'static str, u64>,
 }
 
 /// One writer's batches so far.
@@ -104,7 +117,8 @@ impl NodeMetrics {
             "What this node's syslog listeners saw, by listener and what: connections, messages, \
              bytes, unparsed (kept raw with service syslog), dropped (UDP datagrams the queue \
              could not take), refused (peers outside --syslog-allow, connections past the cap), \
-             broken (connections closed for their framing), lost (read, refused for good)",
+             broken (connections closed for their framing), lost (read, refused for good), \
+             truncated (RELP messages cut to the longest taken)",
             syslog.clone(),
         );
         let queue_events = Gauge::default();
@@ -129,12 +143,25 @@ impl NodeMetrics {
             queue_events,
             queue_bytes,
             sinks: Mutex::new(BTreeMap::new()),
+            listeners: Mutex::new(BTreeMap::new()),
         }
     }
 
     /// Counts `n` of `what` (connections, messages, bytes, unparsed, dropped, refused) for the
     /// syslog listener `listener` (its URL).
     pub fn syslog(&self, listener: &str, what: &'static str, n: u64) {
+        {
+            let mut listeners = self
+                .listeners
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if !listeners.contains_key(listener) {
+                listeners.insert(listener.to_owned(), BTreeMap::new());
+            }
+            if let Some(counts) = listeners.get_mut(listener) {
+                *counts.entry(what).or_insert(0) += n;
+            }
+        }
         self.syslog
             .get_or_create(&vec![
                 ("listener", listener.to_owned()),
@@ -208,6 +235,16 @@ impl NodeMetrics {
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .values()
                 .cloned()
+                .collect(),
+            syslog: self
+                .listeners
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .iter()
+                .map(|(listener, counts)| ListenerStats {
+                    listener: listener.clone(),
+                    counts: counts.clone(),
+                })
                 .collect(),
         }
     }

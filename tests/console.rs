@@ -8,7 +8,7 @@ mod common;
 use common::cluster::TestCluster;
 use common::databases::{Server, TestDatabase};
 use common::services::nats_url;
-use common::{TestNode, ndjson_line};
+use common::{TestNode, eventually, ndjson_line};
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
@@ -131,6 +131,8 @@ async fn every_panel_shows_real_data_behind_the_token_prompt() {
         config.node_name = "console-node".into();
         config.api_token = Some(token.into());
         config.log_roots = vec![app.clone()];
+        config.syslog.listen =
+            vec![logmesh::syslog::SyslogListen::parse("tcp://127.0.0.1:0").unwrap()];
     })
     .await;
 
@@ -230,6 +232,37 @@ async fn every_panel_shows_real_data_behind_the_token_prompt() {
         .expect("node stats of nobody");
     assert_eq!(elsewhere.status(), 404);
 
+    // One syslog message (service billing: between api and checkout, so that the counts
+    // panel's orderings stay as it expects), for the ingest panel's listener table.
+    let listener = node.node.as_ref().unwrap().syslog_listeners()[0];
+    let mut syslog = tokio::net::TcpStream::connect(listener.addr)
+        .await
+        .expect("syslog connect");
+    tokio::io::AsyncWriteExt::write_all(
+        &mut syslog,
+        b"<14>1 2026-11-23T10:15:00Z vm1 billing - - - invoice sent\n",
+    )
+    .await
+    .expect("syslog write");
+    drop(syslog);
+    eventually(
+        "the syslog message stored",
+        Duration::from_secs(30),
+        || async {
+            let stats: serde_json::Value = node
+                .get("/api/v1/node/stats")
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("node stats")
+                .json()
+                .await
+                .expect("node stats JSON");
+            stats["syslog"][0]["messages"] == 1 && stats["events_accepted"] == 7
+        },
+    )
+    .await;
+
     let script = Script::start(
         "panels",
         &[
@@ -237,6 +270,7 @@ async fn every_panel_shows_real_data_behind_the_token_prompt() {
             ("LOGMESH_CONSOLE_TOKEN", token),
             ("LOGMESH_CONSOLE_NODE", "console-node"),
             ("LOGMESH_CONSOLE_WORD", &word),
+            ("LOGMESH_CONSOLE_SYSLOG", &listener.to_string()),
         ],
     );
     let status = script.finish().await;

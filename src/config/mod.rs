@@ -520,9 +520,19 @@ mod tests {
                 "for --syslog-listen: `tcp://localhost:514`: `localhost:514` is not IP:PORT",
             ),
             (
-                ServeArgs::default().with("syslog-listen", "relp://127.0.0.1:2514"),
+                ServeArgs::default().with("syslog-listen", "tls://127.0.0.1:6514"),
                 vec![],
-                "relp:// listeners are not available yet",
+                "syslog over TLS (RFC 5425) is not available yet",
+            ),
+            (
+                ServeArgs::default().with("syslog-service", "program"),
+                vec![],
+                "for --syslog-service: `program` is not app-name, hostname, facility, msgid or fixed:NAME",
+            ),
+            (
+                ServeArgs::default().with("syslog-service", "fixed:two words"),
+                vec![],
+                "for --syslog-service: the service `two words`",
             ),
             (
                 ServeArgs::default(),

@@ -623,8 +623,9 @@ pub static SETTINGS: &[Setting] = &[
         key: "syslog-listen",
         env: &["LOGMESH_SYSLOG_LISTEN"],
         value: ValueKind::List("URL", ','),
-        help: "A syslog listener: `tcp://IP:PORT` (RFC 6587, octet counting or newline framing) \
-               or `udp://IP:PORT`; repeat the flag for several. A non-loopback one needs \
+        help: "A syslog listener: `tcp://IP:PORT` (RFC 6587, octet counting or newline framing), \
+               `udp://IP:PORT` or `relp://IP:PORT` (rsyslog's RELP: each message acknowledged \
+               once durable); repeat the flag for several. A non-loopback one needs \
                --api-token with --syslog-allow, or --insecure.",
         default: Shown::Text("none"),
         secret: Secret::No,
@@ -661,6 +662,20 @@ pub static SETTINGS: &[Setting] = &[
             if c.syslog.allow.is_empty() {
                 return Err("expected networks separated by commas".into());
             }
+            Ok(())
+        },
+    },
+    Setting {
+        key: "syslog-service",
+        env: &["LOGMESH_SYSLOG_SERVICE"],
+        value: ValueKind::One("FROM"),
+        help: "Which part of a syslog message names its service: `app-name` (APP-NAME, or the \
+               BSD TAG), `hostname`, `facility`, `msgid`, or `fixed:NAME` for one service; \
+               `syslog` when the part is missing.",
+        default: Shown::Value(|c| c.syslog.service.to_string()),
+        secret: Secret::No,
+        apply: |c, v| {
+            c.syslog.service = crate::syslog::ServiceFrom::parse(v.trim())?;
             Ok(())
         },
     },

@@ -398,6 +398,10 @@ pub struct NodeStatsView {
     pub queue_depth_bytes: Option<u64>,
     #[schema(value_type = Option<Vec<Object>>)]
     pub sinks: Option<Vec<Value>>,
+    /// Each syslog listener's counters: `listener` and `connections`, `messages`, `bytes`,
+    /// `unparsed`, `dropped`, `refused`, `broken`, `lost`, `truncated` (those counted so far).
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub syslog: Option<Vec<Value>>,
     #[schema(value_type = Option<Vec<Object>>)]
     pub nodes: Option<Vec<Value>>,
 }

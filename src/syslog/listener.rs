@@ -1,7 +1,7 @@
-//! The TCP and UDP listeners: framing, batching, back-pressure.
+//! The TCP, RELP and UDP listeners: framing, batching, back-pressure.
 
-use super::Access;
-use super::parse::event_from_message;
+use super::parse::{ServiceFrom, event_from_message};
+use super::{Access, Transport};
 use crate::event::{Event, IngestContext, now_us};
 use crate::intake::Intake;
 use crate::queue::QueueError;
@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 /// connection (its framing can no longer be trusted).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// Messages appended together.
-const BATCH: usize = 1_000;
+pub(super) const BATCH: usize = 1_000;
 /// Between retries of a batch the queue refused for now.
 const RETRY: Duration = Duration::from_millis(100);
 /// Connections one TCP listener serves at once; more are closed at once and counted
@@ -35,19 +35,20 @@ pub(super) struct Context {
     pub stop: watch::Receiver<bool>,
     /// The listener's URL, for metrics and logs.
     pub name: Arc<str>,
+    pub service: Arc<ServiceFrom>,
 }
 
 impl Context {
-    fn count(&self, what: &'static str, n: u64) {
+    pub(super) fn count(&self, what: &'static str, n: u64) {
         self.intake.metrics().syslog(&self.name, what, n);
     }
 
-    fn stopping(&self) -> bool {
+    pub(super) fn stopping(&self) -> bool {
         *self.stop.borrow()
     }
 
     /// The events of `messages`, counting those that did not parse.
-    fn events(&self, messages: &[&[u8]]) -> Vec<Event> {
+    pub(super) fn events(&self, messages: &[&[u8]]) -> Vec<Event> {
         let ctx = IngestContext {
             node: &self.node,
             now_us: now_us(),
@@ -56,7 +57,7 @@ impl Context {
         let events = messages
             .iter()
             .map(|message| {
-                let (event, parsed) = event_from_message(message, ctx);
+                let (event, parsed) = event_from_message(message, ctx, &self.service);
                 unparsed += u64::from(!parsed);
                 event
             })
@@ -69,13 +70,20 @@ impl Context {
     }
 }
 
-pub(super) async fn start_tcp(
+/// A TCP listener serving plain syslog (`Transport::Tcp`) or RELP (`Transport::Relp`).
+pub(super) async fn start_stream(
     addr: SocketAddr,
+    transport: Transport,
     mut context: Context,
 ) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
-    context.name = Arc::from(format!("tcp://{bound}"));
+    let scheme = if transport == Transport::Relp {
+        "relp"
+    } else {
+        "tcp"
+    };
+    context.name = Arc::from(format!("{scheme}://{bound}"));
     let task = tokio::spawn(async move {
         let mut stop = context.stop.clone();
         let mut connections = tokio::task::JoinSet::new();
@@ -101,7 +109,12 @@ pub(super) async fn start_tcp(
             context.count("connections", 1);
             let context = context.clone();
             connections.spawn(async move {
-                if let Err(why) = serve_connection(stream, &context).await {
+                let served = if transport == Transport::Relp {
+                    super::relp::serve_connection(stream, &context).await
+                } else {
+                    serve_connection(stream, &context).await
+                };
+                if let Err(why) = served {
                     tracing::info!(listener = %context.name, %peer, why, "Closed a syslog connection.");
                 }
             });
@@ -252,7 +265,10 @@ async fn serve_connection(mut stream: TcpStream, context: &Context) -> Result<()
             if !batch.is_empty() {
                 let messages: Vec<&[u8]> = batch.iter().map(|frame| &frame[..]).collect();
                 let events = context.events(&messages);
-                append_or_wait(context, events).await?;
+                append_or_wait(context, events).await.map_err(|lost| {
+                    context.count("lost", lost.count as u64);
+                    lost.to_string()
+                })?;
             }
             if let Some(why) = broken {
                 // The frame it broke in is not stored: its bounds are unknown.
@@ -269,11 +285,27 @@ async fn serve_connection(mut stream: TcpStream, context: &Context) -> Result<()
     }
 }
 
+/// Messages of a batch that could not be queued, and why.
+pub(super) struct NotQueued {
+    pub count: usize,
+    pub error: QueueError,
+}
+
+impl std::fmt::Display for NotQueued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} messages could not be queued: {}",
+            self.count, self.error
+        )
+    }
+}
+
 /// Appends a connection's batch, waiting while the queue is full (the connection is not read
 /// meanwhile: back-pressure, not loss); a batch larger than the queue can ever take goes in
 /// halves. While the node stops it keeps trying: the writers still drain the queue until every
 /// listener has ended.
-async fn append_or_wait(context: &Context, events: Vec<Event>) -> Result<(), String> {
+pub(super) async fn append_or_wait(context: &Context, events: Vec<Event>) -> Result<(), NotQueued> {
     let mut pending = vec![events];
     while let Some(events) = pending.pop() {
         match context.intake.append(events.clone()).await {
@@ -292,9 +324,8 @@ async fn append_or_wait(context: &Context, events: Vec<Event>) -> Result<(), Str
                 tokio::time::sleep(RETRY).await;
             }
             Err(error) => {
-                let lost: usize = events.len() + pending.iter().map(Vec::len).sum::<usize>();
-                context.count("lost", lost as u64);
-                return Err(format!("{lost} messages could not be queued: {error}"));
+                let count = events.len() + pending.iter().map(Vec::len).sum::<usize>();
+                return Err(NotQueued { count, error });
             }
         }
     }

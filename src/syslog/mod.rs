@@ -1,5 +1,6 @@
-//! Syslog listeners, off by default: `--syslog-listen tcp://127.0.0.1:5514` or `udp://…`
-//! (repeatable), so that every host's syslog daemon and network gear can ship to a node.
+//! Syslog listeners, off by default: `--syslog-listen tcp://127.0.0.1:5514`, `udp://…` or
+//! `relp://…` (repeatable), so that every host's syslog daemon and network gear can ship to a
+//! node, and rsyslog can ship with RELP, losing nothing.
 //!
 //! Invariants:
 //! - Nothing received is dropped silently: a message that does not parse is kept as raw text
@@ -8,15 +9,21 @@
 //! - TCP never drops: a connection's messages are appended in batches, each made durable before
 //!   more is read, and while the queue is full the connection is not read (TCP back-pressure
 //!   reaches the sender).
+//! - RELP answers `rsp 200` for a message only once it is durable, and never refuses one the
+//!   sender should retry: while the node cannot take messages it holds the answers (the
+//!   sender's window fills and it waits), and if it must give up it closes the connection
+//!   unanswered, so that the sender sends the messages again.
 //! - Same rules as the HTTP listener: a non-loopback listener needs `--api-token` or
 //!   `--insecure`; with a token (syslog has none), it also needs `--syslog-allow`, the
 //!   networks whose peers it serves.
 
 mod listener;
 pub mod parse;
+mod relp;
 
 use crate::intake::Intake;
 use ipnet::IpNet;
+pub use parse::ServiceFrom;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -30,6 +37,9 @@ pub enum Transport {
     Tcp,
     /// One message per datagram.
     Udp,
+    /// rsyslog's Reliable Event Logging Protocol (librelp): each message acknowledged once
+    /// durable.
+    Relp,
 }
 
 /// One `--syslog-listen` value.
@@ -40,22 +50,24 @@ pub struct SyslogListen {
 }
 
 impl SyslogListen {
-    /// `tcp://IP:PORT` or `udp://IP:PORT` (port 0 picks a free one).
+    /// `tcp://IP:PORT`, `udp://IP:PORT` or `relp://IP:PORT` (port 0 picks a free one).
     pub fn parse(text: &str) -> Result<SyslogListen, String> {
-        let (scheme, rest) = text
-            .split_once("://")
-            .ok_or_else(|| format!("`{text}` is not tcp://IP:PORT or udp://IP:PORT"))?;
+        let (scheme, rest) = text.split_once("://").ok_or_else(|| {
+            format!("`{text}` is not tcp://IP:PORT, udp://IP:PORT or relp://IP:PORT")
+        })?;
         let transport = match scheme {
             "tcp" => Transport::Tcp,
             "udp" => Transport::Udp,
-            "relp" | "tls" => {
+            "relp" => Transport::Relp,
+            "tls" => {
                 return Err(format!(
-                    "`{text}`: {scheme}:// listeners are not available yet; use tcp:// or udp://"
+                    "`{text}`: syslog over TLS (RFC 5425) is not available yet; use tcp://, \
+                     udp:// or relp:// on a trusted network (or behind a TLS terminator)"
                 ));
             }
             other => {
                 return Err(format!(
-                    "`{text}`: unknown transport `{other}` (tcp or udp)"
+                    "`{text}`: unknown transport `{other}` (tcp, udp or relp)"
                 ));
             }
         };
@@ -71,6 +83,7 @@ impl fmt::Display for SyslogListen {
         let scheme = match self.transport {
             Transport::Tcp => "tcp",
             Transport::Udp => "udp",
+            Transport::Relp => "relp",
         };
         write!(f, "{scheme}://{}", self.addr)
     }
@@ -82,6 +95,8 @@ pub struct SyslogSettings {
     pub listen: Vec<SyslogListen>,
     /// Networks whose peers non-loopback listeners serve; empty: any (only without a token).
     pub allow: Vec<IpNet>,
+    /// Which part of a message names its service.
+    pub service: ServiceFrom,
 }
 
 /// Who may send: loopback peers always; others when the allow list is empty or holds them.
@@ -163,9 +178,12 @@ pub async fn start(
             access: access.clone(),
             stop: stop.clone(),
             name: Arc::from(""),
+            service: Arc::new(settings.service.clone()),
         };
         let (actual, task) = match listen.transport {
-            Transport::Tcp => listener::start_tcp(listen.addr, context).await,
+            Transport::Tcp | Transport::Relp => {
+                listener::start_stream(listen.addr, listen.transport, context).await
+            }
             Transport::Udp => listener::start_udp(listen.addr, context).await,
         }
         .map_err(|e| format!("--syslog-listen {listen}: {e}"))?;
@@ -190,11 +208,17 @@ mod tests {
             SyslogListen::parse("udp://[::1]:514").unwrap().to_string(),
             "udp://[::1]:514"
         );
+        assert_eq!(
+            SyslogListen::parse("relp://127.0.0.1:2514")
+                .unwrap()
+                .transport,
+            Transport::Relp
+        );
         for (text, says) in [
             ("127.0.0.1:514", "not tcp://"),
             ("http://127.0.0.1:514", "unknown transport"),
             ("tcp://localhost:514", "not IP:PORT"),
-            ("relp://127.0.0.1:2514", "not available yet"),
+            ("tls://127.0.0.1:6514", "not available yet"),
         ] {
             let error = SyslogListen::parse(text).unwrap_err();
             assert!(error.contains(says), "{text}: {error}");
@@ -206,6 +230,7 @@ mod tests {
         let settings = |listen: &str, allow: &[&str]| SyslogSettings {
             listen: vec![SyslogListen::parse(listen).unwrap()],
             allow: allow.iter().map(|net| net.parse().unwrap()).collect(),
+            service: ServiceFrom::default(),
         };
         assert!(check_access(&settings("tcp://127.0.0.1:0", &[]), true, false).is_ok());
         assert!(check_access(&settings("tcp://0.0.0.0:0", &[]), false, false).is_err());

@@ -2,8 +2,9 @@
 //! and RFC 3164 (BSD) with their real-world deviations. A message that cannot be read is still
 //! kept, as raw text with service `syslog`, and reported as not parsed so that it is counted.
 //!
-//! Mapping: APP-NAME (or the 3164 TAG) → service (`syslog` when there is none or it is not a
-//! valid service name); the PRI's severity → severity; the message text → message; the
+//! Mapping: APP-NAME (or the 3164 TAG) → service by default, or the part `--syslog-service`
+//! names ([`ServiceFrom`]); `syslog` when there is none or it is not a valid service name; the
+//! PRI's severity → severity; the message text → message; the
 //! timestamp → timestamp. 3164 timestamps carry no year and no zone: they are read as UTC, in
 //! the current year, or the previous one when that would put them more than a day ahead (a
 //! December message read in January). A timestamp more than 2 days ahead of the node's clock
@@ -20,18 +21,98 @@ use syslog_loose::{Message, ProcId, Variant};
 /// The service of messages without a usable APP-NAME or TAG.
 pub const FALLBACK_SERVICE: &str = "syslog";
 
+/// Which part of a syslog message names its event's service (`--syslog-service`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ServiceFrom {
+    /// APP-NAME (RFC 5424) or TAG (RFC 3164): the program that logged.
+    #[default]
+    AppName,
+    /// The sending host: one service per machine or device (network gear logs this way).
+    Hostname,
+    /// The facility's name (`auth`, `local3`, …).
+    Facility,
+    /// MSGID (RFC 5424).
+    MsgId,
+    /// Every message the same service.
+    Fixed(String),
+}
+
+impl ServiceFrom {
+    /// `app-name`, `hostname`, `facility`, `msgid` or `fixed:NAME`.
+    pub fn parse(text: &str) -> Result<ServiceFrom, String> {
+        Ok(match text {
+            "app-name" => ServiceFrom::AppName,
+            "hostname" => ServiceFrom::Hostname,
+            "facility" => ServiceFrom::Facility,
+            "msgid" => ServiceFrom::MsgId,
+            _ => match text.strip_prefix("fixed:") {
+                Some(name) => {
+                    check_name(name).map_err(|why| format!("the service `{name}` {why}"))?;
+                    ServiceFrom::Fixed(name.to_owned())
+                }
+                None => {
+                    return Err(format!(
+                        "`{text}` is not app-name, hostname, facility, msgid or fixed:NAME"
+                    ));
+                }
+            },
+        })
+    }
+
+    /// The service of a message with these parts, `syslog` when the chosen one is missing or
+    /// not a valid service name.
+    fn pick(&self, parts: Parts<'_>) -> String {
+        let chosen = match self {
+            ServiceFrom::AppName => parts.app_name,
+            ServiceFrom::Hostname => parts.hostname,
+            ServiceFrom::Facility => parts.facility,
+            ServiceFrom::MsgId => parts.msgid,
+            ServiceFrom::Fixed(name) => Some(name.as_str()),
+        };
+        chosen
+            .filter(|name| check_name(name).is_ok())
+            .unwrap_or(FALLBACK_SERVICE)
+            .to_owned()
+    }
+}
+
+impl std::fmt::Display for ServiceFrom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServiceFrom::AppName => f.write_str("app-name"),
+            ServiceFrom::Hostname => f.write_str("hostname"),
+            ServiceFrom::Facility => f.write_str("facility"),
+            ServiceFrom::MsgId => f.write_str("msgid"),
+            ServiceFrom::Fixed(name) => write!(f, "fixed:{name}"),
+        }
+    }
+}
+
+/// The parts of a message a service can be named by.
+#[derive(Clone, Copy, Default)]
+struct Parts<'a> {
+    app_name: Option<&'a str>,
+    hostname: Option<&'a str>,
+    facility: Option<&'a str>,
+    msgid: Option<&'a str>,
+}
+
 /// The event of one message (its framing already removed), and whether it parsed as syslog.
-pub fn event_from_message(raw: &[u8], ctx: IngestContext<'_>) -> (Event, bool) {
+pub fn event_from_message(
+    raw: &[u8],
+    ctx: IngestContext<'_>,
+    service: &ServiceFrom,
+) -> (Event, bool) {
     let text = String::from_utf8_lossy(raw);
     let text = text.trim_end_matches(['\0', '\r', '\n']);
     let parsed =
         syslog_loose::parse_message_with_year_tz(text, year_of, Some(Utc), Variant::Either);
     if parsed.facility.is_some() || parsed.severity.is_some() {
-        return (event_of(parsed, ctx), true);
+        return (event_of(parsed, ctx, service), true);
     }
     // A 3164 line without a timestamp (Python's SysLogHandler: `<156>app[12]: text`) is not
     // read by the parser: take its PRI and TAG here.
-    if let Some(event) = without_timestamp(text, ctx) {
+    if let Some(event) = without_timestamp(text, ctx, service) {
         return (event, true);
     }
     let event = ctx.event(
@@ -61,7 +142,7 @@ fn year_near(month: u32, day: u32, today: NaiveDate) -> i32 {
         .unwrap_or(today.year())
 }
 
-fn event_of(message: Message<&str>, ctx: IngestContext<'_>) -> Event {
+fn event_of(message: Message<&str>, ctx: IngestContext<'_>, service: &ServiceFrom) -> Event {
     let mut attributes = Map::new();
     let mut put = |key: String, value: &str| {
         attributes.insert(key, Value::String(value.to_owned()));
@@ -98,11 +179,12 @@ fn event_of(message: Message<&str>, ctx: IngestContext<'_>) -> Event {
             }
         }
     };
-    let service = message
-        .appname
-        .filter(|name| check_name(name).is_ok())
-        .unwrap_or(FALLBACK_SERVICE)
-        .to_owned();
+    let service = service.pick(Parts {
+        app_name: message.appname,
+        hostname: message.hostname,
+        facility: message.facility.map(|facility| facility.as_str()),
+        msgid: message.msgid,
+    });
     let severity = message
         .severity
         .and_then(|severity| Severity::from_syslog(severity as u64))
@@ -119,7 +201,7 @@ fn event_of(message: Message<&str>, ctx: IngestContext<'_>) -> Event {
 }
 
 /// `<PRI>TAG[PID]: text` or `<PRI>text`, for lines the parser leaves whole.
-fn without_timestamp(text: &str, ctx: IngestContext<'_>) -> Option<Event> {
+fn without_timestamp(text: &str, ctx: IngestContext<'_>, service: &ServiceFrom) -> Option<Event> {
     let rest = text.strip_prefix('<')?;
     let end = rest.find('>').filter(|end| (1..=3).contains(end))?;
     let pri: u8 = rest[..end].parse().ok().filter(|pri| *pri <= 191)?;
@@ -130,11 +212,9 @@ fn without_timestamp(text: &str, ctx: IngestContext<'_>) -> Option<Event> {
         "authpriv", "ftp", "ntp", "audit", "alert", "clockd", "local0", "local1", "local2",
         "local3", "local4", "local5", "local6", "local7",
     ];
-    attributes.insert(
-        "facility".into(),
-        Value::String(facilities[usize::from(pri / 8)].into()),
-    );
-    let (service, message) = match rest.split_once(": ") {
+    let facility = facilities[usize::from(pri / 8)];
+    attributes.insert("facility".into(), Value::String(facility.into()));
+    let (tag, message) = match rest.split_once(": ") {
         Some((tag, message)) if !tag.is_empty() && !tag.contains(' ') => {
             let (name, pid) = match tag.strip_suffix(']').and_then(|t| t.split_once('[')) {
                 Some((name, pid)) => (name, Some(pid)),
@@ -143,15 +223,19 @@ fn without_timestamp(text: &str, ctx: IngestContext<'_>) -> Option<Event> {
             if let Some(pid) = pid {
                 attributes.insert("procid".into(), Value::String(pid.into()));
             }
-            let service = check_name(name).map_or(FALLBACK_SERVICE, |name| name);
-            (service, message)
+            (Some(name), message)
         }
-        _ => (FALLBACK_SERVICE, rest),
+        _ => (None, rest),
     };
+    let service = service.pick(Parts {
+        app_name: tag,
+        facility: Some(facility),
+        ..Parts::default()
+    });
     Some(ctx.event(
         new_id(),
         ctx.now_us,
-        service.to_owned(),
+        service,
         Severity::from_syslog(u64::from(pri % 8)).unwrap_or(Severity::Info),
         message.to_owned(),
         stored_attributes(&attributes),
@@ -177,7 +261,7 @@ mod tests {
     #[test]
     fn rfc5424_with_structured_data_and_a_bom() {
         let line = "<165>1 2026-11-23T10:15:00.5Z vm1 checkout 4711 ID47 [timeQuality tzKnown=\"1\" isSynced=\"0\"][x@1 a=\"b\"] \u{feff}card declined\n";
-        let (event, parsed) = event_from_message(line.as_bytes(), CTX);
+        let (event, parsed) = event_from_message(line.as_bytes(), CTX, &ServiceFrom::AppName);
         assert!(parsed);
         assert_eq!(event.service, "checkout");
         assert_eq!(event.severity, Severity::Info);
@@ -192,15 +276,22 @@ mod tests {
 
     #[test]
     fn rfc3164_with_and_without_a_timestamp() {
-        let (event, parsed) =
-            event_from_message(b"<131>Nov 23 10:15:00 vm1 sshd[99]: failed login\r\n", CTX);
+        let (event, parsed) = event_from_message(
+            b"<131>Nov 23 10:15:00 vm1 sshd[99]: failed login\r\n",
+            CTX,
+            &ServiceFrom::AppName,
+        );
         assert!(parsed);
         assert_eq!(event.service, "sshd");
         assert_eq!(event.severity, Severity::Error);
         assert_eq!(event.message, "failed login");
         assert_eq!(attributes(&event)["procid"], "99");
         // Python's SysLogHandler over TCP: no timestamp, no hostname, a NUL at the end.
-        let (event, parsed) = event_from_message(b"<156>myapp[2786]: WARNING text\0", CTX);
+        let (event, parsed) = event_from_message(
+            b"<156>myapp[2786]: WARNING text\0",
+            CTX,
+            &ServiceFrom::AppName,
+        );
         assert!(parsed);
         assert_eq!(event.service, "myapp");
         assert_eq!(event.severity, Severity::Warn);
@@ -212,9 +303,34 @@ mod tests {
     }
 
     #[test]
+    fn the_service_comes_from_the_chosen_part() {
+        let line = b"<165>1 2026-11-23T10:15:00Z vm1 checkout 4711 ID47 - card declined";
+        for (from, service) in [
+            ("app-name", "checkout"),
+            ("hostname", "vm1"),
+            ("facility", "local4"),
+            ("msgid", "ID47"),
+            ("fixed:edge", "edge"),
+        ] {
+            let from = ServiceFrom::parse(from).unwrap();
+            assert_eq!(ServiceFrom::parse(&from.to_string()), Ok(from.clone()));
+            let (event, _) = event_from_message(line, CTX, &from);
+            assert_eq!(event.service, service, "{from}");
+        }
+        // A part the message lacks: the fallback.
+        let (event, _) = event_from_message(b"<156>myapp: text", CTX, &ServiceFrom::Hostname);
+        assert_eq!(event.service, FALLBACK_SERVICE);
+        let (event, _) = event_from_message(b"<156>myapp: text", CTX, &ServiceFrom::Facility);
+        assert_eq!(event.service, "local3");
+        for bad in ["appname", "fixed:", "fixed:two words", ""] {
+            assert!(ServiceFrom::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn what_does_not_parse_is_kept_raw() {
         for raw in [&b"\xff\xfebinary noise"[..], b"no pri at all", b"<999>x: y"] {
-            let (event, parsed) = event_from_message(raw, CTX);
+            let (event, parsed) = event_from_message(raw, CTX, &ServiceFrom::AppName);
             assert!(!parsed, "{raw:?}");
             assert_eq!(event.service, FALLBACK_SERVICE);
             assert!(!event.message.is_empty());
@@ -234,7 +350,11 @@ mod tests {
 
     #[test]
     fn a_timestamp_from_the_future_is_replaced_and_kept() {
-        let (event, _) = event_from_message(b"<14>1 2099-01-01T00:00:00Z h app - - - m", CTX);
+        let (event, _) = event_from_message(
+            b"<14>1 2099-01-01T00:00:00Z h app - - - m",
+            CTX,
+            &ServiceFrom::AppName,
+        );
         assert_eq!(event.ts_us, CTX.now_us);
         assert!(attributes(&event)["syslog.timestamp"].is_string());
     }

@@ -1,7 +1,7 @@
 // Every panel of the console against one real node with --api-token, which tests/console.rs
 // started and filled: 3 `checkout` errors containing LOGMESH_CONSOLE_WORD, 2 `api` infos, 1 `db`
-// warn, the counter orders_total{shop="eu"} = 5, and app.log (3 lines with "needle") under a
-// log root. This script sends more events while it watches the live panels.
+// warn, 1 `billing` info sent to its syslog listener LOGMESH_CONSOLE_SYSLOG, the counter
+// orders_total{shop="eu"} = 5, and app.log (3 lines with "needle") under a log root. This script sends more events while it watches the live panels.
 
 import { readFile } from 'node:fs/promises';
 import { env, run, until } from './lib.mjs';
@@ -10,6 +10,7 @@ const url = env('LOGMESH_CONSOLE_URL');
 const token = env('LOGMESH_CONSOLE_TOKEN');
 const node = env('LOGMESH_CONSOLE_NODE');
 const word = env('LOGMESH_CONSOLE_WORD');
+const syslogListener = env('LOGMESH_CONSOLE_SYSLOG');
 
 async function ingest(events) {
   const response = await fetch(`${url}/api/v1/logs`, {
@@ -116,6 +117,11 @@ await run('panels', ({ page, shot, expectedFailures }) => [
     await page.locator(`#ingest tr[data-node="${node}"][data-sink="store"] [data-field="mean-batch"]`).waitFor();
     await page.locator('#ingest path[data-series="total"]').waitFor();
     await page.locator(`#ingest path[data-series="${node}"]`).waitFor();
+    const listener = page.locator(`#ingest-syslog tr[data-node="${node}"][data-listener="${syslogListener}"]`);
+    await until('the syslog listener counted 1 message on 1 connection', async () =>
+      (await listener.locator('[data-field="messages"]').innerText()) === '1'
+      && (await listener.locator('[data-field="connections"]').innerText()) === '1');
+    if (await page.locator('#ingest-syslog').isHidden()) throw new Error('the syslog table is hidden');
     await page.locator('#ingest').screenshot({ path: shot('06-ingest') });
   }],
   ['search: filters and pages', async () => {
