@@ -117,7 +117,7 @@ impl NodeMetrics {
             "What this node's syslog listeners saw, by listener and what: connections, messages, \
              bytes, unparsed (kept raw with service syslog), dropped (UDP datagrams the queue \
              could not take), refused (peers outside --syslog-allow, connections past the cap), \
-             broken (connections closed for their framing), lost (read, refused for good), \
+             broken (connections closed for their framing or, RELP, their protocol), lost (read, refused for good), \
              truncated (RELP messages cut to the longest taken)",
             syslog.clone(),
         );

@@ -515,3 +515,166 @@ async fn relp_with_a_disk_assisted_queue_loses_nothing_across_kill_9() {
     assert!(numbers.values().all(|n| *n <= 1 + kills));
     drop(node);
 }
+
+/// Sends `bytes` on a new RELP connection, closes its sending side, and returns every answer
+/// the node wrote before it closed the connection.
+async fn relp_exchange(addr: SocketAddr, bytes: &[u8]) -> String {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _ = stream.write_all(bytes).await;
+    let _ = stream.shutdown().await;
+    let mut answers = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answers))
+        .await
+        .expect("the node closes the connection")
+        .ok();
+    String::from_utf8_lossy(&answers).into_owned()
+}
+
+/// A RELP frame.
+fn relp(txnr: u32, command: &str, data: &str) -> String {
+    if data.is_empty() {
+        format!("{txnr} {command} 0\n")
+    } else {
+        format!("{txnr} {command} {} {data}\n", data.len())
+    }
+}
+
+const RELP_OFFERS: &str = "relp_version=0\nrelp_software=test\ncommands=syslog";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_relp_is_answered_or_closed_and_nothing_is_lost() {
+    let node = TestNode::start(|config| {
+        config.syslog.listen = vec![SyslogListen::parse("relp://127.0.0.1:0").unwrap()];
+    })
+    .await;
+    let addr = node.node.as_ref().unwrap().syslog_listeners()[0].addr;
+    let open = relp(1, "open", RELP_OFFERS);
+    let message = |txnr, text: &str| {
+        relp(
+            txnr,
+            "syslog",
+            &format!("<11>1 2026-11-23T10:15:00Z h relpcheck - - - {text}"),
+        )
+    };
+
+    // A whole session: open answered with our offers, each message 200 once stored, an
+    // unknown command refused without ending the session, close answered empty.
+    let session = format!(
+        "{open}{}{}{}{}",
+        message(2, "one"),
+        relp(3, "starttls", ""),
+        message(4, "two"),
+        relp(5, "close", "")
+    );
+    let answers = relp_exchange(addr, session.as_bytes()).await;
+    let lines: Vec<&str> = answers.lines().collect();
+    assert!(answers.starts_with("1 rsp "), "{answers}");
+    assert!(answers.contains("200 OK\nrelp_version=0\n"), "{answers}");
+    assert!(answers.contains("\ncommands=syslog\n"), "{answers}");
+    assert!(lines.contains(&"2 rsp 6 200 OK"), "{answers}");
+    assert!(
+        lines
+            .iter()
+            .any(|line| line.starts_with("3 rsp ") && line.contains(" 500 ")),
+        "{answers}"
+    );
+    assert!(lines.contains(&"4 rsp 6 200 OK"), "{answers}");
+    assert_eq!(lines.last(), Some(&"5 rsp 0"), "{answers}");
+    node.wait_for_stored(2).await;
+
+    // Broken sessions close without answering what follows; answered messages are stored.
+    for (what, bytes, expect_answers) in [
+        ("garbage", "\u{1}\u{2} hello\n".to_owned(), ""),
+        ("a message before open", message(1, "early"), ""),
+        (
+            "a count that lies",
+            format!(
+                "{open}{}2 syslog 500 <11>short\n{}",
+                message(2, "kept"),
+                message(3, "after")
+            ),
+            "2 rsp 6 200 OK",
+        ),
+        (
+            "an open without the syslog command",
+            relp(1, "open", "relp_version=0\ncommands=other"),
+            "500 required command not supported",
+        ),
+        (
+            "a second open",
+            format!("{open}{}", relp(2, "open", RELP_OFFERS)),
+            "2 rsp 43 500 protocol error: connection already open",
+        ),
+    ] {
+        let answers = relp_exchange(addr, bytes.as_bytes()).await;
+        assert!(answers.contains(expect_answers), "{what}: {answers}");
+        assert!(
+            !answers.contains("3 rsp"),
+            "{what}: answered past the break: {answers}"
+        );
+    }
+    // "kept" was answered, so it is stored; "after" came after the break and was not.
+    node.wait_for_stored(3).await;
+    let found = events(&node, "service=relpcheck").await;
+    let messages: Vec<&str> = found.iter().filter_map(|e| e["message"].as_str()).collect();
+    assert!(messages.contains(&"kept"), "{messages:?}");
+    assert!(
+        !messages.contains(&"after") && !messages.contains(&"early"),
+        "{messages:?}"
+    );
+
+    // 1 MiB of data: kept truncated to 64 KiB, answered, and the session goes on.
+    let big = format!(
+        "<11>1 2026-11-23T10:15:00Z h relpcheck - - - {}",
+        "y".repeat(1 << 20)
+    );
+    let session = format!(
+        "{open}{}{}{}",
+        relp(2, "syslog", &big),
+        message(3, "next"),
+        relp(4, "close", "")
+    );
+    let answers = relp_exchange(addr, session.as_bytes()).await;
+    assert!(
+        answers.contains("2 rsp 6 200 OK\n3 rsp 6 200 OK\n4 rsp 0"),
+        "{answers}"
+    );
+    node.wait_for_stored(5).await;
+    let name = format!("relp://{addr}");
+    assert_eq!(syslog_counter(&node, &name, "truncated").await, 1);
+    // Garbage, a message before open, the lying count (it ended inside its frame), the refused
+    // open and the second open.
+    assert_eq!(syslog_counter(&node, &name, "broken").await, 5);
+    assert_eq!(node.get("/readyz").send().await.unwrap().status(), 200);
+    assert_eq!(node.stats_total().await, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_the_queue_can_never_take_is_counted_lost() {
+    // A queue of 2 KB: a 4 KB message can never be queued, even alone.
+    let node = TestNode::start(|config| {
+        config.queue_limits.max_bytes = 2_000;
+        config.syslog.listen = vec![SyslogListen::parse("tcp://127.0.0.1:0").unwrap()];
+    })
+    .await;
+    let tcp = node.node.as_ref().unwrap().syslog_listeners()[0].addr;
+    let line = format!(
+        "<14>1 2026-11-23T10:15:00Z h big - - - {}\n",
+        "z".repeat(4_000)
+    );
+    assert!(closed_after(tcp, line.as_bytes()).await);
+    let name = format!("tcp://{tcp}");
+    eventually("the lost counter", Duration::from_secs(10), || async {
+        syslog_counter(&node, &name, "lost").await == 1
+    })
+    .await;
+    // The listener goes on serving what fits.
+    let mut stream = tokio::net::TcpStream::connect(tcp).await.unwrap();
+    stream
+        .write_all(b"<14>1 2026-11-23T10:15:00Z h small - - - fits\n")
+        .await
+        .unwrap();
+    stream.shutdown().await.unwrap();
+    node.wait_for_stored(1).await;
+    assert_eq!(node.stats_total().await, 1);
+}

@@ -1,10 +1,11 @@
 //! `logmesh bench`: load generators that report throughput and latency. `ingest` drives
 //! running nodes over HTTP (acknowledgement latency and, with `--event-log`, replication lag);
-//! `store` ([`store`]) writes straight into a database through the store port (commit
+//! `relp` ([`relp`]) drives a RELP listener; `store` ([`store`]) writes straight into a database through the store port (commit
 //! latency); `search` ([`search`]) fills a database through the store port and times keyword
 //! searches. Speed is measured here, never in tests.
 
 pub mod counter;
+pub mod relp;
 mod replication;
 pub mod search;
 pub mod store;
@@ -36,6 +37,9 @@ pub enum BenchCommand {
     Search(search::SearchBenchArgs),
     /// Work throughput: small count jobs from submission to worked, and their latency.
     Work(work::WorkBenchArgs),
+    /// RELP load: senders as rsyslog's omrelp against a node's relp:// listener; messages
+    /// answered per second and the latency to each answer (given once durable).
+    Relp(relp::RelpBenchArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -136,6 +140,7 @@ pub async fn run(command: BenchCommand) -> ExitCode {
         BenchCommand::Counter(args) => counter::run(args).await,
         BenchCommand::Search(args) => search::run(args).await,
         BenchCommand::Work(args) => work::run(args).await,
+        BenchCommand::Relp(args) => relp::run(args).await,
     }
 }
 

@@ -6,7 +6,9 @@ use crate::event::{Event, IngestContext, now_us};
 use crate::intake::Intake;
 use crate::queue::QueueError;
 use bytes::{Buf, BytesMut};
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
@@ -41,10 +43,6 @@ pub(super) struct Context {
 impl Context {
     pub(super) fn count(&self, what: &'static str, n: u64) {
         self.intake.metrics().syslog(&self.name, what, n);
-    }
-
-    pub(super) fn stopping(&self) -> bool {
-        *self.stop.borrow()
     }
 
     /// The events of `messages`, counting those that did not parse.
@@ -170,10 +168,11 @@ fn frames(
     buffer: &mut BytesMut,
     framing: Framing,
     at_end: bool,
+    limit: usize,
 ) -> (Vec<BytesMut>, Option<String>) {
     let mut frames = Vec::new();
     let broken = loop {
-        if frames.len() >= BATCH {
+        if frames.len() >= limit {
             break None;
         }
         match framing {
@@ -235,52 +234,90 @@ fn frames(
     (frames, broken)
 }
 
+/// Bytes a connection reads at a time.
+pub(super) const READ_CHUNK: usize = 64 * 1024;
+
+/// An append in flight while the connection reads the next batch.
+pub(super) type Appending<'a> = Pin<Box<dyn Future<Output = Result<(), NotQueued>> + Send + 'a>>;
+
+/// The in-flight append's outcome; pending forever when there is none (its `select!` branch is
+/// disabled then).
+pub(super) async fn settle(appending: &mut Option<Appending<'_>>) -> Result<(), NotQueued> {
+    match appending {
+        Some(append) => append.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What a connection's wait ended with.
+pub(super) enum Step {
+    Appended(Result<(), NotQueued>),
+    Read(std::io::Result<usize>),
+    Stop,
+}
+
+/// Reads a connection, and appends its messages a batch at a time: while one batch is being
+/// made durable the next is read (the pipeline that lets a fast sender fill batches of
+/// `BATCH`), and while a full batch waits, nothing more is read (back-pressure).
 async fn serve_connection(mut stream: TcpStream, context: &Context) -> Result<(), String> {
-    let mut buffer = BytesMut::with_capacity(4 * 1024);
+    let mut buffer = BytesMut::with_capacity(READ_CHUNK);
     let mut framing = None;
     let mut stop = context.stop.clone();
+    let mut batch: Vec<BytesMut> = Vec::new();
+    let mut appending: Option<Appending<'_>> = None;
+    // No more reading: the sender closed, the node stops, or the framing broke.
+    let mut ended = false;
+    let mut broken = None;
     loop {
-        // Once the node stops, nothing more is read; what was read is still appended.
-        let read = if context.stopping() {
-            0
-        } else {
-            tokio::select! {
-                read = stream.read_buf(&mut buffer) => read.map_err(|e| e.to_string())?,
-                _ = stop.wait_for(|stop| *stop) => 0,
-            }
-        };
-        context.count("bytes", read as u64);
-        let at_end = read == 0;
         if framing.is_none() {
-            framing = framing_of(&buffer, at_end);
+            framing = framing_of(&buffer, ended);
         }
-        let Some(framing) = framing else {
-            if at_end {
-                return Ok(());
+        if let Some(framing) = framing
+            && broken.is_none()
+        {
+            let (frames, why) = frames(&mut buffer, framing, ended, BATCH - batch.len());
+            batch.extend(frames);
+            if why.is_some() {
+                // The frame it broke in is not stored: its bounds are unknown.
+                context.count("broken", 1);
+                broken = why;
+                ended = true;
             }
-            continue;
+        }
+        if appending.is_none() && !batch.is_empty() {
+            let messages: Vec<&[u8]> = batch.iter().map(|frame| &frame[..]).collect();
+            let events = context.events(&messages);
+            batch.clear();
+            appending = Some(Box::pin(append_or_wait(context, events)));
+        }
+        if appending.is_none() && ended {
+            return broken.map_or(Ok(()), Err);
+        }
+        let can_read = !ended && batch.len() < BATCH;
+        if can_read && buffer.capacity() - buffer.len() < READ_CHUNK / 4 {
+            buffer.reserve(READ_CHUNK);
+        }
+        let step = tokio::select! {
+            appended = settle(&mut appending), if appending.is_some() => Step::Appended(appended),
+            read = stream.read_buf(&mut buffer), if can_read => Step::Read(read),
+            // Once the node stops, nothing more is read; what was read is still appended.
+            _ = stop.wait_for(|stop| *stop), if !ended => Step::Stop,
         };
-        loop {
-            let (batch, broken) = frames(&mut buffer, framing, at_end);
-            if !batch.is_empty() {
-                let messages: Vec<&[u8]> = batch.iter().map(|frame| &frame[..]).collect();
-                let events = context.events(&messages);
-                append_or_wait(context, events).await.map_err(|lost| {
+        match step {
+            Step::Appended(appended) => {
+                appending = None;
+                appended.map_err(|lost| {
                     context.count("lost", lost.count as u64);
                     lost.to_string()
                 })?;
             }
-            if let Some(why) = broken {
-                // The frame it broke in is not stored: its bounds are unknown.
-                context.count("broken", 1);
-                return Err(why);
+            Step::Read(Ok(0)) | Step::Stop => ended = true,
+            Step::Read(Ok(read)) => context.count("bytes", read as u64),
+            Step::Read(Err(error)) => {
+                // What was read before is still appended.
+                broken = Some(error.to_string());
+                ended = true;
             }
-            if batch.is_empty() {
-                break;
-            }
-        }
-        if at_end {
-            return Ok(());
         }
     }
 }
@@ -412,7 +449,7 @@ mod tests {
 
     fn split(input: &[u8], framing: Framing, at_end: bool) -> Result<Vec<Vec<u8>>, String> {
         let mut buffer = BytesMut::from(input);
-        match frames(&mut buffer, framing, at_end) {
+        match frames(&mut buffer, framing, at_end, BATCH) {
             (_, Some(broken)) => Err(broken),
             (frames, None) => Ok(frames.into_iter().map(|b| b.to_vec()).collect()),
         }
@@ -466,7 +503,7 @@ mod tests {
         assert!(split(b"0 <14>a", Framing::OctetCounting, false).is_err());
         // The frames before a break are kept.
         let mut buffer = BytesMut::from(&b"5 <14>a70000 x"[..]);
-        let (good, broken) = frames(&mut buffer, Framing::OctetCounting, false);
+        let (good, broken) = frames(&mut buffer, Framing::OctetCounting, false, BATCH);
         assert_eq!(good.len(), 1);
         assert!(broken.is_some());
     }

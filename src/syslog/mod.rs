@@ -19,7 +19,7 @@
 
 mod listener;
 pub mod parse;
-mod relp;
+pub(crate) mod relp;
 
 use crate::intake::Intake;
 use ipnet::IpNet;

@@ -14,7 +14,9 @@
 //! stored twice only when a connection breaks after the message was made durable and before
 //! the sender read its answer, so at most one window of messages per broken connection.
 
-use super::listener::{BATCH, Context, MAX_MESSAGE_BYTES, append_or_wait};
+use super::listener::{
+    Appending, BATCH, Context, MAX_MESSAGE_BYTES, READ_CHUNK, Step, append_or_wait, settle,
+};
 use bytes::{Buf, BytesMut};
 use std::fmt::Write as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -24,7 +26,7 @@ use tokio::net::TcpStream;
 const SOFTWARE: &str = concat!("logmesh,", env!("CARGO_PKG_VERSION"));
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Command {
+pub(crate) enum Command {
     Open,
     Syslog,
     Close,
@@ -43,12 +45,12 @@ impl Command {
 }
 
 #[derive(Debug, PartialEq, Eq)]
-struct Frame {
-    txnr: u32,
-    command: Command,
-    data: BytesMut,
+pub(crate) struct Frame {
+    pub txnr: u32,
+    pub command: Command,
+    pub data: BytesMut,
     /// Data beyond `MAX_MESSAGE_BYTES` was dropped.
-    truncated: bool,
+    pub truncated: bool,
 }
 
 /// A frame's header: its transaction number, command, data length, and the header's length
@@ -100,14 +102,19 @@ fn header(buffer: &[u8]) -> Result<Option<Header>, String> {
 /// (as librelp's default `oversizeMode="truncate"`) rather than closing the connection, which
 /// would make the sender send it again, forever.
 #[derive(Default)]
-struct FrameReader {
+pub(crate) struct FrameReader {
     /// A truncated frame and how many of its data bytes are still to be skipped.
     truncated: Option<(Frame, usize)>,
 }
 
 impl FrameReader {
+    /// Whether a truncated frame's data is still being skipped.
+    fn inside_frame(&self) -> bool {
+        self.truncated.is_some()
+    }
+
     /// The next complete frame, removed from `buffer`; `None` until one is complete.
-    fn next(&mut self, buffer: &mut BytesMut) -> Result<Option<Frame>, String> {
+    pub(crate) fn next(&mut self, buffer: &mut BytesMut) -> Result<Option<Frame>, String> {
         if let Some((_, left)) = &mut self.truncated {
             let skip = (*left).min(buffer.len());
             buffer.advance(skip);
@@ -204,141 +211,174 @@ fn open_answer(offers: &[u8]) -> (String, bool) {
     }
 }
 
-/// How reading a connection's buffered frames ended.
-enum Outcome {
-    /// Everything complete was handled; read more.
-    More,
+/// What a control frame (anything but `syslog`) leaves of the session.
+enum Flow {
+    Continue,
     /// The sender closed the session.
     Closed,
     /// The session cannot go on.
     Broken(String),
 }
 
-/// Makes `messages` durable, then adds their `200 OK` answers to `answers`.
-async fn make_durable(
-    context: &Context,
-    messages: &mut Vec<Frame>,
-    answers: &mut BytesMut,
-) -> Result<(), String> {
-    if messages.is_empty() {
-        return Ok(());
+/// Answers `open`, `close` and unknown commands.
+fn control(frame: Frame, open: &mut bool, answers: &mut BytesMut) -> Flow {
+    match frame.command {
+        Command::Open if *open => {
+            answer(
+                answers,
+                frame.txnr,
+                "500 protocol error: connection already open",
+            );
+            Flow::Broken("a second open".into())
+        }
+        Command::Open => {
+            let (text, accepted) = open_answer(&frame.data);
+            answer(answers, frame.txnr, &text);
+            if !accepted {
+                return Flow::Broken(format!("open refused: {text}"));
+            }
+            *open = true;
+            Flow::Continue
+        }
+        Command::Close => {
+            answer(answers, frame.txnr, "");
+            Flow::Closed
+        }
+        Command::Syslog => unreachable!("syslog frames are batched, not controls"),
+        Command::Other(name) => {
+            answer(
+                answers,
+                frame.txnr,
+                &format!("500 command `{}` not supported", name.escape_debug()),
+            );
+            Flow::Continue
+        }
     }
-    let slices: Vec<&[u8]> = messages.iter().map(|frame| &frame.data[..]).collect();
-    let events = context.events(&slices);
-    let truncated = messages.iter().filter(|frame| frame.truncated).count();
-    if truncated > 0 {
-        context.count("truncated", truncated as u64);
-    }
-    append_or_wait(context, events)
-        .await
-        .map_err(|not_queued| {
-            // Unanswered, they are not lost: the sender sends them again after reconnecting.
-            format!("{not_queued}; closed unanswered, so that the sender sends them again")
-        })?;
-    for frame in messages.drain(..) {
-        answer(answers, frame.txnr, "200 OK");
-    }
-    Ok(())
 }
 
+/// Serves one RELP session: `syslog` frames are appended a batch at a time, the next batch
+/// read while one is being made durable (the sender's window keeps both full), and each
+/// batch answered once durable. A control frame waits for the messages before it, so that
+/// answers go out in the order of the frames.
 pub(super) async fn serve_connection(
     mut stream: TcpStream,
     context: &Context,
 ) -> Result<(), String> {
-    let mut buffer = BytesMut::with_capacity(16 * 1024);
+    // Answers are small and the sender waits for them: Nagle's algorithm would hold each for
+    // the peer's delayed ACK (40 ms).
+    let _ = stream.set_nodelay(true);
+    let mut buffer = BytesMut::with_capacity(READ_CHUNK);
     let mut reader = FrameReader::default();
     let mut open = false;
     let mut stop = context.stop.clone();
+    let mut batch: Vec<Frame> = Vec::new();
+    let mut appending: Option<Appending<'_>> = None;
+    let mut answering: Vec<u32> = Vec::new();
+    let mut waiting_control: Option<Frame> = None;
+    // No more reading: the sender closed, the node stops, or the framing broke.
+    let mut ended = false;
+    let mut stopping = false;
+    let mut broken: Option<String> = None;
     loop {
-        // Once the node stops, nothing more is read; what was read is still answered.
-        let read = if context.stopping() {
-            0
-        } else {
-            tokio::select! {
-                read = stream.read_buf(&mut buffer) => read.map_err(|e| e.to_string())?,
-                _ = stop.wait_for(|stop| *stop) => 0,
-            }
-        };
-        context.count("bytes", read as u64);
-        let mut answers = BytesMut::new();
-        let mut messages = Vec::new();
-        let outcome = loop {
-            let frame = match reader.next(&mut buffer) {
-                Ok(Some(frame)) => frame,
-                Ok(None) => break Outcome::More,
+        while waiting_control.is_none() && broken.is_none() && batch.len() < BATCH {
+            match reader.next(&mut buffer) {
+                Ok(Some(frame)) if frame.command == Command::Syslog && open => batch.push(frame),
+                Ok(Some(frame)) if frame.command == Command::Syslog => {
+                    context.count("broken", 1);
+                    broken = Some("a syslog frame before the session was opened".into());
+                }
+                Ok(Some(frame)) => waiting_control = Some(frame),
+                Ok(None) => break,
                 Err(why) => {
                     context.count("broken", 1);
-                    break Outcome::Broken(why);
+                    broken = Some(why);
                 }
-            };
-            if frame.command != Command::Syslog {
-                // Answers go out in the order of the frames.
-                make_durable(context, &mut messages, &mut answers).await?;
             }
-            match frame.command {
-                Command::Syslog if open => {
-                    messages.push(frame);
-                    if messages.len() >= BATCH {
-                        make_durable(context, &mut messages, &mut answers).await?;
+        }
+        if appending.is_none() && !batch.is_empty() {
+            let slices: Vec<&[u8]> = batch.iter().map(|frame| &frame.data[..]).collect();
+            let events = context.events(&slices);
+            let truncated = batch.iter().filter(|frame| frame.truncated).count();
+            if truncated > 0 {
+                context.count("truncated", truncated as u64);
+            }
+            answering = batch.drain(..).map(|frame| frame.txnr).collect();
+            appending = Some(Box::pin(append_or_wait(context, events)));
+        }
+        if appending.is_none() && batch.is_empty() {
+            // Every message before it is answered: the control frame's turn.
+            if let Some(frame) = waiting_control.take() {
+                let mut answers = BytesMut::new();
+                let flow = control(frame, &mut open, &mut answers);
+                write(&mut stream, &answers).await?;
+                match flow {
+                    Flow::Continue => continue,
+                    Flow::Closed => {
+                        let _ = stream.shutdown().await;
+                        return Ok(());
+                    }
+                    Flow::Broken(why) => {
+                        context.count("broken", 1);
+                        return Err(why);
                     }
                 }
-                Command::Syslog => {
+            }
+            if let Some(why) = broken {
+                return Err(why);
+            }
+            if ended {
+                if !stopping && (!buffer.is_empty() || reader.inside_frame()) {
+                    // Not answered, so the sender sends it again if it can.
                     context.count("broken", 1);
-                    break Outcome::Broken("a syslog frame before the session was opened".into());
+                    return Err("the connection ended inside a frame".into());
                 }
-                Command::Open if open => {
-                    answer(
-                        &mut answers,
-                        frame.txnr,
-                        "500 protocol error: connection already open",
-                    );
-                    break Outcome::Broken("a second open".into());
+                if stopping {
+                    // librelp's hint that the server goes away: the sender reconnects later
+                    // and sends again whatever is still unanswered.
+                    write(&mut stream, b"0 serverclose 0\n").await?;
                 }
-                Command::Open => {
-                    let (text, accepted) = open_answer(&frame.data);
-                    answer(&mut answers, frame.txnr, &text);
-                    if !accepted {
-                        break Outcome::Broken(format!("open refused: {text}"));
-                    }
-                    open = true;
-                }
-                Command::Close => {
-                    answer(&mut answers, frame.txnr, "");
-                    break Outcome::Closed;
-                }
-                Command::Other(name) => {
-                    answer(
-                        &mut answers,
-                        frame.txnr,
-                        &format!("500 command `{}` not supported", name.escape_debug()),
-                    );
-                }
-            }
-        };
-        // What was read before the session ended or broke is still made durable and answered.
-        make_durable(context, &mut messages, &mut answers).await?;
-        let stopping = read == 0 && context.stopping();
-        if stopping {
-            // librelp's hint that the server goes away: the sender reconnects later and sends
-            // whatever is still unanswered.
-            answers.extend_from_slice(b"0 serverclose 0\n");
-        }
-        if !answers.is_empty() {
-            stream
-                .write_all(&answers)
-                .await
-                .map_err(|e| format!("answering: {e}"))?;
-        }
-        match outcome {
-            Outcome::Broken(why) => return Err(why),
-            Outcome::Closed => {
-                let _ = stream.shutdown().await;
                 return Ok(());
             }
-            Outcome::More if read == 0 => return Ok(()),
-            Outcome::More => {}
+        }
+        let can_read =
+            !ended && broken.is_none() && waiting_control.is_none() && batch.len() < BATCH;
+        if can_read && buffer.capacity() - buffer.len() < READ_CHUNK / 4 {
+            buffer.reserve(READ_CHUNK);
+        }
+        let step = tokio::select! {
+            appended = settle(&mut appending), if appending.is_some() => Step::Appended(appended),
+            read = stream.read_buf(&mut buffer), if can_read => Step::Read(read),
+            // Once the node stops, nothing more is read; what was read is still answered.
+            _ = stop.wait_for(|stop| *stop), if !ended => Step::Stop,
+        };
+        match step {
+            Step::Appended(appended) => {
+                appending = None;
+                // Unanswered, the messages are not lost: the sender sends them again after
+                // reconnecting.
+                appended.map_err(|not_queued| {
+                    format!("{not_queued}; closed unanswered, so that the sender sends them again")
+                })?;
+                let mut answers = BytesMut::new();
+                for txnr in answering.drain(..) {
+                    answer(&mut answers, txnr, "200 OK");
+                }
+                write(&mut stream, &answers).await?;
+            }
+            Step::Read(Ok(0)) => ended = true,
+            Step::Read(Ok(read)) => context.count("bytes", read as u64),
+            // Nothing can be answered any more; the sender sends the unanswered again.
+            Step::Read(Err(error)) => return Err(error.to_string()),
+            Step::Stop => (ended, stopping) = (true, true),
         }
     }
+}
+
+async fn write(stream: &mut TcpStream, answers: &[u8]) -> Result<(), String> {
+    stream
+        .write_all(answers)
+        .await
+        .map_err(|e| format!("answering: {e}"))
 }
 
 #[cfg(test)]
