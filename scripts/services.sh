@@ -21,7 +21,7 @@
 #   LOGMESH_TEST_ELASTICSEARCH_PYTHONPATH  where PyPI's elasticsearch client is
 #   LOGMESH_TEST_OTEL_PYTHONPATH     where PyPI's opentelemetry-sdk and OTLP/HTTP exporter are
 #   LOGMESH_TEST_LOKI_PYTHONPATH     where PyPI's python-logging-loki is
-#   LOGMESH_TEST_RSYSLOGD            Debian's rsyslogd, with rsyslog-elasticsearch and rsyslog-relp
+#   LOGMESH_TEST_RSYSLOGD            Debian's rsyslogd, with rsyslog-elasticsearch, -relp and -gnutls
 #
 # With LOGMESH_SERVICES_NO_AUTOSTART=1 sourcing only defines the functions: call
 # logmesh_services_nats, logmesh_services_postgres or logmesh_services_mariadb as needed.
@@ -468,16 +468,19 @@ logmesh_services_otel_and_loki_python() {
 }
 
 # rsyslog with its Elasticsearch output (Debian's rsyslog-elasticsearch), a shipper of the bulk
-# API that people run (tests/elastic.rs), and its RELP output (Debian's rsyslog-relp, librelp),
-# the sender of tests/syslog.rs's RELP tests.
+# API that people run (tests/elastic.rs), its RELP output (Debian's rsyslog-relp, librelp) and
+# its GnuTLS stream driver (rsyslog-gnutls), the senders of tests/syslog.rs's RELP and TLS
+# tests; openssl makes the TLS test's certificate.
 logmesh_services_rsyslog() {
   if ! [ -x /usr/sbin/rsyslogd ] \
     || ! compgen -G "/usr/lib/*/rsyslog/omelasticsearch.so" >/dev/null \
-    || ! compgen -G "/usr/lib/*/rsyslog/omrelp.so" >/dev/null; then
-    logmesh_svc_apt_install rsyslog rsyslog-elasticsearch rsyslog-relp >&2
+    || ! compgen -G "/usr/lib/*/rsyslog/omrelp.so" >/dev/null \
+    || ! compgen -G "/usr/lib/*/rsyslog/lmnsd_gtls.so" >/dev/null \
+    || ! logmesh_svc_have openssl; then
+    logmesh_svc_apt_install rsyslog rsyslog-elasticsearch rsyslog-relp rsyslog-gnutls openssl >&2
   fi
   export LOGMESH_TEST_RSYSLOGD=/usr/sbin/rsyslogd
-  echo "services: $("$LOGMESH_TEST_RSYSLOGD" -v | head -n 1) with omelasticsearch and omrelp"
+  echo "services: $("$LOGMESH_TEST_RSYSLOGD" -v | head -n 1) with omelasticsearch, omrelp and gtls"
 }
 
 # A nats-server older than logmesh supports (Debian bookworm's 2.9), for the test that the node

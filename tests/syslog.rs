@@ -678,3 +678,144 @@ async fn a_message_the_queue_can_never_take_is_counted_lost() {
     node.wait_for_stored(1).await;
     assert_eq!(node.stats_total().await, 1);
 }
+
+/// A self-signed certificate for localhost and 127.0.0.1, and its key, made by openssl.
+fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("run openssl");
+    assert!(made.status.success(), "openssl: {made:?}");
+    (cert, key)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rsyslog_sends_over_tls_and_verifies_the_node() {
+    needs!(Rsyslog);
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(dir.path());
+    let node = TestNode::start(|config| {
+        config.syslog.listen = vec![SyslogListen::parse("tls://127.0.0.1:0").unwrap()];
+        config.syslog.tls.cert = Some(cert.clone());
+        config.syslog.tls.key = Some(key.clone());
+    })
+    .await;
+    let tls = node.node.as_ref().unwrap().syslog_listeners()[0];
+    assert_eq!(tls.to_string(), format!("tls://{}", tls.addr));
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let input = dir.path().join("in.log");
+    let lines = 2_000;
+    let text: String = (1..=lines).map(|i| format!("tls line {i}\n")).collect();
+    std::fs::write(&input, text).unwrap();
+    // rsyslog's GnuTLS driver checks the node's certificate against it (x509/name), as a
+    // deployment with its own CA would.
+    let config = format!(
+        r#"global(workDirectory="{work}" DefaultNetstreamDriverCAFile="{cert}")
+module(load="imfile")
+input(type="imfile" File="{input}" Tag="vault:" Severity="notice" Facility="auth")
+action(type="omfwd" target="127.0.0.1" port="{port}" protocol="tcp" StreamDriver="gtls"
+       StreamDriverMode="1" StreamDriverAuthMode="x509/name" StreamDriverPermittedPeers="localhost"
+       TCP_Framing="octet-counted" template="RSYSLOG_SyslogProtocol23Format")
+"#,
+        work = work.display(),
+        cert = cert.display(),
+        input = input.display(),
+        port = tls.addr.port(),
+    );
+    let mut rsyslogd = start_rsyslogd(dir.path(), &config);
+    node.wait_for_stored(lines).await;
+    rsyslogd.kill().await.unwrap();
+    let found = events(&node, "q=%22tls%20line%20777%22&service=vault").await;
+    let event = found
+        .iter()
+        .find(|event| event["message"] == "tls line 777")
+        .unwrap_or_else(|| panic!("{found:?}"));
+    assert_eq!(event["severity"], "info", "{event}");
+    assert_eq!(event["attributes"]["facility"], "auth", "{event}");
+    // Plain text on the TLS port: no handshake (the node answers with a TLS alert and closes),
+    // counted, nothing stored, the node healthy.
+    let mut plain = tokio::net::TcpStream::connect(tls.addr).await.unwrap();
+    plain
+        .write_all(b"<14>1 2026-11-23T10:15:00Z h plain - - - not tls\n")
+        .await
+        .unwrap();
+    let mut alert = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), plain.read_to_end(&mut alert))
+        .await
+        .expect("the node closes a connection that does not speak TLS")
+        .ok();
+    let name = tls.to_string();
+    eventually(
+        "the broken handshake counted",
+        Duration::from_secs(10),
+        || async { syslog_counter(&node, &name, "broken").await == 1 },
+    )
+    .await;
+    assert_eq!(node.stats_total().await, lines);
+    assert_eq!(node.get("/readyz").send().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn tls_listeners_need_a_certificate_and_key_that_fit() {
+    // openssl, which makes the certificates, comes with the rsyslog services.
+    needs!(Rsyslog);
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(dir.path());
+    let (other_cert, _) = {
+        let other = dir.path().join("other");
+        std::fs::create_dir(&other).unwrap();
+        self_signed(&other)
+    };
+    let not_pem = dir.path().join("not.pem");
+    std::fs::write(&not_pem, "hello").unwrap();
+    for (cert, key, says) in [
+        (
+            None,
+            Some(key.clone()),
+            "needs --syslog-tls-cert and --syslog-tls-key",
+        ),
+        (
+            Some(dir.path().join("missing.pem")),
+            Some(key.clone()),
+            "missing.pem",
+        ),
+        (
+            Some(not_pem.clone()),
+            Some(key.clone()),
+            "holds no PEM certificate",
+        ),
+        (
+            Some(cert.clone()),
+            Some(not_pem.clone()),
+            "--syslog-tls-key",
+        ),
+        (
+            Some(other_cert.clone()),
+            Some(key.clone()),
+            "does not go with",
+        ),
+    ] {
+        let data = tempfile::tempdir().unwrap();
+        let mut config = logmesh::node::NodeConfig::ephemeral(data.path());
+        config.syslog.listen = vec![SyslogListen::parse("tls://127.0.0.1:0").unwrap()];
+        config.syslog.tls.cert = cert;
+        config.syslog.tls.key = key;
+        let error = logmesh::node::Node::start(config).await.err().unwrap();
+        assert!(error.to_string().contains(says), "{says}: {error}");
+    }
+}

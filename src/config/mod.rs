@@ -520,9 +520,14 @@ mod tests {
                 "for --syslog-listen: `tcp://localhost:514`: `localhost:514` is not IP:PORT",
             ),
             (
-                ServeArgs::default().with("syslog-listen", "tls://127.0.0.1:6514"),
+                ServeArgs::default().with("syslog-listen", "ftp://127.0.0.1:6514"),
                 vec![],
-                "syslog over TLS (RFC 5425) is not available yet",
+                "for --syslog-listen: `ftp://127.0.0.1:6514`: unknown transport `ftp`",
+            ),
+            (
+                ServeArgs::default().with("syslog-tls-cert", " "),
+                vec![],
+                "for --syslog-tls-cert: expected a file",
             ),
             (
                 ServeArgs::default().with("syslog-service", "program"),

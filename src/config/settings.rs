@@ -624,8 +624,9 @@ pub static SETTINGS: &[Setting] = &[
         env: &["LOGMESH_SYSLOG_LISTEN"],
         value: ValueKind::List("URL", ','),
         help: "A syslog listener: `tcp://IP:PORT` (RFC 6587, octet counting or newline framing), \
-               `udp://IP:PORT` or `relp://IP:PORT` (rsyslog's RELP: each message acknowledged \
-               once durable); repeat the flag for several. A non-loopback one needs \
+               `udp://IP:PORT`, `tls://IP:PORT` (RFC 5425, with --syslog-tls-cert and \
+               --syslog-tls-key) or `relp://IP:PORT` (rsyslog's RELP: each message \
+               acknowledged once durable); repeat the flag for several. A non-loopback one needs \
                --api-token with --syslog-allow, or --insecure.",
         default: Shown::Text("none"),
         secret: Secret::No,
@@ -676,6 +677,31 @@ pub static SETTINGS: &[Setting] = &[
         secret: Secret::No,
         apply: |c, v| {
             c.syslog.service = crate::syslog::ServiceFrom::parse(v.trim())?;
+            Ok(())
+        },
+    },
+    Setting {
+        key: "syslog-tls-cert",
+        env: &["LOGMESH_SYSLOG_TLS_CERT"],
+        value: ValueKind::One("FILE"),
+        help: "The certificate chain (PEM, the node's certificate first) of the `tls://` syslog \
+               listeners (RFC 5425); needs --syslog-tls-key.",
+        default: Shown::Text("none"),
+        secret: Secret::No,
+        apply: |c, v| {
+            c.syslog.tls.cert = Some(tls_file(v)?);
+            Ok(())
+        },
+    },
+    Setting {
+        key: "syslog-tls-key",
+        env: &["LOGMESH_SYSLOG_TLS_KEY"],
+        value: ValueKind::One("FILE"),
+        help: "The private key (PEM: PKCS#8, PKCS#1 or SEC1) of --syslog-tls-cert.",
+        default: Shown::Text("none"),
+        secret: Secret::No,
+        apply: |c, v| {
+            c.syslog.tls.key = Some(tls_file(v)?);
             Ok(())
         },
     },
@@ -953,4 +979,13 @@ fn parse_host_list(value: &str) -> Result<Vec<String>, String> {
         }
     }
     Ok(hosts)
+}
+
+/// A TLS file setting: a path, checked to be a readable file when the listener starts.
+fn tls_file(value: &str) -> Result<PathBuf, String> {
+    let path = value.trim();
+    if path.is_empty() {
+        return Err("expected a file".into());
+    }
+    Ok(PathBuf::from(path))
 }

@@ -11,10 +11,11 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncReadExt;
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 
 /// The longest message taken: a longer newline-framed line or a larger octet count closes the
 /// connection (its framing can no longer be trusted).
@@ -28,6 +29,8 @@ const RETRY: Duration = Duration::from_millis(100);
 pub const MAX_CONNECTIONS: usize = 1_024;
 /// How long connections get, once the node stops, to hand over what they have read.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long a `tls://` client gets to complete its handshake.
+const HANDSHAKE: Duration = Duration::from_secs(10);
 
 #[derive(Clone)]
 pub(super) struct Context {
@@ -68,18 +71,20 @@ impl Context {
     }
 }
 
-/// A TCP listener serving plain syslog (`Transport::Tcp`) or RELP (`Transport::Relp`).
+/// A TCP listener serving plain syslog (`Transport::Tcp`), syslog inside TLS
+/// (`Transport::Tls`, with `tls`) or RELP (`Transport::Relp`).
 pub(super) async fn start_stream(
     addr: SocketAddr,
     transport: Transport,
+    tls: Option<TlsAcceptor>,
     mut context: Context,
 ) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
-    let scheme = if transport == Transport::Relp {
-        "relp"
-    } else {
-        "tcp"
+    let scheme = match transport {
+        Transport::Relp => "relp",
+        Transport::Tls => "tls",
+        Transport::Tcp | Transport::Udp => "tcp",
     };
     context.name = Arc::from(format!("{scheme}://{bound}"));
     let task = tokio::spawn(async move {
@@ -106,11 +111,22 @@ pub(super) async fn start_stream(
             }
             context.count("connections", 1);
             let context = context.clone();
+            let tls = tls.clone();
             connections.spawn(async move {
-                let served = if transport == Transport::Relp {
-                    super::relp::serve_connection(stream, &context).await
-                } else {
-                    serve_connection(stream, &context).await
+                let served = match (transport, tls) {
+                    (Transport::Relp, _) => super::relp::serve_connection(stream, &context).await,
+                    (_, Some(tls)) => match tokio::time::timeout(HANDSHAKE, tls.accept(stream)).await {
+                        Ok(Ok(stream)) => serve_connection(stream, &context).await,
+                        Ok(Err(error)) => {
+                            context.count("broken", 1);
+                            Err(format!("TLS handshake: {error}"))
+                        }
+                        Err(_) => {
+                            context.count("broken", 1);
+                            Err(format!("no TLS handshake within {HANDSHAKE:?}"))
+                        }
+                    },
+                    _ => serve_connection(stream, &context).await,
                 };
                 if let Err(why) = served {
                     tracing::info!(listener = %context.name, %peer, why, "Closed a syslog connection.");
@@ -259,7 +275,10 @@ pub(super) enum Step {
 /// Reads a connection, and appends its messages a batch at a time: while one batch is being
 /// made durable the next is read (the pipeline that lets a fast sender fill batches of
 /// `BATCH`), and while a full batch waits, nothing more is read (back-pressure).
-async fn serve_connection(mut stream: TcpStream, context: &Context) -> Result<(), String> {
+async fn serve_connection(
+    mut stream: impl AsyncRead + Unpin,
+    context: &Context,
+) -> Result<(), String> {
     let mut buffer = BytesMut::with_capacity(READ_CHUNK);
     let mut framing = None;
     let mut stop = context.stop.clone();

@@ -1,6 +1,7 @@
-//! Syslog listeners, off by default: `--syslog-listen tcp://127.0.0.1:5514`, `udp://…` or
-//! `relp://…` (repeatable), so that every host's syslog daemon and network gear can ship to a
-//! node, and rsyslog can ship with RELP, losing nothing.
+//! Syslog listeners, off by default: `--syslog-listen tcp://127.0.0.1:5514`, `udp://…`,
+//! `tls://…` (RFC 5425, with `--syslog-tls-cert` and `--syslog-tls-key`) or `relp://…`
+//! (repeatable), so that every host's syslog daemon and network gear can ship to a node, and
+//! rsyslog can ship with RELP, losing nothing.
 //!
 //! Invariants:
 //! - Nothing received is dropped silently: a message that does not parse is kept as raw text
@@ -20,6 +21,7 @@
 mod listener;
 pub mod parse;
 pub(crate) mod relp;
+mod tls;
 
 use crate::intake::Intake;
 use ipnet::IpNet;
@@ -27,6 +29,7 @@ pub use parse::ServiceFrom;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+pub use tls::TlsFiles;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -40,6 +43,8 @@ pub enum Transport {
     /// rsyslog's Reliable Event Logging Protocol (librelp): each message acknowledged once
     /// durable.
     Relp,
+    /// RFC 5425: TCP's framing inside TLS.
+    Tls,
 }
 
 /// One `--syslog-listen` value.
@@ -50,24 +55,20 @@ pub struct SyslogListen {
 }
 
 impl SyslogListen {
-    /// `tcp://IP:PORT`, `udp://IP:PORT` or `relp://IP:PORT` (port 0 picks a free one).
+    /// `tcp://IP:PORT`, `udp://IP:PORT`, `tls://IP:PORT` or `relp://IP:PORT` (port 0 picks a
+    /// free one).
     pub fn parse(text: &str) -> Result<SyslogListen, String> {
         let (scheme, rest) = text.split_once("://").ok_or_else(|| {
-            format!("`{text}` is not tcp://IP:PORT, udp://IP:PORT or relp://IP:PORT")
+            format!("`{text}` is not tcp://IP:PORT, udp://IP:PORT, tls://IP:PORT or relp://IP:PORT")
         })?;
         let transport = match scheme {
             "tcp" => Transport::Tcp,
             "udp" => Transport::Udp,
             "relp" => Transport::Relp,
-            "tls" => {
-                return Err(format!(
-                    "`{text}`: syslog over TLS (RFC 5425) is not available yet; use tcp://, \
-                     udp:// or relp:// on a trusted network (or behind a TLS terminator)"
-                ));
-            }
+            "tls" => Transport::Tls,
             other => {
                 return Err(format!(
-                    "`{text}`: unknown transport `{other}` (tcp, udp or relp)"
+                    "`{text}`: unknown transport `{other}` (tcp, udp, tls or relp)"
                 ));
             }
         };
@@ -84,6 +85,7 @@ impl fmt::Display for SyslogListen {
             Transport::Tcp => "tcp",
             Transport::Udp => "udp",
             Transport::Relp => "relp",
+            Transport::Tls => "tls",
         };
         write!(f, "{scheme}://{}", self.addr)
     }
@@ -97,6 +99,8 @@ pub struct SyslogSettings {
     pub allow: Vec<IpNet>,
     /// Which part of a message names its service.
     pub service: ServiceFrom,
+    /// The certificate and key of `tls://` listeners.
+    pub tls: TlsFiles,
 }
 
 /// Who may send: loopback peers always; others when the allow list is empty or holds them.
@@ -117,13 +121,20 @@ impl Access {
     }
 }
 
-/// Checks the listeners against the node's access rules (see the module's invariants).
+/// Checks the listeners against the node's access rules (see the module's invariants), and
+/// that `tls://` ones have a certificate and key.
 pub fn check_access(
     settings: &SyslogSettings,
     api_token: bool,
     insecure: bool,
 ) -> Result<(), String> {
     for listen in &settings.listen {
+        if listen.transport == Transport::Tls && !settings.tls.given() {
+            return Err(format!(
+                "--syslog-listen {listen}: a TLS listener needs --syslog-tls-cert and \
+                 --syslog-tls-key (PEM files)"
+            ));
+        }
         if listen.addr.ip().is_loopback() {
             continue;
         }
@@ -169,6 +180,15 @@ pub async fn start(
     let access = Access {
         allow: settings.allow.clone(),
     };
+    let acceptor = if settings
+        .listen
+        .iter()
+        .any(|listen| listen.transport == Transport::Tls)
+    {
+        Some(tls::acceptor(&settings.tls)?)
+    } else {
+        None
+    };
     let mut bound = Vec::new();
     let mut tasks = Vec::new();
     for listen in &settings.listen {
@@ -182,7 +202,11 @@ pub async fn start(
         };
         let (actual, task) = match listen.transport {
             Transport::Tcp | Transport::Relp => {
-                listener::start_stream(listen.addr, listen.transport, context).await
+                listener::start_stream(listen.addr, listen.transport, None, context).await
+            }
+            Transport::Tls => {
+                listener::start_stream(listen.addr, listen.transport, acceptor.clone(), context)
+                    .await
             }
             Transport::Udp => listener::start_udp(listen.addr, context).await,
         }
@@ -218,7 +242,7 @@ mod tests {
             ("127.0.0.1:514", "not tcp://"),
             ("http://127.0.0.1:514", "unknown transport"),
             ("tcp://localhost:514", "not IP:PORT"),
-            ("tls://127.0.0.1:6514", "not available yet"),
+            ("ftp://127.0.0.1:6514", "unknown transport"),
         ] {
             let error = SyslogListen::parse(text).unwrap_err();
             assert!(error.contains(says), "{text}: {error}");
@@ -231,6 +255,7 @@ mod tests {
             listen: vec![SyslogListen::parse(listen).unwrap()],
             allow: allow.iter().map(|net| net.parse().unwrap()).collect(),
             service: ServiceFrom::default(),
+            tls: TlsFiles::default(),
         };
         assert!(check_access(&settings("tcp://127.0.0.1:0", &[]), true, false).is_ok());
         assert!(check_access(&settings("tcp://0.0.0.0:0", &[]), false, false).is_err());
@@ -238,6 +263,8 @@ mod tests {
         let error = check_access(&settings("tcp://0.0.0.0:0", &[]), true, false).unwrap_err();
         assert!(error.contains("--syslog-allow"), "{error}");
         assert!(check_access(&settings("tcp://0.0.0.0:0", &["10.0.0.0/8"]), true, false).is_ok());
+        let error = check_access(&settings("tls://127.0.0.1:0", &[]), false, false).unwrap_err();
+        assert!(error.contains("--syslog-tls-cert"), "{error}");
         let access = Access {
             allow: vec!["10.0.0.0/8".parse().unwrap()],
         };
