@@ -2,7 +2,8 @@
 # The syslog benchmark of BENCHMARKS.md, three runs side by side, each with the same sender: an
 # rsyslogd reading a generated file of $LINES lines (default 1,000,000) with imfile and
 # forwarding it
-#   relay:   omfwd TCP → a second rsyslogd (imtcp → omfile), the classic relay;
+#   relay:   omfwd TCP → a second rsyslogd (imtcp → omfile), the classic relay, and the same
+#            over RELP (omrelp → imrelp → omfile);
 #   logmesh: omfwd TCP → a release node's tcp:// syslog listener, timed twice: to the last line
 #            durable in the node's queue (fsynced; the relay's omfile does not fsync), and to
 #            the last line stored in SQL with its keyword index;
@@ -15,6 +16,7 @@
 #   scripts/bench-syslog.sh        # needs cargo build --release, rsyslog and rsyslog-relp
 #
 # Work files go to $BENCH_DIR (default /tmp/logmesh-bench-syslog), emptied at each start.
+# $NODE_ARGS are added to the node's flags (e.g. a queue large enough to hold the whole run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin="$(realpath "${CARGO_TARGET_DIR:-target}")/release/logmesh"
@@ -92,6 +94,24 @@ relay=$(report relay "$start" "$relay_end")
 cleanup
 pids=()
 
+# 1b. rsyslog's RELP into rsyslog (imrelp → omfile): the sender's own pace.
+head -n "$relp_lines" "$dir/input.log" > "$dir/input-relp.log"
+relp_port=$(free_port)
+start_rsyslogd relp-receiver <<EOF
+global(workDirectory="$dir/relp-receiver/work")
+module(load="imrelp")
+input(type="imrelp" port="$relp_port" address="127.0.0.1")
+action(type="omfile" file="$dir/relp-receiver/out.log")
+EOF
+wait_until "python3 -c 'import socket; socket.create_connection((\"127.0.0.1\", $relp_port))' 2>/dev/null"
+start=$(now)
+start_sender relp-sender "module(load=\"omrelp\")
+action(type=\"omrelp\" target=\"127.0.0.1\" port=\"$relp_port\")" "$dir/input-relp.log"
+wait_until "[ -f $dir/relp-receiver/out.log ] && [ \$(wc -l < $dir/relp-receiver/out.log) -ge $relp_lines ]"
+relay_relp=$(report relay "$start" "$(now)" "$relp_lines")
+cleanup
+pids=()
+
 # 2. and 3. The node, one listener per protocol.
 node_port=$(free_port) tcp_port=$(free_port) relp_port=$(free_port)
 stored() {
@@ -106,7 +126,7 @@ for protocol in tcp relp; do
   rm -rf "$dir/data"
   "$bin" serve --listen "127.0.0.1:$node_port" --data-dir "$dir/data" --log-format json \
     --syslog-listen "tcp://127.0.0.1:$tcp_port" --syslog-listen "relp://127.0.0.1:$relp_port" \
-    2>"$dir/node-$protocol.log" &
+    ${NODE_ARGS:-} 2>"$dir/node-$protocol.log" &
   pids+=($!)
   wait_until "curl -sf http://127.0.0.1:$node_port/healthz >/dev/null"
   if [ "$protocol" = tcp ]; then
@@ -114,7 +134,6 @@ for protocol in tcp relp; do
     action="action(type=\"omfwd\" target=\"127.0.0.1\" port=\"$tcp_port\" protocol=\"tcp\")"
   else
     total=$relp_lines
-    head -n "$relp_lines" "$dir/input.log" > "$dir/input-relp.log"
     action="module(load=\"omrelp\")
 action(type=\"omrelp\" target=\"127.0.0.1\" port=\"$relp_port\")"
   fi
@@ -142,5 +161,7 @@ echo "relay, rsyslog omfwd → rsyslog imtcp → omfile:"
 echo "  $relay"
 echo "logmesh, rsyslog omfwd → tcp:// listener:"
 echo "$tcp" | sed 's/^/  /'
+echo "relay, rsyslog omrelp → rsyslog imrelp → omfile:"
+echo "  $relay_relp"
 echo "logmesh, rsyslog omrelp → relp:// listener:"
 echo "  $relp"
