@@ -206,8 +206,10 @@ async fn malformed_input_is_kept_raw_or_closes_the_connection() {
         closed_after(tcp, &vec![b'x'; 1 << 20]).await,
         "a 1 MiB line"
     );
-    // The node stays healthy and the listener keeps serving.
+    // The node stays healthy and the listener keeps serving, after 1 MiB of blank lines too
+    // (skipped, not buffered).
     let mut stream = tokio::net::TcpStream::connect(tcp).await.unwrap();
+    stream.write_all(&vec![b'\n'; 1 << 20]).await.unwrap();
     stream
         .write_all(b"<14>1 2026-11-23T10:15:00Z h after - - - still serving\n")
         .await
@@ -654,29 +656,56 @@ async fn a_message_the_queue_can_never_take_is_counted_lost() {
     // A queue of 2 KB: a 4 KB message can never be queued, even alone.
     let node = TestNode::start(|config| {
         config.queue_limits.max_bytes = 2_000;
-        config.syslog.listen = vec![SyslogListen::parse("tcp://127.0.0.1:0").unwrap()];
+        config.syslog.listen = vec![
+            SyslogListen::parse("tcp://127.0.0.1:0").unwrap(),
+            SyslogListen::parse("relp://127.0.0.1:0").unwrap(),
+        ];
     })
     .await;
-    let tcp = node.node.as_ref().unwrap().syslog_listeners()[0].addr;
-    let line = format!(
-        "<14>1 2026-11-23T10:15:00Z h big - - - {}\n",
+    let listeners = node.node.as_ref().unwrap().syslog_listeners().to_vec();
+    let (tcp, relp_addr) = (listeners[0].addr, listeners[1].addr);
+    let big = format!(
+        "<14>1 2026-11-23T10:15:00Z h big - - - {}",
         "z".repeat(4_000)
     );
-    assert!(closed_after(tcp, line.as_bytes()).await);
-    let name = format!("tcp://{tcp}");
-    eventually("the lost counter", Duration::from_secs(10), || async {
-        syslog_counter(&node, &name, "lost").await == 1
-    })
-    .await;
-    // The listener goes on serving what fits.
+    // TCP: the big one is skipped and counted; the connection goes on with the next.
     let mut stream = tokio::net::TcpStream::connect(tcp).await.unwrap();
     stream
-        .write_all(b"<14>1 2026-11-23T10:15:00Z h small - - - fits\n")
+        .write_all(format!("{big}\n<14>1 2026-11-23T10:15:00Z h small - - - fits\n").as_bytes())
         .await
         .unwrap();
     stream.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    stream.read_to_end(&mut rest).await.unwrap();
     node.wait_for_stored(1).await;
-    assert_eq!(node.stats_total().await, 1);
+    assert_eq!(
+        syslog_counter(&node, &format!("tcp://{tcp}"), "lost").await,
+        1
+    );
+    // RELP: the one error answer, for the message that can never be taken; the others 200.
+    let session = format!(
+        "{}{}{}{}",
+        relp(1, "open", RELP_OFFERS),
+        relp(2, "syslog", &big),
+        relp(
+            3,
+            "syslog",
+            "<14>1 2026-11-23T10:15:00Z h small - - - fits too"
+        ),
+        relp(4, "close", "")
+    );
+    let answers = relp_exchange(relp_addr, session.as_bytes()).await;
+    assert!(
+        answers.contains("\n2 rsp 42 500 message larger than the queue can take\n"),
+        "{answers}"
+    );
+    assert!(answers.contains("\n3 rsp 6 200 OK\n4 rsp 0\n"), "{answers}");
+    assert_eq!(
+        syslog_counter(&node, &format!("relp://{relp_addr}"), "lost").await,
+        1
+    );
+    node.wait_for_stored(2).await;
+    assert_eq!(node.stats_total().await, 2);
 }
 
 /// A self-signed certificate for localhost and 127.0.0.1, and its key, made by openssl.

@@ -20,8 +20,10 @@ use tokio_rustls::TlsAcceptor;
 /// The longest message taken: a longer newline-framed line or a larger octet count closes the
 /// connection (its framing can no longer be trusted).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
-/// Messages appended together.
+/// Messages appended together, and their bytes at most (past which a batch is cut short):
+/// what one connection holds while its previous batch is made durable.
 pub(super) const BATCH: usize = 1_000;
+pub(super) const BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// Between retries of a batch the queue refused for now.
 const RETRY: Duration = Duration::from_millis(100);
 /// Connections one TCP listener serves at once; more are closed at once and counted
@@ -105,6 +107,8 @@ pub(super) async fn start_stream(
                     continue;
                 }
             };
+            // Connections that ended since the last accept free their places first.
+            while connections.try_join_next().is_some() {}
             if !context.access.admits(peer.ip()) || connections.len() >= MAX_CONNECTIONS {
                 context.count("refused", 1);
                 continue;
@@ -133,8 +137,12 @@ pub(super) async fn start_stream(
                 }
             });
         }
+        // No new connections while the others end (the kernel would take them and their data,
+        // then reset them).
+        drop(listener);
         // Each connection appends what it has read, then ends; one the queue cannot take
-        // within the grace is cut off (and its messages counted as lost by no one: say so).
+        // within the grace is cut off, and what it held is lost (logged: the count of its
+        // messages is not known here).
         let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
             while connections.join_next().await.is_some() {}
         })
@@ -187,8 +195,9 @@ fn frames(
     limit: usize,
 ) -> (Vec<BytesMut>, Option<String>) {
     let mut frames = Vec::new();
+    let mut bytes = 0;
     let broken = loop {
-        if frames.len() >= limit {
+        if frames.len() >= limit || bytes >= BATCH_BYTES {
             break None;
         }
         match framing {
@@ -199,6 +208,7 @@ fn frames(
                 Some(end) => {
                     let frame = buffer.split_to(end + 1);
                     if frame.iter().any(|b| !b.is_ascii_whitespace() && *b != 0) {
+                        bytes += frame.len();
                         frames.push(frame);
                     }
                 }
@@ -243,6 +253,7 @@ fn frames(
                     break None;
                 }
                 buffer.advance(space + 1);
+                bytes += length;
                 frames.push(buffer.split_to(length));
             }
         }
@@ -254,11 +265,12 @@ fn frames(
 pub(super) const READ_CHUNK: usize = 64 * 1024;
 
 /// An append in flight while the connection reads the next batch.
-pub(super) type Appending<'a> = Pin<Box<dyn Future<Output = Result<(), NotQueued>> + Send + 'a>>;
+pub(super) type Appending<'a> =
+    Pin<Box<dyn Future<Output = Result<Vec<usize>, NotQueued>> + Send + 'a>>;
 
 /// The in-flight append's outcome; pending forever when there is none (its `select!` branch is
 /// disabled then).
-pub(super) async fn settle(appending: &mut Option<Appending<'_>>) -> Result<(), NotQueued> {
+pub(super) async fn settle(appending: &mut Option<Appending<'_>>) -> Result<Vec<usize>, NotQueued> {
     match appending {
         Some(append) => append.await,
         None => std::future::pending().await,
@@ -267,7 +279,7 @@ pub(super) async fn settle(appending: &mut Option<Appending<'_>>) -> Result<(), 
 
 /// What a connection's wait ended with.
 pub(super) enum Step {
-    Appended(Result<(), NotQueued>),
+    Appended(Result<Vec<usize>, NotQueued>),
     Read(std::io::Result<usize>),
     Stop,
 }
@@ -284,17 +296,26 @@ async fn serve_connection(
     let mut stop = context.stop.clone();
     let mut batch: Vec<BytesMut> = Vec::new();
     let mut appending: Option<Appending<'_>> = None;
-    // No more reading: the sender closed, the node stops, or the framing broke.
+    // The sender closed its side: a last line without a newline is a whole message.
+    let mut eof = false;
+    // No more reading: the sender closed, the node stops, the framing broke or a read failed.
     let mut ended = false;
     let mut broken = None;
+    let mut failed = None;
     loop {
         if framing.is_none() {
-            framing = framing_of(&buffer, ended);
+            // Blank lines before the first message tell nothing, and are not kept.
+            let blank = buffer
+                .iter()
+                .take_while(|b| b.is_ascii_whitespace())
+                .count();
+            buffer.advance(blank);
+            framing = framing_of(&buffer, eof);
         }
         if let Some(framing) = framing
             && broken.is_none()
         {
-            let (frames, why) = frames(&mut buffer, framing, ended, BATCH - batch.len());
+            let (frames, why) = frames(&mut buffer, framing, eof, BATCH - batch.len());
             batch.extend(frames);
             if why.is_some() {
                 // The frame it broke in is not stored: its bounds are unknown.
@@ -310,7 +331,14 @@ async fn serve_connection(
             appending = Some(Box::pin(append_or_wait(context, events)));
         }
         if appending.is_none() && ended {
-            return broken.map_or(Ok(()), Err);
+            if broken.is_none() && buffer.iter().any(|b| !b.is_ascii_whitespace()) {
+                // Part of a message when the node stopped or the connection failed.
+                context.count("lost", 1);
+            }
+            return match (broken, failed) {
+                (Some(why), _) | (None, Some(why)) => Err(why),
+                (None, None) => Ok(()),
+            };
         }
         let can_read = !ended && batch.len() < BATCH;
         if can_read && buffer.capacity() - buffer.len() < READ_CHUNK / 4 {
@@ -323,20 +351,23 @@ async fn serve_connection(
             _ = stop.wait_for(|stop| *stop), if !ended => Step::Stop,
         };
         match step {
-            Step::Appended(appended) => {
+            Step::Appended(Ok(refused)) => {
                 appending = None;
-                appended.map_err(|lost| {
-                    context.count("lost", lost.count as u64);
-                    lost.to_string()
-                })?;
+                if !refused.is_empty() {
+                    // Each larger than the queue can ever take: counted, and the rest goes on.
+                    context.count("lost", refused.len() as u64);
+                }
             }
-            Step::Read(Ok(0)) | Step::Stop => ended = true,
+            Step::Appended(Err(not_queued)) => {
+                // The queue is closing: what this connection holds is lost, and counted.
+                context.count("lost", (not_queued.count + batch.len()) as u64);
+                return Err(not_queued.to_string());
+            }
+            Step::Read(Ok(0)) => (eof, ended) = (true, true),
+            Step::Stop => ended = true,
             Step::Read(Ok(read)) => context.count("bytes", read as u64),
-            Step::Read(Err(error)) => {
-                // What was read before is still appended.
-                broken = Some(error.to_string());
-                ended = true;
-            }
+            // What was read before is still appended.
+            Step::Read(Err(error)) => (failed, ended) = (Some(error.to_string()), true),
         }
     }
 }
@@ -358,12 +389,18 @@ impl std::fmt::Display for NotQueued {
 }
 
 /// Appends a connection's batch, waiting while the queue is full (the connection is not read
-/// meanwhile: back-pressure, not loss); a batch larger than the queue can ever take goes in
-/// halves. While the node stops it keeps trying: the writers still drain the queue until every
-/// listener has ended.
-pub(super) async fn append_or_wait(context: &Context, events: Vec<Event>) -> Result<(), NotQueued> {
-    let mut pending = vec![events];
-    while let Some(events) = pending.pop() {
+/// meanwhile: back-pressure, not loss); a batch larger than the queue can take at once goes
+/// in halves. While the node stops it keeps trying: the writers still drain the queue until
+/// every listener has ended. Returns the positions (in `events`) of the messages left out,
+/// each larger than the queue can ever take.
+pub(super) async fn append_or_wait(
+    context: &Context,
+    events: Vec<Event>,
+) -> Result<Vec<usize>, NotQueued> {
+    // Each with the position of its first event in the whole batch.
+    let mut pending = vec![(0, events)];
+    let mut refused = Vec::new();
+    while let Some((offset, events)) = pending.pop() {
         match context.intake.append(events.clone()).await {
             Ok(()) => {}
             Err(QueueError::TooLarge { .. } | QueueError::TooManyMessages { .. })
@@ -372,20 +409,27 @@ pub(super) async fn append_or_wait(context: &Context, events: Vec<Event>) -> Res
                 let mut first = events;
                 let second = first.split_off(first.len() / 2);
                 // Popped from the end: the first half goes first.
-                pending.push(second);
-                pending.push(first);
+                pending.push((offset + first.len(), second));
+                pending.push((offset, first));
+            }
+            Err(QueueError::TooLarge { .. } | QueueError::TooManyMessages { .. }) => {
+                refused.push(offset);
             }
             Err(QueueError::Full { .. } | QueueError::Unavailable(_) | QueueError::Io(_)) => {
-                pending.push(events);
+                pending.push((offset, events));
                 tokio::time::sleep(RETRY).await;
             }
             Err(error) => {
-                let count = events.len() + pending.iter().map(Vec::len).sum::<usize>();
+                let count = pending
+                    .iter()
+                    .map(|(_, events)| events.len())
+                    .sum::<usize>()
+                    + events.len();
                 return Err(NotQueued { count, error });
             }
         }
     }
-    Ok(())
+    Ok(refused)
 }
 
 /// Bytes of datagrams the kernel may hold for a UDP listener while the node is busy (as

@@ -7,13 +7,16 @@
 //! - Nothing received is dropped silently: a message that does not parse is kept as raw text
 //!   with service `syslog` and counted (`unparsed`); a UDP datagram the queue cannot take is
 //!   counted (`dropped`) in `logmesh_syslog`.
-//! - TCP never drops: a connection's messages are appended in batches, each made durable before
-//!   more is read, and while the queue is full the connection is not read (TCP back-pressure
-//!   reaches the sender).
+//! - TCP never drops: a connection's messages are appended in batches (one in flight while the
+//!   next is read, each at most 1,000 messages or 4 MiB), and while the queue is full the
+//!   connection is not read (TCP back-pressure reaches the sender). What a connection could
+//!   not queue (larger than the whole queue, or the queue closing) is counted `lost`.
 //! - RELP answers `rsp 200` for a message only once it is durable, and never refuses one the
 //!   sender should retry: while the node cannot take messages it holds the answers (the
 //!   sender's window fills and it waits), and if it must give up it closes the connection
-//!   unanswered, so that the sender sends the messages again.
+//!   unanswered, so that the sender sends the messages again. The one error answer is for a
+//!   message larger than the whole queue can ever take, which sent again would block the
+//!   sender for good.
 //! - Same rules as the HTTP listener: a non-loopback listener needs `--api-token` or
 //!   `--insecure`; with a token (syslog has none), it also needs `--syslog-allow`, the
 //!   networks whose peers it serves.

@@ -15,12 +15,18 @@
 //! the sender read its answer, so at most one window of messages per broken connection.
 
 use super::listener::{
-    Appending, BATCH, Context, MAX_MESSAGE_BYTES, READ_CHUNK, Step, append_or_wait, settle,
+    Appending, BATCH, BATCH_BYTES, Context, MAX_MESSAGE_BYTES, READ_CHUNK, Step, append_or_wait,
+    settle,
 };
 use bytes::{Buf, BytesMut};
 use std::fmt::Write as _;
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+/// How long a sender gets to take the node's answers off the connection; one that does not
+/// read them is closed (its unanswered messages it sends again).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What this node tells senders it is, in its `open` answer.
 const SOFTWARE: &str = concat!("logmesh,", env!("CARGO_PKG_VERSION"));
@@ -272,6 +278,7 @@ pub(super) async fn serve_connection(
     let mut open = false;
     let mut stop = context.stop.clone();
     let mut batch: Vec<Frame> = Vec::new();
+    let mut batch_bytes = 0;
     let mut appending: Option<Appending<'_>> = None;
     let mut answering: Vec<u32> = Vec::new();
     let mut waiting_control: Option<Frame> = None;
@@ -280,9 +287,16 @@ pub(super) async fn serve_connection(
     let mut stopping = false;
     let mut broken: Option<String> = None;
     loop {
-        while waiting_control.is_none() && broken.is_none() && batch.len() < BATCH {
+        while waiting_control.is_none()
+            && broken.is_none()
+            && batch.len() < BATCH
+            && batch_bytes < BATCH_BYTES
+        {
             match reader.next(&mut buffer) {
-                Ok(Some(frame)) if frame.command == Command::Syslog && open => batch.push(frame),
+                Ok(Some(frame)) if frame.command == Command::Syslog && open => {
+                    batch_bytes += frame.data.len();
+                    batch.push(frame);
+                }
                 Ok(Some(frame)) if frame.command == Command::Syslog => {
                     context.count("broken", 1);
                     broken = Some("a syslog frame before the session was opened".into());
@@ -303,6 +317,7 @@ pub(super) async fn serve_connection(
                 context.count("truncated", truncated as u64);
             }
             answering = batch.drain(..).map(|frame| frame.txnr).collect();
+            batch_bytes = 0;
             appending = Some(Box::pin(append_or_wait(context, events)));
         }
         if appending.is_none() && batch.is_empty() {
@@ -340,8 +355,11 @@ pub(super) async fn serve_connection(
                 return Ok(());
             }
         }
-        let can_read =
-            !ended && broken.is_none() && waiting_control.is_none() && batch.len() < BATCH;
+        let can_read = !ended
+            && broken.is_none()
+            && waiting_control.is_none()
+            && batch.len() < BATCH
+            && batch_bytes < BATCH_BYTES;
         if can_read && buffer.capacity() - buffer.len() < READ_CHUNK / 4 {
             buffer.reserve(READ_CHUNK);
         }
@@ -356,12 +374,26 @@ pub(super) async fn serve_connection(
                 appending = None;
                 // Unanswered, the messages are not lost: the sender sends them again after
                 // reconnecting.
-                appended.map_err(|not_queued| {
+                let refused = appended.map_err(|not_queued| {
                     format!("{not_queued}; closed unanswered, so that the sender sends them again")
                 })?;
                 let mut answers = BytesMut::new();
-                for txnr in answering.drain(..) {
-                    answer(&mut answers, txnr, "200 OK");
+                for (position, txnr) in answering.drain(..).enumerate() {
+                    if refused.contains(&position) {
+                        // Larger than the queue can ever take: sending it again would block
+                        // the sender's queue for good, so this is the one refusal answered
+                        // with an error (rsyslog logs it and goes on); counted.
+                        answer(
+                            &mut answers,
+                            txnr,
+                            "500 message larger than the queue can take",
+                        );
+                    } else {
+                        answer(&mut answers, txnr, "200 OK");
+                    }
+                }
+                if !refused.is_empty() {
+                    context.count("lost", refused.len() as u64);
                 }
                 write(&mut stream, &answers).await?;
             }
@@ -375,10 +407,10 @@ pub(super) async fn serve_connection(
 }
 
 async fn write(stream: &mut TcpStream, answers: &[u8]) -> Result<(), String> {
-    stream
-        .write_all(answers)
-        .await
-        .map_err(|e| format!("answering: {e}"))
+    match tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(answers)).await {
+        Ok(written) => written.map_err(|e| format!("answering: {e}")),
+        Err(_) => Err(format!("the sender took no answers for {WRITE_TIMEOUT:?}")),
+    }
 }
 
 #[cfg(test)]
