@@ -105,6 +105,7 @@ fn an_event_log_write_cut_by_a_full_disk_is_undone_and_written_again() {
     let rotation = Rotation {
         max_bytes: 64 << 20,
         keep: 1,
+        ..Rotation::default()
     };
     let mut log = EventLogFile::open(disk.path(), rotation).unwrap();
     assert_eq!(log.append(&queued(events("a", 100), 1)).unwrap(), 100);

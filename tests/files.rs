@@ -868,3 +868,69 @@ async fn a_forwarded_follow_stream_is_released_on_the_member_when_the_client_lea
     })
     .await;
 }
+
+#[tokio::test]
+async fn old_event_log_files_go_oldest_first_and_a_follower_goes_on() {
+    // Files of 4 KiB at most, 16 KiB in all: rotation removes the oldest as events arrive.
+    let node = TestNode::start(|config| {
+        config.event_log.max_bytes = 4 * 1024;
+        config.event_log.keep = 100;
+        config.event_log.max_total_bytes = Some(16 * 1024);
+    })
+    .await;
+    let dir = node.event_log_dir();
+    let mut response = node
+        .get("/logs?filename=events.log&follow=true&n=1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut seen = String::new();
+    for round in 0..20 {
+        let body: String = (0..20)
+            .map(|i| {
+                format!(
+                    "{{\"service\":\"api\",\"message\":\"round {round} event {i} {}\"}}\n",
+                    "x".repeat(40)
+                )
+            })
+            .collect();
+        let answer = node
+            .post("/api/v1/logs")
+            .header("content-type", "application/x-ndjson")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), StatusCode::ACCEPTED);
+        // The follower sees each round's last event, across the rotations and removals.
+        let last = format!("round {round} event 19");
+        let result = tokio::time::timeout(DEADLINE, async {
+            while !seen.contains(&last) {
+                let chunk = response.chunk().await.unwrap().expect("the stream goes on");
+                seen.push_str(&String::from_utf8_lossy(&chunk));
+            }
+        })
+        .await;
+        assert!(result.is_ok(), "no {last} in {seen:?}");
+    }
+    let mut rotated: Vec<u32> = fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|entry| {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            name.strip_prefix("events.log.")?.parse().ok()
+        })
+        .collect();
+    rotated.sort();
+    let total: u64 = fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(total <= 16 * 1024, "{total} bytes in {rotated:?}");
+    // The newest rotated files are kept, with no gap: the oldest went first.
+    assert_eq!(rotated.first(), Some(&1), "{rotated:?}");
+    assert!(rotated.windows(2).all(|w| w[1] == w[0] + 1), "{rotated:?}");
+    assert!(rotated.len() >= 2, "{rotated:?}");
+    // Every event is still stored: the event log's files are not the store.
+    node.wait_for_stored(400).await;
+}

@@ -231,6 +231,16 @@ fn check(config: &NodeConfig) -> Result<(), ConfigError> {
             config.queue_limits.max_bytes, config.max_body_bytes
         )));
     }
+    if let Some(total) = config.event_log.max_total_bytes
+        && total < config.event_log.max_bytes.saturating_mul(2)
+    {
+        return Err(ConfigError::Conflict(format!(
+            "event-log-max-total-bytes ({}) is less than twice event-log-max-bytes ({}): the \
+             file being written alone could take the whole total",
+            crate::units::format_size(total),
+            crate::units::format_size(config.event_log.max_bytes)
+        )));
+    }
     if config.work.max_results_bytes < config.work.max_result_bytes {
         return Err(ConfigError::Conflict(format!(
             "work-max-results-bytes ({}) is smaller than work-max-result-bytes ({}): a result of \
@@ -523,6 +533,16 @@ mod tests {
                 ServeArgs::default().with("syslog-listen", "ftp://127.0.0.1:6514"),
                 vec![],
                 "for --syslog-listen: `ftp://127.0.0.1:6514`: unknown transport `ftp`",
+            ),
+            (
+                ServeArgs::default().with("event-log-retention", "soon"),
+                vec![],
+                "for --event-log-retention:",
+            ),
+            (
+                ServeArgs::default().with("event-log-max-total-bytes", "150MiB"),
+                vec![],
+                "event-log-max-total-bytes (150MiB) is less than twice event-log-max-bytes (100MiB)",
             ),
             (
                 ServeArgs::default().with("syslog-tls-cert", " "),

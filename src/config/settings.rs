@@ -89,6 +89,22 @@ fn duration(value: Duration) -> String {
     format_duration(value)
 }
 
+/// A limit's value, or `off` when there is none.
+fn off_or(value: Option<String>) -> String {
+    value.unwrap_or_else(|| "off".into())
+}
+
+/// `off` or `0`: no limit; anything else as `parse` reads it.
+fn off_or_else<T>(
+    value: &str,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<Option<T>, String> {
+    match value.trim() {
+        "off" | "0" => Ok(None),
+        value => parse(value).map(Some),
+    }
+}
+
 pub static SETTINGS: &[Setting] = &[
     Setting {
         key: "data-dir",
@@ -248,6 +264,35 @@ pub static SETTINGS: &[Setting] = &[
         secret: Secret::No,
         apply: |c, v| {
             c.event_log.max_bytes = size(1024, u64::MAX)(v)?;
+            Ok(())
+        },
+    },
+    Setting {
+        key: "event-log-retention",
+        env: &["LOGMESH_EVENT_LOG_RETENTION"],
+        value: ValueKind::One("AGE"),
+        help: "Rotated event log files last written longer ago than this are removed (checked \
+               every minute and at each rotation; `events.log` itself never is), e.g. `30d`; \
+               `off` or `0` keeps them whatever their age.",
+        default: Shown::Value(|c| off_or(c.event_log.max_age.map(duration))),
+        secret: Secret::No,
+        apply: |c, v| {
+            c.event_log.max_age =
+                off_or_else(v, between(SECOND, Duration::from_secs(100 * 365 * 86_400)))?;
+            Ok(())
+        },
+    },
+    Setting {
+        key: "event-log-max-total-bytes",
+        env: &["LOGMESH_EVENT_LOG_MAX_TOTAL_BYTES"],
+        value: ValueKind::One("SIZE"),
+        help: "The most `events.log` and its rotated files may take together: past it the \
+               oldest rotated files are removed. At least twice --event-log-max-bytes; `off` \
+               or `0`: no total (--event-log-keep still bounds the files).",
+        default: Shown::Value(|c| off_or(c.event_log.max_total_bytes.map(format_size))),
+        secret: Secret::No,
+        apply: |c, v| {
+            c.event_log.max_total_bytes = off_or_else(v, size(2048, u64::MAX))?;
             Ok(())
         },
     },

@@ -1,6 +1,8 @@
 //! The node's event log file (Logman's behaviour): every event the node receives from the
 //! queue is appended as one JSON line to `<dir>/events.log`, rotated by size into
-//! `events.log.1` (newest) … `events.log.<keep>` (oldest).
+//! `events.log.1` (newest) … `events.log.<keep>` (oldest). Rotated files past an age
+//! (`--event-log-retention`) or past a total size of all the files
+//! (`--event-log-max-total-bytes`) are removed, oldest first ([`EventLogFile::expire`]).
 //!
 //! Line format (JSON Lines, one event per line; JSON escaping keeps newlines in messages from
 //! breaking lines):
@@ -13,6 +15,8 @@
 //!   last line (a crash mid-write) is cut off.
 //! - A batch is synced before the queue is told it was written.
 //! - Blocking file I/O; callers run it off the async runtime.
+//! - Only rotated files are removed, never `events.log`, which is being written; a reader that
+//!   has a removed file open reads it to its end (the kernel keeps it until closed).
 
 use crate::event::{Event, format_us};
 use crate::queue::QueuedEvent;
@@ -21,25 +25,43 @@ use serde_json::value::RawValue;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 pub const FILE_NAME: &str = "events.log";
 
-/// Size-based rotation settings.
+/// Rotation and retention settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rotation {
     /// Rotate before a line would take the file past this size.
     pub max_bytes: u64,
     /// Rotated files kept (`events.log.1` … `events.log.<keep>`); older ones are deleted.
     pub keep: u32,
+    /// Rotated files last written longer ago than this are removed; `None`: kept by age.
+    pub max_age: Option<Duration>,
+    /// The oldest rotated files are removed while all the files together (`events.log`
+    /// included) are larger than this; `None`: no total.
+    pub max_total_bytes: Option<u64>,
 }
+
+/// The default age after which rotated event log files go (as the stored events' default).
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 impl Default for Rotation {
     fn default() -> Self {
         Rotation {
             max_bytes: 100 * 1024 * 1024,
             keep: 5,
+            max_age: Some(DEFAULT_RETENTION),
+            max_total_bytes: None,
         }
     }
+}
+
+/// A rotated file [`EventLogFile::expire`] removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Removed {
+    pub path: PathBuf,
+    pub bytes: u64,
 }
 
 #[derive(Serialize)]
@@ -213,7 +235,82 @@ impl EventLogFile {
             .open(self.path())?;
         File::open(&self.dir)?.sync_all()?;
         self.len = 0;
+        if let Err(error) = self.expire(SystemTime::now()) {
+            tracing::warn!(dir = %self.dir.display(), %error, "Could not remove old event log files.");
+        }
         Ok(())
+    }
+
+    /// Removes the rotated files past `max_age` at `now`, then, oldest first, those that would
+    /// take all the files past `max_total_bytes` once `events.log` reaches its rotation size;
+    /// `events.log` itself is never removed.
+    pub fn expire(&mut self, now: SystemTime) -> io::Result<Vec<Removed>> {
+        let Rotation {
+            max_age,
+            max_total_bytes,
+            ..
+        } = self.rotation;
+        if max_age.is_none() && max_total_bytes.is_none() {
+            return Ok(Vec::new());
+        }
+        // Rotated files, oldest (highest number) first.
+        let mut rotated = Vec::new();
+        for entry in fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some(n) = name
+                .to_str()
+                .and_then(|name| name.strip_prefix(FILE_NAME))
+                .and_then(|rest| rest.strip_prefix('.'))
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let metadata = entry.metadata()?;
+            if metadata.is_file() {
+                rotated.push((n, entry.path(), metadata.len(), metadata.modified()?));
+            }
+        }
+        rotated.sort_by_key(|(n, ..)| std::cmp::Reverse(*n));
+        // `events.log` counted at the size it may grow to before the next rotation, so that
+        // the files never take more than the total, not only just after a rotation.
+        let mut total = self.len.max(self.rotation.max_bytes)
+            + rotated.iter().map(|(_, _, len, _)| len).sum::<u64>();
+        let mut removed = Vec::new();
+        for (_, path, bytes, modified) in rotated {
+            let too_old = max_age.is_some_and(|age| {
+                now.duration_since(modified)
+                    .is_ok_and(|elapsed| elapsed > age)
+            });
+            let too_much = max_total_bytes.is_some_and(|max| total > max);
+            if !too_old && !too_much {
+                // Newer files are younger and the total only shrinks: nothing more to remove.
+                break;
+            }
+            fs::remove_file(&path)?;
+            total -= bytes;
+            removed.push(Removed { path, bytes });
+        }
+        if !removed.is_empty() {
+            File::open(&self.dir)?.sync_all()?;
+        }
+        Ok(removed)
+    }
+
+    /// The bytes of `events.log` and its rotated siblings.
+    pub fn total_bytes(&self) -> io::Result<u64> {
+        let mut total = 0;
+        for entry in fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            if entry
+                .file_name()
+                .to_str()
+                .is_some_and(|name| name.starts_with(FILE_NAME))
+            {
+                total += entry.metadata()?.len();
+            }
+        }
+        Ok(total)
     }
 }
 
@@ -277,6 +374,8 @@ mod tests {
     const BIG: Rotation = Rotation {
         max_bytes: 1 << 30,
         keep: 3,
+        max_age: None,
+        max_total_bytes: None,
     };
 
     fn queued(first_seq: u64, messages: &[&str]) -> Vec<QueuedEvent> {
@@ -370,6 +469,7 @@ mod tests {
         let rotation = Rotation {
             max_bytes: 400,
             keep: 2,
+            ..BIG
         };
         let mut log = EventLogFile::open(dir.path(), rotation).unwrap();
         for seq in 1..=12 {
@@ -401,5 +501,68 @@ mod tests {
             EventLogFile::open(dir.path(), rotation).unwrap().last_seq(),
             newest_rotated
         );
+    }
+
+    #[test]
+    fn rotated_files_past_the_total_size_go_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let rotation = Rotation {
+            max_bytes: 400,
+            keep: 10,
+            max_age: None,
+            max_total_bytes: Some(1_000),
+        };
+        let mut log = EventLogFile::open(dir.path(), rotation).unwrap();
+        for seq in 1..=40 {
+            log.append(&queued(seq, &["0123456789abcdef"])).unwrap();
+        }
+        // Each rotation removed what took the files past 1,000 bytes: the newest stay.
+        assert!(log.total_bytes().unwrap() <= 1_000);
+        assert!(dir.path().join("events.log.1").exists());
+        assert!(!dir.path().join("events.log.4").exists());
+        let newest = lines(&dir.path().join(FILE_NAME));
+        assert_eq!(newest.last().unwrap()["seq"], 40);
+    }
+
+    #[test]
+    fn rotated_files_past_the_age_go_and_the_current_one_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let rotation = Rotation {
+            max_bytes: 400,
+            keep: 10,
+            max_age: Some(Duration::from_secs(3600)),
+            max_total_bytes: None,
+        };
+        let mut log = EventLogFile::open(dir.path(), rotation).unwrap();
+        for seq in 1..=12 {
+            log.append(&queued(seq, &["0123456789abcdef"])).unwrap();
+        }
+        let rotated: Vec<PathBuf> = (1..=10)
+            .map(|n| dir.path().join(format!("{FILE_NAME}.{n}")))
+            .filter(|path| path.exists())
+            .collect();
+        assert!(rotated.len() >= 2, "{rotated:?}");
+        // The oldest is two hours old, the others new.
+        let oldest = rotated.last().unwrap();
+        let two_hours_ago = SystemTime::now() - Duration::from_secs(7200);
+        File::options()
+            .write(true)
+            .open(oldest)
+            .unwrap()
+            .set_modified(two_hours_ago)
+            .unwrap();
+        let removed = log.expire(SystemTime::now()).unwrap();
+        assert_eq!(removed.len(), 1, "{removed:?}");
+        assert_eq!(&removed[0].path, oldest);
+        assert!(!oldest.exists());
+        // A day later, everything rotated goes, and events.log stays.
+        let removed = log
+            .expire(SystemTime::now() + Duration::from_secs(86_400))
+            .unwrap();
+        assert_eq!(removed.len(), rotated.len() - 1);
+        assert!(dir.path().join(FILE_NAME).exists());
+        // Appending goes on after the gaps.
+        log.append(&queued(13, &["after"])).unwrap();
+        assert_eq!(log.last_seq(), 13);
     }
 }

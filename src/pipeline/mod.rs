@@ -348,19 +348,52 @@ impl BatchSink for StoreSink {
     }
 }
 
-/// Appends batches to the node's event log file, on the file's own thread.
+/// Appends batches to the node's event log file, on the file's own thread, and removes the
+/// rotated files past their age or the total size every [`EVENT_LOG_EXPIRY`] (on the same
+/// thread, so never while a rotation renames them; rotation itself also removes them).
 pub struct EventLogSink {
     file: Lane<EventLogFile>,
     path: std::path::PathBuf,
+    expiry: tokio::task::JoinHandle<()>,
 }
+
+/// How often the event log's rotated files are checked for age, between rotations.
+pub const EVENT_LOG_EXPIRY: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl EventLogSink {
     pub fn new(file: EventLogFile) -> std::io::Result<Self> {
         let path = file.path();
-        Ok(EventLogSink {
-            file: Lane::spawn("eventlog-writer", file)?,
-            path,
-        })
+        let file = Lane::spawn("eventlog-writer", file)?;
+        let expiry = tokio::spawn(expire_event_log(file.clone(), path.clone()));
+        Ok(EventLogSink { file, path, expiry })
+    }
+}
+
+impl Drop for EventLogSink {
+    fn drop(&mut self) {
+        // Its handle to the lane would keep the file's thread alive.
+        self.expiry.abort();
+    }
+}
+
+async fn expire_event_log(file: Lane<EventLogFile>, path: std::path::PathBuf) {
+    let mut tick = tokio::time::interval(EVENT_LOG_EXPIRY);
+    loop {
+        tick.tick().await;
+        match file
+            .run(|file| file.expire(std::time::SystemTime::now()))
+            .await
+        {
+            Ok(Ok(removed)) => {
+                for removed in removed {
+                    tracing::info!(path = %removed.path.display(), bytes = removed.bytes, "Removed an old event log file.");
+                }
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(path = %path.display(), %error, "Could not remove old event log files.");
+            }
+            Err(_) => return,
+        }
     }
 }
 
