@@ -2,6 +2,7 @@
 //! durable queue, the node's ingest metrics, and, in the embedded shape, the live feed (in a
 //! cluster the live feed follows the stream instead, so that it sees every node's events).
 
+use crate::disk::Watermark;
 use crate::event::Event;
 use crate::live::LiveFeed;
 use crate::metrics::NodeMetrics;
@@ -12,6 +13,8 @@ pub struct Intake {
     queue: Arc<dyn IngestQueue>,
     live: Arc<LiveFeed>,
     metrics: Arc<NodeMetrics>,
+    /// `--min-free-disk`: below it nothing new is taken.
+    watermark: Option<Watermark>,
 }
 
 impl Intake {
@@ -19,19 +22,26 @@ impl Intake {
         queue: Arc<dyn IngestQueue>,
         live: Arc<LiveFeed>,
         metrics: Arc<NodeMetrics>,
+        watermark: Option<Watermark>,
     ) -> Intake {
         Intake {
             queue,
             live,
             metrics,
+            watermark,
         }
     }
 
-    /// Makes `events` durable, then offers them to live clients.
+    /// Makes `events` durable, then offers them to live clients; refuses them while the data
+    /// directory's disk is below `--min-free-disk`.
     pub async fn append(&self, events: Vec<Event>) -> Result<(), QueueError> {
+        let count = events.len();
+        if let Some(error) = self.watermark.as_ref().and_then(|w| w.check().err()) {
+            self.metrics.events_refused(count);
+            return Err(error);
+        }
         let offered =
             (self.live.fed_by_ingest() && self.live.has_clients()).then(|| events.clone());
-        let count = events.len();
         if let Err(error) = self.queue.append(events).await {
             self.metrics.events_refused(count);
             return Err(error);

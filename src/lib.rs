@@ -9,6 +9,7 @@ pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod counters;
+pub mod disk;
 pub mod e2e;
 pub mod event;
 pub mod eventlog;

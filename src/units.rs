@@ -114,9 +114,32 @@ pub fn format_size(bytes: u64) -> String {
     bytes.to_string()
 }
 
+/// A size for people to read, to one decimal in the largest binary unit it reaches:
+/// `3.4 MiB`, `512 B`.
+pub fn format_size_approx(bytes: u64) -> String {
+    for (unit, size) in [
+        ("TiB", 1u64 << 40),
+        ("GiB", 1 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+    ] {
+        if bytes >= size {
+            return format!("{:.1} {unit}", bytes as f64 / size as f64);
+        }
+    }
+    format!("{bytes} B")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_read_approximately() {
+        assert_eq!(format_size_approx(512), "512 B");
+        assert_eq!(format_size_approx(3 * 1024 * 1024 + 400 * 1024), "3.4 MiB");
+        assert_eq!(format_size_approx(100 << 20), "100.0 MiB");
+    }
 
     #[test]
     fn durations_and_sizes_parse_and_format_back() {

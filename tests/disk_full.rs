@@ -28,6 +28,18 @@ struct SmallDisk {
 }
 
 impl SmallDisk {
+    /// Writes a filler file that leaves about `left` bytes free.
+    fn fill_leaving(&self, left: u64) {
+        let free = logmesh::disk::free_bytes(self.path()).expect("free space");
+        let mut filler = std::fs::File::create(self.filler()).expect("create the filler");
+        let chunk = vec![0u8; 64 * 1024];
+        let mut written = 0;
+        while written + (chunk.len() as u64) + left <= free {
+            filler.write_all(&chunk).expect("fill");
+            written += chunk.len() as u64;
+        }
+    }
+
     fn mount(size: &str) -> SmallDisk {
         let mount_point = tempfile::tempdir().expect("temp dir");
         let status = Command::new("mount")
@@ -203,7 +215,9 @@ async fn a_node_on_a_full_disk_sheds_load_and_recovers_once_space_is_freed() {
     needs!(Root);
     let disk = SmallDisk::mount("24m");
     let data = disk.path().join("data");
-    let mut node = NodeProcess::spawn(&data, &["--flush-interval", "50ms"], &[]);
+    // Without the free-disk floor: this is what happens when the disk fills regardless.
+    let args = ["--flush-interval", "50ms", "--min-free-disk", "off"];
+    let mut node = NodeProcess::spawn(&data, &args, &[]);
     let client = reqwest::Client::new();
     let mut acknowledged: HashSet<String> = HashSet::new();
     let accept = |acknowledged: &mut HashSet<String>, prefix: &str, count: usize| {
@@ -247,7 +261,7 @@ async fn a_node_on_a_full_disk_sheds_load_and_recovers_once_space_is_freed() {
     .await;
 
     node.kill9();
-    let node = NodeProcess::spawn(&data, &["--flush-interval", "50ms"], &[]);
+    let node = NodeProcess::spawn(&data, &args, &[]);
     let (code, body) = post(&client, &node.url, "restarted", 10).await;
     assert_eq!(code, 202, "{body}");
     accept(&mut acknowledged, "restarted", 10);
@@ -262,4 +276,49 @@ async fn a_node_on_a_full_disk_sheds_load_and_recovers_once_space_is_freed() {
     assert!(rows.ids.values().all(|&n| n == 1), "every id stored once");
     let lines = event_log_lines(&event_log);
     assert_eq!(lines.len(), acknowledged.len(), "every event logged once");
+}
+
+#[tokio::test]
+async fn below_the_free_disk_floor_new_events_are_refused_before_the_disk_is_full() {
+    needs!(Root);
+    let disk = SmallDisk::mount("32m");
+    let data = disk.path().join("data");
+    let args = ["--flush-interval", "50ms", "--min-free-disk", "8MiB"];
+    let node = NodeProcess::spawn(&data, &args, &[]);
+    let client = reqwest::Client::new();
+    let mut acknowledged: HashSet<String> = HashSet::new();
+    let (code, body) = post(&client, &node.url, "before", 1_000).await;
+    assert_eq!(code, 202, "{body}");
+    acknowledged.extend((0..1_000).map(|i| format!("before-{i}")));
+    // 4 MiB left: under the floor, far from full.
+    disk.fill_leaving(4 << 20);
+    for n in 0..3 {
+        let (code, body) = post(&client, &node.url, &format!("low{n}"), 100).await;
+        assert_eq!(code, 503, "{body}");
+        assert!(body.contains("disk_low"), "{body}");
+        assert!(
+            body.contains(&data.display().to_string()),
+            "names the disk: {body}"
+        );
+        assert!(body.contains("--min-free-disk"), "{body}");
+    }
+    let free = logmesh::disk::free_bytes(disk.path()).unwrap();
+    assert!(
+        free > 2 << 20,
+        "refused well before the disk filled: {free} bytes free"
+    );
+    // Space returns: events are taken again, without a restart.
+    disk.free();
+    let (code, body) = post(&client, &node.url, "after", 1_000).await;
+    assert_eq!(code, 202, "{body}");
+    acknowledged.extend((0..1_000).map(|i| format!("after-{i}")));
+    let db = data.join("logmesh.db");
+    eventually("every acknowledged event stored", DEADLINE, || async {
+        let rows = stored(&db);
+        rows.rows == acknowledged.len() as i64
+            && acknowledged.iter().all(|id| rows.ids.contains_key(id))
+    })
+    .await;
+    let rows = stored(&db);
+    assert_eq!(rows.severity_sum, rows.rows);
 }

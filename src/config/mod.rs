@@ -535,6 +535,11 @@ mod tests {
                 "for --syslog-listen: `ftp://127.0.0.1:6514`: unknown transport `ftp`",
             ),
             (
+                ServeArgs::default().with("min-free-disk", "lots"),
+                vec![],
+                "for --min-free-disk:",
+            ),
+            (
                 ServeArgs::default().with("event-log-retention", "soon"),
                 vec![],
                 "for --event-log-retention:",

@@ -268,6 +268,21 @@ pub static SETTINGS: &[Setting] = &[
         },
     },
     Setting {
+        key: "min-free-disk",
+        env: &["LOGMESH_MIN_FREE_DISK"],
+        value: ValueKind::One("SIZE"),
+        help: "Below this much free space on the data directory's disk, new events are refused \
+               (503 `disk_low` naming the disk; syslog TCP and RELP wait, UDP drops) before \
+               anything runs into a full disk; taken again once space returns. `off` or `0`: \
+               never (a full disk then refuses with `queue_unavailable`).",
+        default: Shown::Value(|c| off_or(c.min_free_disk.map(format_size))),
+        secret: Secret::No,
+        apply: |c, v| {
+            c.min_free_disk = off_or_else(v, size(1, u64::MAX))?;
+            Ok(())
+        },
+    },
+    Setting {
         key: "event-log-retention",
         env: &["LOGMESH_EVENT_LOG_RETENTION"],
         value: ValueKind::One("AGE"),

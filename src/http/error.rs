@@ -103,6 +103,11 @@ impl From<QueueError> for ApiError {
                 "bus_unavailable",
                 error.to_string(),
             ),
+            QueueError::DiskLow { .. } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "disk_low",
+                error.to_string(),
+            ),
             QueueError::Io(_) | QueueError::Config(_) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "queue_unavailable",

@@ -71,7 +71,13 @@ pub struct NodeConfig {
     pub counters: CounterLimits,
     /// Syslog listeners (`--syslog-listen`, `--syslog-allow`).
     pub syslog: SyslogSettings,
+    /// Below this many free bytes on the data directory's disk, new events are refused
+    /// (`--min-free-disk`); `None`: never.
+    pub min_free_disk: Option<u64>,
 }
+
+/// `--min-free-disk`'s default.
+pub const DEFAULT_MIN_FREE_DISK: u64 = 100 * 1024 * 1024;
 
 /// The default of [`NodeConfig::writer_stall_timeout`].
 pub const DEFAULT_WRITER_STALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -132,6 +138,7 @@ impl NodeConfig {
             max_body_bytes: 10 * 1024 * 1024,
             queue_limits: QueueLimits::default(),
             event_log: Rotation::default(),
+            min_free_disk: Some(DEFAULT_MIN_FREE_DISK),
             log_format: LogFormat::Human,
             cluster: None,
             advertise: None,
@@ -357,7 +364,15 @@ impl Node {
         .start(http_stopped_for_workers);
 
         let work = Arc::new(Work::new(work_backend, &config.node_name, config.work));
-        let intake = Arc::new(Intake::new(queue.clone(), live.clone(), metrics.clone()));
+        let watermark = config
+            .min_free_disk
+            .map(|min_free| crate::disk::Watermark::new(&config.data_dir, min_free));
+        let intake = Arc::new(Intake::new(
+            queue.clone(),
+            live.clone(),
+            metrics.clone(),
+            watermark,
+        ));
         // Syslog listeners stop with the HTTP server, before the writers drain.
         let syslog = syslog::start(
             &config.syslog,

@@ -130,6 +130,18 @@ pub enum QueueError {
     /// The queue cannot be set up as configured (bad URL, incompatible stream).
     #[error("{0}")]
     Config(String),
+    /// The data directory's disk is below `--min-free-disk`; the caller should retry later.
+    #[error(
+        "the disk holding {path} has {} free, less than --min-free-disk {}: new events are \
+         refused until space returns; retry later",
+        crate::units::format_size_approx(*free),
+        crate::units::format_size_approx(*min_free)
+    )]
+    DiskLow {
+        path: String,
+        free: u64,
+        min_free: u64,
+    },
 }
 
 #[async_trait]

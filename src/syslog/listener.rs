@@ -415,7 +415,12 @@ pub(super) async fn append_or_wait(
             Err(QueueError::TooLarge { .. } | QueueError::TooManyMessages { .. }) => {
                 refused.push(offset);
             }
-            Err(QueueError::Full { .. } | QueueError::Unavailable(_) | QueueError::Io(_)) => {
+            Err(
+                QueueError::Full { .. }
+                | QueueError::Unavailable(_)
+                | QueueError::Io(_)
+                | QueueError::DiskLow { .. },
+            ) => {
                 pending.push((offset, events));
                 tokio::time::sleep(RETRY).await;
             }
