@@ -33,6 +33,7 @@ pub struct NodeMetrics {
     batch_seconds: Family<Labels, Histogram>,
     http_requests: Family<Labels, Counter>,
     syslog: Family<Labels, Counter>,
+    rows_expired: Counter,
     queue_events: Gauge,
     queue_bytes: Gauge,
     /// Totals per sink for [`NodeMetrics::snapshot`]: the client's histograms do not expose
@@ -121,6 +122,12 @@ impl NodeMetrics {
              truncated (RELP messages cut to the longest taken)",
             syslog.clone(),
         );
+        let rows_expired = Counter::default();
+        registry.register(
+            "store_rows_expired",
+            "Stored events this node removed because they were past --retention",
+            rows_expired.clone(),
+        );
         let queue_events = Gauge::default();
         registry.register(
             "queue_depth_events",
@@ -140,6 +147,7 @@ impl NodeMetrics {
             batch_seconds,
             http_requests,
             syslog,
+            rows_expired,
             queue_events,
             queue_bytes,
             sinks: Mutex::new(BTreeMap::new()),
@@ -168,6 +176,10 @@ impl NodeMetrics {
                 ("what", what.to_owned()),
             ])
             .inc_by(n);
+    }
+
+    pub fn rows_expired(&self, rows: usize) {
+        self.rows_expired.inc_by(rows as u64);
     }
 
     pub fn events_accepted(&self, events: usize) {

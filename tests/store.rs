@@ -763,6 +763,61 @@ async fn filters_narrow_a_search(backend: Backend) {
     assert_eq!(ids(&search(store.as_ref(), everything).await), ["c"]);
 }
 
+async fn expiry_removes_exactly_the_old_events_and_keeps_counts_in_step(backend: Backend) {
+    let db = Db::new(backend).await;
+    let store = db.open().await;
+    // Ten old events (1–10 ms, one service only old), five new ones (100–104 ms).
+    let mut lines: Vec<(String, &str, &str, &str, i64)> = (1..=10)
+        .map(|i| {
+            let service = ["api", "db", "gone"][i % 3];
+            (
+                format!("old-{i}"),
+                service,
+                ["info", "error"][i % 2],
+                "stale warmup",
+                i as i64,
+            )
+        })
+        .collect();
+    lines.extend((0..5).map(|i| (format!("new-{i}"), "api", "info", "fresh request", 100 + i)));
+    let borrowed: Vec<(&str, &str, &str, &str, i64)> = lines
+        .iter()
+        .map(|(id, service, severity, message, ms)| {
+            (id.as_str(), *service, *severity, *message, *ms)
+        })
+        .collect();
+    store.write_batch(timed_events(&borrowed)).await.unwrap();
+    // In steps of 3: 3, 3, 3, 1, and the last step says nothing older is left.
+    let mut steps = Vec::new();
+    loop {
+        let removed = store.expire(50_000, 3).await.unwrap();
+        steps.push(removed);
+        if removed < 3 {
+            break;
+        }
+    }
+    assert_eq!(steps, [3, 3, 3, 1]);
+    assert_eq!(store.expire(50_000, 3).await.unwrap(), 0);
+    let counts = store.severity_counts().await.unwrap();
+    assert_eq!(counts.iter().map(|c| c.count).sum::<i64>(), 5, "{counts:?}");
+    assert!(
+        counts.iter().all(|c| c.service == "api" && c.count > 0),
+        "{counts:?}"
+    );
+    let everything = search(store.as_ref(), SearchQuery::default()).await;
+    let mut found = ids(&everything);
+    found.sort();
+    assert_eq!(found, ["new-0", "new-1", "new-2", "new-3", "new-4"]);
+    // The keyword index followed the rows out.
+    assert!(ids(&search(store.as_ref(), keyword("stale")).await).is_empty());
+    assert_eq!(
+        ids(&search(store.as_ref(), keyword("fresh")).await).len(),
+        5
+    );
+    let counted = store.count_events(&SearchQuery::default()).await.unwrap();
+    assert_eq!(counted.iter().map(|c| c.count).sum::<i64>(), 5);
+}
+
 async fn attributes_are_found_by_exact_value(backend: Backend) {
     let db = Db::new(backend).await;
     let store = db.open().await;
@@ -1299,6 +1354,7 @@ conformance!(
     keywords_match_whole_words_case_insensitively,
     filters_narrow_a_search,
     attributes_are_found_by_exact_value,
+    expiry_removes_exactly_the_old_events_and_keeps_counts_in_step,
     every_stored_row_is_found_once_by_keyword,
     counts_follow_the_search_filters,
     pages_follow_the_cursor_while_events_arrive,

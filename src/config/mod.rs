@@ -535,6 +535,11 @@ mod tests {
                 "for --syslog-listen: `ftp://127.0.0.1:6514`: unknown transport `ftp`",
             ),
             (
+                ServeArgs::default().with("retention", "a week"),
+                vec![],
+                "for --retention:",
+            ),
+            (
                 ServeArgs::default().with("min-free-disk", "lots"),
                 vec![],
                 "for --min-free-disk:",

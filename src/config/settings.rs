@@ -268,6 +268,20 @@ pub static SETTINGS: &[Setting] = &[
         },
     },
     Setting {
+        key: "retention",
+        env: &["LOGMESH_RETENTION"],
+        value: ValueKind::One("AGE"),
+        help: "Stored events with a timestamp older than this are no longer searched or \
+               counted, and are removed in the background, e.g. `30d`; `off` or `0` keeps them \
+               for ever.",
+        default: Shown::Value(|c| off_or(c.retention.map(duration))),
+        secret: Secret::No,
+        apply: |c, v| {
+            c.retention = off_or_else(v, between(SECOND, Duration::from_secs(100 * 365 * 86_400)))?;
+            Ok(())
+        },
+    },
+    Setting {
         key: "min-free-disk",
         env: &["LOGMESH_MIN_FREE_DISK"],
         value: ValueKind::One("SIZE"),

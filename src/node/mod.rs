@@ -74,7 +74,13 @@ pub struct NodeConfig {
     /// Below this many free bytes on the data directory's disk, new events are refused
     /// (`--min-free-disk`); `None`: never.
     pub min_free_disk: Option<u64>,
+    /// Stored events older than this are hidden from queries and removed (`--retention`);
+    /// `None`: kept for ever.
+    pub retention: Option<Duration>,
 }
+
+/// `--retention`'s default, as VictoriaLogs'.
+pub const DEFAULT_RETENTION: Duration = crate::eventlog::DEFAULT_RETENTION;
 
 /// `--min-free-disk`'s default.
 pub const DEFAULT_MIN_FREE_DISK: u64 = 100 * 1024 * 1024;
@@ -139,6 +145,7 @@ impl NodeConfig {
             queue_limits: QueueLimits::default(),
             event_log: Rotation::default(),
             min_free_disk: Some(DEFAULT_MIN_FREE_DISK),
+            retention: Some(DEFAULT_RETENTION),
             log_format: LogFormat::Human,
             cluster: None,
             advertise: None,
@@ -291,6 +298,21 @@ impl Node {
             live_source,
             shared_queue,
         } = shape::open(&config, floor, me).await?;
+        // Queries stop at the retention period; expiry removes what is past it.
+        let (store, expiry) = match config.retention {
+            Some(retention) => {
+                let expiry = tokio::spawn(crate::store::retained::run_expiry(
+                    store.clone(),
+                    retention,
+                    metrics.clone(),
+                    writers_stopped.clone(),
+                ));
+                let retained: Arc<dyn crate::store::Store> =
+                    Arc::new(crate::store::retained::Retained::new(store, retention));
+                (retained, Some(expiry))
+            }
+            None => (store, None),
+        };
         let membership = Arc::new(membership);
         let live = Arc::new(LiveFeed::new(
             ClientLimits {
@@ -342,6 +364,7 @@ impl Node {
             tokio::spawn(async move { heartbeats.run(heartbeats_stopped).await }),
         ];
         writers.extend(live_follower);
+        writers.extend(expiry);
         if config.work.concurrency == 0 {
             tracing::warn!(
                 "--work-concurrency is 0: this node accepts jobs but runs none; they wait for \

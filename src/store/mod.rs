@@ -30,6 +30,7 @@
 mod counter_groups;
 mod mysql;
 mod postgres;
+pub mod retained;
 mod sql;
 pub mod sqlite;
 
@@ -489,6 +490,13 @@ pub trait Store: Send + Sync + 'static {
     /// The database's plan for [`Store::search`] of `query` (its `EXPLAIN` output, one line
     /// per row): which index a search reads. For tests, benchmarks and operators.
     async fn explain_search(&self, query: &SearchQuery) -> Result<String, StoreError>;
+
+    /// Removes up to `max_rows` of the oldest events stored with a timestamp before
+    /// `before_us` (epoch µs), and takes them off `service_severity` in the same transaction
+    /// (a count that reaches 0 goes), so that its sum equals the rows at every moment. Answers
+    /// how many it removed: fewer than `max_rows` means none older are left. Small steps, so
+    /// that the store writer's batches pass between them.
+    async fn expire(&self, before_us: i64, max_rows: usize) -> Result<usize, StoreError>;
 }
 
 /// Where the store lives, parsed from `--database`.

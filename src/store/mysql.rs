@@ -393,6 +393,53 @@ impl Dialect for MySql {
         Ok(())
     }
 
+    async fn remove_oldest(
+        transaction: &mut MySqlConnection,
+        before_us: i64,
+        max_rows: i64,
+    ) -> Result<Vec<(String, String)>, sqlx::Error> {
+        // MySQL takes no LIMIT in an IN subquery, nor the table being deleted from: the rows
+        // are locked first, then deleted by their ids.
+        let rows: Vec<(i64, String, String)> = sqlx::query_as(
+            "SELECT row_id, service, severity FROM service_logs WHERE ts_us < ?
+             ORDER BY ts_us LIMIT ? FOR UPDATE",
+        )
+        .bind(before_us)
+        .bind(max_rows)
+        .fetch_all(&mut *transaction)
+        .await?;
+        for chunk in rows.chunks(MAX_PLACEHOLDERS) {
+            let mut delete =
+                QueryBuilder::<MySql>::new("DELETE FROM service_logs WHERE row_id IN (");
+            let mut ids = delete.separated(", ");
+            for (row_id, ..) in chunk {
+                ids.push_bind(*row_id);
+            }
+            ids.push_unseparated(")");
+            delete.build().execute(&mut *transaction).await?;
+        }
+        Ok(rows
+            .into_iter()
+            .map(|(_, service, severity)| (service, severity))
+            .collect())
+    }
+
+    async fn drop_empty_counts(
+        transaction: &mut MySqlConnection,
+        keys: &[(&str, &str)],
+    ) -> Result<(), sqlx::Error> {
+        for (service, severity) in keys {
+            sqlx::query(
+                "DELETE FROM service_severity WHERE service = ? AND severity = ? AND count <= 0",
+            )
+            .bind(*service)
+            .bind(*severity)
+            .execute(&mut *transaction)
+            .await?;
+        }
+        Ok(())
+    }
+
     async fn existing_counters(
         pool: &Pool<MySql>,
         keys: &[String],

@@ -312,6 +312,40 @@ impl Dialect for Postgres {
         Ok(())
     }
 
+    async fn remove_oldest(
+        transaction: &mut PgConnection,
+        before_us: i64,
+        max_rows: i64,
+    ) -> Result<Vec<(String, String)>, sqlx::Error> {
+        sqlx::query_as(
+            "DELETE FROM service_logs WHERE row_id IN (
+                 SELECT row_id FROM service_logs WHERE ts_us < $1
+                 ORDER BY ts_us LIMIT $2 FOR UPDATE SKIP LOCKED)
+             RETURNING service, severity",
+        )
+        .bind(before_us)
+        .bind(max_rows)
+        .fetch_all(&mut *transaction)
+        .await
+    }
+
+    async fn drop_empty_counts(
+        transaction: &mut PgConnection,
+        keys: &[(&str, &str)],
+    ) -> Result<(), sqlx::Error> {
+        let services: Vec<&str> = keys.iter().map(|(service, _)| *service).collect();
+        let severities: Vec<&str> = keys.iter().map(|(_, severity)| *severity).collect();
+        sqlx::query(
+            "DELETE FROM service_severity WHERE count <= 0 AND (service, severity) IN (
+                 SELECT * FROM UNNEST($1::text[], $2::text[]))",
+        )
+        .bind(services)
+        .bind(severities)
+        .execute(&mut *transaction)
+        .await?;
+        Ok(())
+    }
+
     async fn existing_counters(
         pool: &Pool<Postgres>,
         keys: &[String],

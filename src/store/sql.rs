@@ -93,6 +93,19 @@ pub(crate) trait Dialect: Database<Row: SqlRow> {
         counts: &[((&str, &str), i64)],
     ) -> Result<(), sqlx::Error>;
 
+    /// Locks and removes up to `max_rows` of the oldest rows stored before `before_us` (rows
+    /// another transaction holds are left to it), answering the `(service, severity)` of each.
+    async fn remove_oldest(
+        transaction: &mut Self::Connection,
+        before_us: i64,
+        max_rows: i64,
+    ) -> Result<Vec<(String, String)>, sqlx::Error>;
+    /// Removes the `service_severity` rows of these keys whose count reached 0.
+    async fn drop_empty_counts(
+        transaction: &mut Self::Connection,
+        keys: &[(&str, &str)],
+    ) -> Result<(), sqlx::Error>;
+
     /// Which of these counter storage keys exist.
     async fn existing_counters(
         pool: &Pool<Self>,
@@ -334,6 +347,33 @@ impl<DB: Dialect> Store for SqlStore<DB> {
         };
         log_if_slow(started, events.len(), &outcome);
         Ok(outcome)
+    }
+
+    async fn expire(&self, before_us: i64, max_rows: usize) -> Result<usize, StoreError> {
+        let mut transaction = self.writer.begin().await.map_err(|e| self.error(e))?;
+        let removed = DB::remove_oldest(&mut transaction, before_us, max_rows as i64)
+            .await
+            .map_err(|e| self.error(e))?;
+        let lowered: Vec<((&str, &str), i64)> = tally(
+            removed
+                .iter()
+                .map(|(service, severity)| (service.as_str(), severity.as_str())),
+        )
+        .into_iter()
+        .map(|(key, count)| (key, -count))
+        .collect();
+        if !lowered.is_empty() {
+            // In key order, as every writer takes these row locks.
+            DB::bump_counts(&mut transaction, &lowered)
+                .await
+                .map_err(|e| self.error(e))?;
+            let keys: Vec<(&str, &str)> = lowered.iter().map(|(key, _)| *key).collect();
+            DB::drop_empty_counts(&mut transaction, &keys)
+                .await
+                .map_err(|e| self.error(e))?;
+        }
+        transaction.commit().await.map_err(|e| self.error(e))?;
+        Ok(removed.len())
     }
 
     async fn count_events(&self, query: &SearchQuery) -> Result<Vec<SeverityCount>, StoreError> {

@@ -367,6 +367,44 @@ fn write_batch(
     Ok(outcome)
 }
 
+/// See [`Store::expire`]. The keyword index follows through its delete trigger.
+fn expire(
+    connection: &mut Connection,
+    before_us: i64,
+    max_rows: usize,
+) -> Result<usize, rusqlite::Error> {
+    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let removed: Vec<(String, String)> = transaction
+        .prepare_cached(
+            "DELETE FROM service_logs WHERE row_id IN (
+                 SELECT row_id FROM service_logs WHERE ts_us < ?1 ORDER BY ts_us LIMIT ?2)
+             RETURNING service, severity",
+        )?
+        .query_map(params![before_us, max_rows as i64], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    {
+        let mut lower = transaction.prepare_cached(
+            "UPDATE service_severity SET count = count - ?3 WHERE service = ?1 AND severity = ?2",
+        )?;
+        let mut drop_empty = transaction.prepare_cached(
+            "DELETE FROM service_severity WHERE service = ?1 AND severity = ?2 AND count <= 0",
+        )?;
+        let counts = super::tally(
+            removed
+                .iter()
+                .map(|(service, severity)| (service.as_str(), severity.as_str())),
+        );
+        for ((service, severity), count) in counts {
+            lower.execute(params![service, severity, count])?;
+            drop_empty.execute(params![service, severity])?;
+        }
+    }
+    transaction.commit()?;
+    Ok(removed.len())
+}
+
 /// The SQL and its parameters for `query` (already checked).
 fn search_sql(query: &SearchQuery, selection: Selection) -> (String, Vec<rusqlite::types::Value>) {
     use rusqlite::types::Value;
@@ -508,6 +546,14 @@ impl Store for SqliteStore {
     async fn write_batch(&self, events: Vec<Arc<Event>>) -> Result<BatchOutcome, StoreError> {
         with_connection(&self.writer, move |connection| {
             write_batch(connection, &events).map_err(database_error)
+        })
+        .await
+    }
+
+    async fn expire(&self, before_us: i64, max_rows: usize) -> Result<usize, StoreError> {
+        // On the writer's own connection: a step waits its turn between batches.
+        with_connection(&self.writer, move |connection| {
+            expire(connection, before_us, max_rows).map_err(database_error)
         })
         .await
     }

@@ -70,6 +70,8 @@ impl TestNode {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = NodeConfig::ephemeral(dir.path());
         config.flush_interval = Duration::from_millis(50);
+        // Tests send fixed timestamps of days ago; retention is tested where it is set.
+        config.retention = None;
         configure(&mut config);
         let node = Node::start(config.clone()).await.expect("node starts");
         let url = node.url();
@@ -286,6 +288,9 @@ impl NodeProcess {
             .args(args)
             .env_remove("BATCHSIZE")
             .env_remove("FLUSHINTERVAL")
+            // Tests send fixed timestamps of days ago; retention is tested where it is set
+            // (a flag overrides this).
+            .env("LOGMESH_RETENTION", "off")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
