@@ -15,6 +15,8 @@ pub struct Intake {
     metrics: Arc<NodeMetrics>,
     /// `--min-free-disk`: below it nothing new is taken.
     watermark: Option<Watermark>,
+    /// `--retention`: events older than it are refused by the parsers.
+    retention: Option<std::time::Duration>,
 }
 
 impl Intake {
@@ -23,13 +25,23 @@ impl Intake {
         live: Arc<LiveFeed>,
         metrics: Arc<NodeMetrics>,
         watermark: Option<Watermark>,
+        retention: Option<std::time::Duration>,
     ) -> Intake {
         Intake {
             queue,
             live,
             metrics,
             watermark,
+            retention,
         }
+    }
+
+    /// The start of the retention period at `now_us` (epoch µs), for
+    /// [`IngestContext::oldest_us`](crate::event::IngestContext); `i64::MIN` without one.
+    pub fn oldest_us(&self, now_us: i64) -> i64 {
+        self.retention.map_or(i64::MIN, |retention| {
+            now_us.saturating_sub(i64::try_from(retention.as_micros()).unwrap_or(i64::MAX))
+        })
     }
 
     /// Makes `events` durable, then offers them to live clients; refuses them while the data

@@ -27,6 +27,7 @@ use std::sync::OnceLock;
 const CTX: IngestContext<'static> = IngestContext {
     node: "n",
     now_us: 1_800_000_000_000_000,
+    oldest_us: i64::MIN,
 };
 
 /// The expansion bound of a node with the default body limit.

@@ -1,33 +1,25 @@
 //! Retention of stored events (`--retention`): queries never show events past it, even before
-//! expiry removes them, and expiry removes them with `service_severity` in step. (The store
+//! expiry removes them; expiry removes them with `service_severity` in step; events that
+//! arrive already past it are refused the way each protocol refuses an item. (The store
 //! adapters' own expiry is in tests/store.rs's conformance suite, on every backend.)
 
 mod common;
 
 use common::{TestNode, eventually, stored};
-use serde_json::json;
+use logmesh::syslog::SyslogListen;
+use serde_json::{Value, json};
 use std::time::Duration;
+use tokio::io::AsyncWriteExt;
 
 fn ms_ago(ms: i64) -> i64 {
     logmesh::event::now_us() / 1000 - ms
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn events_past_the_retention_are_hidden_at_once_and_removed_soon() {
-    let node = TestNode::start(|config| {
-        config.retention = Some(Duration::from_secs(3600));
-    })
-    .await;
-    let two_hours = 2 * 3600 * 1000;
-    let body = [
-        json!({"id": "old-1", "service": "api", "severity": "error", "message": "stale one", "timestamp": ms_ago(two_hours)}),
-        json!({"id": "old-2", "service": "api", "severity": "info", "message": "stale two", "timestamp": ms_ago(two_hours + 1)}),
-        json!({"id": "old-3", "service": "cron", "severity": "info", "message": "stale three", "timestamp": ms_ago(two_hours + 2)}),
-        json!({"id": "new-1", "service": "api", "severity": "info", "message": "fresh one", "timestamp": ms_ago(1_000)}),
-        json!({"id": "new-2", "service": "api", "severity": "error", "message": "fresh two", "timestamp": ms_ago(0)}),
-    ]
-    .map(|event| event.to_string() + "\n")
-    .concat();
+async fn post_ndjson(node: &TestNode, events: &[Value]) -> (u16, String) {
+    let body: String = events
+        .iter()
+        .map(|event| event.to_string() + "\n")
+        .collect();
     let answer = node
         .post("/api/v1/logs")
         .header("content-type", "application/x-ndjson")
@@ -35,41 +27,61 @@ async fn events_past_the_retention_are_hidden_at_once_and_removed_soon() {
         .send()
         .await
         .unwrap();
-    assert_eq!(answer.status(), 202);
-    node.wait_for_stored(2).await;
-    // Before expiry has run: search, stats and metrics show only what is within an hour.
-    let found = node.get_json("/api/v1/logs/search?q=stale&limit=100").await;
-    assert_eq!(found["events"].as_array().unwrap().len(), 0, "{found}");
+    (answer.status().as_u16(), answer.text().await.unwrap())
+}
+
+async fn search_ids(node: &TestNode) -> Vec<String> {
     let found = node.get_json("/api/v1/logs/search?limit=100").await;
-    let ids: Vec<&str> = found["events"]
+    found["events"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| e["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(ids, ["new-2", "new-1"]);
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_past_the_retention_are_hidden_at_once_and_removed_soon() {
+    // 10 s: events 9 s old when sent are within it, and past it a second later, while the
+    // others stay within it for 10 s more.
+    let node = TestNode::start(|config| {
+        config.retention = Some(Duration::from_secs(10));
+    })
+    .await;
+    let (status, body) = post_ndjson(
+        &node,
+        &[
+            json!({"id": "old-1", "service": "cron", "severity": "error", "message": "stale one", "timestamp": ms_ago(9_000)}),
+            json!({"id": "old-2", "service": "cron", "severity": "info", "message": "stale two", "timestamp": ms_ago(9_001)}),
+            json!({"id": "new-1", "service": "api", "severity": "info", "message": "fresh one", "timestamp": ms_ago(0)}),
+        ],
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    node.wait_for_stored(3).await;
+    // Past the cutoff, not removed yet: search, stats and metrics agree.
+    eventually("the old events hidden", Duration::from_secs(5), || async {
+        search_ids(&node).await == ["new-1"]
+    })
+    .await;
     let stats = node.get_json("/api/v1/logs/stats").await;
-    let rows = stats["rows"].as_array().unwrap();
-    assert!(rows.iter().all(|row| row["service"] == "api"), "{stats}");
-    assert_eq!(
-        rows.iter()
-            .map(|row| row["count"].as_i64().unwrap())
-            .sum::<i64>(),
-        2
-    );
+    assert_eq!(stats["rows"].as_array().unwrap().len(), 1, "{stats}");
+    assert_eq!(stats["rows"][0]["service"], "api", "{stats}");
+    let stale = node.get_json("/api/v1/logs/search?q=stale").await;
+    assert_eq!(stale["events"].as_array().unwrap().len(), 0, "{stale}");
     // Expiry (every 10 s) removes them, counts in step.
     let db = node.db_path();
     eventually(
         "the old events removed",
         Duration::from_secs(40),
         || async {
-            let now = stored(&db);
-            now.rows == 2 && now.severity_sum == 2
+            let held = stored(&db);
+            !held.ids.contains_key("old-1") && !held.ids.contains_key("old-2")
         },
     )
     .await;
     let held = stored(&db);
-    assert!(held.ids.contains_key("new-1") && held.ids.contains_key("new-2"));
+    assert_eq!(held.rows, held.severity_sum);
     let metrics = node
         .get("/metrics")
         .send()
@@ -78,10 +90,83 @@ async fn events_past_the_retention_are_hidden_at_once_and_removed_soon() {
         .text()
         .await
         .unwrap();
+    let expired: u64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("logmesh_store_rows_expired_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(expired >= 2, "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_that_arrive_past_the_retention_are_refused_as_each_protocol_refuses_an_item() {
+    let node = TestNode::start(|config| {
+        config.retention = Some(Duration::from_secs(3600));
+        config.syslog.listen = vec![SyslogListen::parse("tcp://127.0.0.1:0").unwrap()];
+    })
+    .await;
+    let two_hours_ago = ms_ago(2 * 3600 * 1000);
+    // NDJSON: the request is refused whole, naming the item and the setting.
+    let (status, body) = post_ndjson(
+        &node,
+        &[
+            json!({"id": "ok", "service": "api", "message": "now"}),
+            json!({"id": "late", "service": "api", "message": "then", "timestamp": two_hours_ago}),
+        ],
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("--retention"), "{body}");
     assert!(
-        metrics
-            .lines()
-            .any(|line| line == "logmesh_store_rows_expired_total 3"),
-        "{metrics}"
+        body.contains("line 2") || body.contains("item 2") || body.contains("[1]"),
+        "{body}"
     );
+    // Elasticsearch bulk: that document refused, the others stored.
+    let bulk = format!(
+        "{}\n{}\n{}\n{}\n",
+        json!({"create": {"_index": "api"}}),
+        json!({"message": "fresh bulk", "@timestamp": ms_ago(0)}),
+        json!({"create": {"_index": "api"}}),
+        json!({"message": "late bulk", "@timestamp": two_hours_ago}),
+    );
+    let answer = node
+        .post("/_bulk")
+        .header("content-type", "application/x-ndjson")
+        .body(bulk)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let answer: Value = answer.json().await.unwrap();
+    assert_eq!(answer["errors"], true, "{answer}");
+    assert_eq!(answer["items"][0]["create"]["status"], 201, "{answer}");
+    assert_eq!(answer["items"][1]["create"]["status"], 400, "{answer}");
+    assert!(
+        answer["items"][1]["create"]["error"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("--retention"),
+        "{answer}"
+    );
+    // Syslog cannot refuse: the message is kept at its arrival time, its own timestamp kept.
+    let tcp = node.node.as_ref().unwrap().syslog_listeners()[0].addr;
+    let mut stream = tokio::net::TcpStream::connect(tcp).await.unwrap();
+    stream
+        .write_all(b"<14>1 2020-01-01T00:00:00Z h vault - - - very late\n")
+        .await
+        .unwrap();
+    stream.shutdown().await.unwrap();
+    node.wait_for_stored(2).await;
+    let found = node.get_json("/api/v1/logs/search?service=vault").await;
+    let event = &found["events"][0];
+    assert_eq!(event["message"], "very late", "{found}");
+    assert!(
+        event["attributes"]["syslog.timestamp"]
+            .as_str()
+            .unwrap()
+            .starts_with("2020-01-01"),
+        "{found}"
+    );
+    assert_eq!(node.stats_total().await, 2);
 }

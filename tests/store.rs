@@ -319,6 +319,7 @@ async fn a_message_with_a_nul_character_is_stored(backend: Backend) {
         IngestContext {
             node: "n",
             now_us: 1,
+            oldest_us: i64::MIN,
         },
     )
     .unwrap()
@@ -512,6 +513,7 @@ fn timed_events(lines: &[(&str, &str, &str, &str, i64)]) -> Vec<Arc<Event>> {
         IngestContext {
             node: "n",
             now_us: 1,
+            oldest_us: i64::MIN,
         },
     )
     .unwrap()
@@ -839,6 +841,7 @@ async fn attributes_are_found_by_exact_value(backend: Backend) {
         IngestContext {
             node: "n",
             now_us: 1,
+            oldest_us: i64::MIN,
         },
     )
     .unwrap()

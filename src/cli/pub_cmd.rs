@@ -202,6 +202,7 @@ pub fn parse_events(name: &str, bytes: &[u8]) -> Result<Vec<ClientEvent>, String
     let context = IngestContext {
         node: "pub",
         now_us: now_us(),
+        oldest_us: i64::MIN,
     };
     let events = parse_json_body(bytes, context).map_err(|e| format!("{name}: {e}"))?;
     if events.is_empty() {

@@ -22,7 +22,7 @@
 use super::bounds::{
     Expansion, Refusal, check_event_count, check_json_containers, count_protobuf_repeated,
 };
-use super::parse::{check_name, check_not_future, new_id, parse_timestamp_text, stored_attributes};
+use super::parse::{check_name, new_id, parse_timestamp_text, stored_attributes};
 use super::{Event, IngestContext, Severity};
 use prost::Message;
 use serde::Deserialize;
@@ -493,7 +493,7 @@ fn events_of(
             if ts_us < 0 {
                 return Err(at_entry(format!("timestamp {ts_us} µs is before 1970")));
             }
-            let ts_us = check_not_future(ts_us, ctx.now_us).map_err(at_entry)?;
+            let ts_us = ctx.check_time(ts_us).map_err(at_entry)?;
             let (severity, attributes) = if entry.metadata.is_empty() {
                 (stream_severity, stream_attributes.clone())
             } else {
@@ -540,6 +540,7 @@ mod tests {
     const CTX: IngestContext<'static> = IngestContext {
         node: "n1",
         now_us: 1_796_000_000_000_000,
+        oldest_us: i64::MIN,
     };
 
     fn roomy() -> Expansion {

@@ -9,8 +9,7 @@
 //! `{"log": {"level": …}}`.
 
 use super::parse::{
-    InputError, Location, check_name, check_not_future, new_id, parse_timestamp, severity_of,
-    stored_attributes,
+    InputError, Location, check_name, new_id, parse_timestamp, severity_of, stored_attributes,
 };
 use super::{Event, IngestContext, Severity};
 use serde_json::{Map, Value};
@@ -89,7 +88,7 @@ impl FieldMap {
             None => ctx.now_us,
             Some((name, value)) => {
                 let ts_us = parse_timestamp(&value).map_err(|m| error(&name, m))?;
-                check_not_future(ts_us, ctx.now_us).map_err(|m| error(&name, m))?
+                ctx.check_time(ts_us).map_err(|m| error(&name, m))?
             }
         };
         let service = match take(&self.service) {
@@ -224,6 +223,7 @@ mod tests {
         IngestContext {
             node: "n1",
             now_us: 1_796_000_000_000_000,
+            oldest_us: i64::MIN,
         }
     }
 

@@ -21,7 +21,7 @@ use super::bounds::{
     Expansion, Refusal, check_event_count, check_json_containers, count_protobuf_repeated,
 };
 use super::mapped::flattened;
-use super::parse::{check_name, check_not_future, new_id, stored_attributes};
+use super::parse::{check_name, new_id, stored_attributes};
 use super::{Event, IngestContext, Severity};
 use base64::Engine as _;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
@@ -217,7 +217,8 @@ fn event_of(
         .into_iter()
         .find(|nanos| *nanos > 0);
     let ts_us = match nanos {
-        Some(nanos) => check_not_future((nanos / 1_000) as i64, ctx.now_us)
+        Some(nanos) => ctx
+            .check_time((nanos / 1_000) as i64)
             .map_err(|problem| format!("its time_unix_nano {problem}"))?,
         None => ctx.now_us,
     };
@@ -316,6 +317,7 @@ mod tests {
     const CTX: IngestContext<'static> = IngestContext {
         node: "n1",
         now_us: 1_796_000_000_000_000,
+        oldest_us: i64::MIN,
     };
 
     fn request(value: Value) -> ExportLogsServiceRequest {

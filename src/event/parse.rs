@@ -19,9 +19,27 @@ pub struct IngestContext<'a> {
     pub node: &'a str,
     /// Receive time in epoch microseconds; also the default event timestamp.
     pub now_us: i64,
+    /// The start of the node's retention period (`--retention`), epoch µs: events with an
+    /// older timestamp are refused. `i64::MIN` without one.
+    pub oldest_us: i64,
 }
 
 impl IngestContext<'_> {
+    /// An event's own timestamp, refused when it is more than [`MAX_FUTURE`] ahead of the
+    /// node's clock or older than its retention period.
+    pub fn check_time(&self, ts_us: i64) -> Result<i64, String> {
+        let ts_us = check_not_future(ts_us, self.now_us)?;
+        if ts_us < self.oldest_us {
+            return Err(format!(
+                "{} is before {}, the start of this node's retention period (--retention): \
+                 events older than that are not kept",
+                super::format_us(ts_us),
+                super::format_us(self.oldest_us)
+            ));
+        }
+        Ok(ts_us)
+    }
+
     /// An event this node accepts now: its node and receive time come from the context.
     pub fn event(
         &self,
@@ -306,7 +324,7 @@ fn event_from_fields(
         None => ctx.now_us,
         Some(value) => {
             let ts_us = parse_timestamp(&value).map_err(|m| error("timestamp", m))?;
-            check_not_future(ts_us, ctx.now_us).map_err(|m| error("timestamp", m))?
+            ctx.check_time(ts_us).map_err(|m| error("timestamp", m))?
         }
     };
     let service = match take("service") {
@@ -500,10 +518,32 @@ mod tests {
     const CTX: IngestContext<'static> = IngestContext {
         node: "n1",
         now_us: 1_800_000_000_000_000,
+        oldest_us: i64::MIN,
     };
 
     fn parse(body: &str) -> Result<Vec<Event>, InputError> {
         parse_json_body(body.as_bytes(), CTX)
+    }
+
+    #[test]
+    fn a_timestamp_older_than_the_retention_period_is_refused() {
+        let ctx = IngestContext {
+            oldest_us: CTX.now_us - 3_600_000_000,
+            ..CTX
+        };
+        assert_eq!(ctx.check_time(CTX.now_us - 1), Ok(CTX.now_us - 1));
+        assert_eq!(ctx.check_time(ctx.oldest_us), Ok(ctx.oldest_us));
+        let error = ctx.check_time(ctx.oldest_us - 1).unwrap_err();
+        assert!(error.contains("--retention"), "{error}");
+        let body = r#"{"message":"m","timestamp":"2020-01-01T00:00:00Z"}"#;
+        let error = parse_json_body(body.as_bytes(), ctx)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("line 1, field `timestamp`"), "{error}");
+        assert!(error.contains("retention period"), "{error}");
+        // Without a timestamp an event is as old as its arrival: always within.
+        let parsed = parse_json_body(br#"{"service":"s","message":"m"}"#, ctx);
+        assert!(parsed.is_ok(), "{parsed:?}");
     }
 
     #[test]

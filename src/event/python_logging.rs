@@ -9,9 +9,7 @@
 //! `process`, `thread`, `threadName`, `processName`, `taskName`, `exc_info` and `stack_info` →
 //! attributes (a value of `None` is left out).
 
-use super::parse::{
-    InputError, Location, check_name, check_not_future, new_id, stored_attributes, unknown_severity,
-};
+use super::parse::{InputError, Location, check_name, new_id, stored_attributes, unknown_severity};
 use super::{Event, IngestContext, Severity};
 use serde_json::{Map, Value};
 
@@ -96,7 +94,8 @@ pub fn event_from_log_record(
                 .ok_or_else(|| {
                     error("created", format!("`{created}` is not seconds since 1970"))
                 })?;
-            check_not_future((seconds * 1e6) as i64, ctx.now_us).map_err(|m| error("created", m))?
+            ctx.check_time((seconds * 1e6) as i64)
+                .map_err(|m| error("created", m))?
         }
     };
     let mut attributes = Map::new();
@@ -730,6 +729,7 @@ mod tests {
     const CTX: IngestContext<'static> = IngestContext {
         node: "n1",
         now_us: 1_796_000_000_000_000,
+        oldest_us: i64::MIN,
     };
 
     #[test]

@@ -391,6 +391,7 @@ mod tests {
             IngestContext {
                 node: "n1",
                 now_us: 1,
+                oldest_us: i64::MIN,
             },
         )
         .unwrap()

@@ -421,6 +421,7 @@ async fn bulk_into(
         };
     let node = state.inner.node_name.clone();
     let now = now_us();
+    let oldest = state.inner.intake.oldest_us(now);
     let parse = move |bytes: Bytes| {
         parse_bulk(
             &bytes,
@@ -429,6 +430,7 @@ async fn bulk_into(
             IngestContext {
                 node: &node,
                 now_us: now,
+                oldest_us: oldest,
             },
         )
     };
@@ -511,6 +513,7 @@ mod tests {
     const CTX: IngestContext<'static> = IngestContext {
         node: "n1",
         now_us: 1_796_000_000_000_000,
+        oldest_us: i64::MIN,
     };
 
     #[test]

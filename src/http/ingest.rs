@@ -111,10 +111,12 @@ pub async fn post_event(
     let form = is_form(&headers);
     let node = state.inner.node_name.clone();
     let now = now_us();
+    let oldest = state.inner.intake.oldest_us(now);
     let parse = move |bytes: Bytes| -> Result<Event, ApiError> {
         let context = IngestContext {
             node: &node,
             now_us: now,
+            oldest_us: oldest,
         };
         let record = form
             .then(|| {
@@ -177,10 +179,12 @@ pub async fn post_logs(
     let (bytes, permit) = read_ingest_body(&state, &headers, body).await?;
     let node = state.inner.node_name.clone();
     let now = now_us();
+    let oldest = state.inner.intake.oldest_us(now);
     let parse = move |bytes: Bytes| {
         let ctx = IngestContext {
             node: &node,
             now_us: now,
+            oldest_us: oldest,
         };
         match &fields {
             None => parse_json_body(&bytes, ctx),

@@ -132,11 +132,13 @@ async fn accept(
     }
     let node = state.inner.node_name.clone();
     let now = now_us();
+    let oldest = state.inner.intake.oldest_us(now);
     let mut expansion = Expansion::for_body_limit(limit);
     let parse = move |bytes: Bytes| {
         let ctx = IngestContext {
             node: &node,
             now_us: now,
+            oldest_us: oldest,
         };
         match encoding {
             Encoding::Json => loki::events_from_json(&bytes, &mapping, ctx, &mut expansion),

@@ -177,6 +177,7 @@ async fn accept(
     let (bytes, permit) = ingest::read_ingest_body(state, headers, body).await?;
     let node = state.inner.node_name.clone();
     let now = now_us();
+    let oldest = state.inner.intake.oldest_us(now);
     let mut expansion = Expansion::for_body_limit(state.inner.max_body_bytes);
     let parse = move |bytes: Bytes| {
         let request = match encoding {
@@ -187,6 +188,7 @@ async fn accept(
         let ctx = IngestContext {
             node: &node,
             now_us: now,
+            oldest_us: oldest,
         };
         otlp::events_from_request(request, ctx, &mut expansion)
     };

@@ -285,6 +285,7 @@ mod tests {
             IngestContext {
                 node: "n",
                 now_us: 1,
+                oldest_us: i64::MIN,
             },
         )
         .unwrap();
@@ -377,6 +378,7 @@ mod tests {
                 IngestContext {
                     node: "n",
                     now_us: 1,
+                    oldest_us: i64::MIN,
                 },
             )
             .unwrap();
@@ -397,6 +399,7 @@ mod tests {
             IngestContext {
                 node: "n",
                 now_us: 1,
+                oldest_us: i64::MIN,
             },
         )
         .unwrap();

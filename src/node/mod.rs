@@ -395,6 +395,7 @@ impl Node {
             live.clone(),
             metrics.clone(),
             watermark,
+            config.retention,
         ));
         // Syslog listeners stop with the HTTP server, before the writers drain.
         let syslog = syslog::start(

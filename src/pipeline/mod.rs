@@ -459,6 +459,7 @@ mod tests {
         let context = IngestContext {
             node: "n",
             now_us: 1,
+            oldest_us: i64::MIN,
         };
         queue
             .append(parse_json_body(body.as_bytes(), context).unwrap())
@@ -512,6 +513,7 @@ mod tests {
         let context = IngestContext {
             node: "n",
             now_us: 1,
+            oldest_us: i64::MIN,
         };
         let body = "{\"id\":\"ok\",\"service\":\"a\",\"message\":\"m\"}\n\
                     {\"id\":\"poison\",\"service\":\"a\",\"message\":\"m\"}\n";

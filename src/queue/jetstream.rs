@@ -831,6 +831,7 @@ mod tests {
             crate::event::IngestContext {
                 node: "n",
                 now_us: 1,
+                oldest_us: i64::MIN,
             },
         )
         .unwrap()

@@ -727,6 +727,7 @@ mod tests {
             IngestContext {
                 node: "n",
                 now_us: 1,
+                oldest_us: i64::MIN,
             },
         )
         .unwrap()

@@ -52,9 +52,11 @@ impl Context {
 
     /// The events of `messages`, counting those that did not parse.
     pub(super) fn events(&self, messages: &[&[u8]]) -> Vec<Event> {
+        let now = now_us();
         let ctx = IngestContext {
             node: &self.node,
-            now_us: now_us(),
+            now_us: now,
+            oldest_us: self.intake.oldest_us(now),
         };
         let mut unparsed = 0;
         let events = messages

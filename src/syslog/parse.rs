@@ -7,12 +7,13 @@
 //! PRI's severity → severity; the message text → message; the
 //! timestamp → timestamp. 3164 timestamps carry no year and no zone: they are read as UTC, in
 //! the current year, or the previous one when that would put them more than a day ahead (a
-//! December message read in January). A timestamp more than 2 days ahead of the node's clock
+//! December message read in January). A timestamp more than 2 days ahead of the node's clock,
+//! or older than its retention period (`--retention`; syslog has no way to refuse a message),
 //! is replaced by the arrival time and kept as the attribute `syslog.timestamp`. Attributes:
 //! `facility`, `hostname`, `procid`, `msgid`, and each structured-data parameter as
 //! `<SD-ID>.<name>` (`timeQuality.tzKnown`).
 
-use crate::event::parse::{check_name, check_not_future, new_id, stored_attributes};
+use crate::event::parse::{check_name, new_id, stored_attributes};
 use crate::event::{Event, IngestContext, Severity};
 use chrono::{Datelike, NaiveDate, Utc};
 use serde_json::{Map, Value};
@@ -170,7 +171,7 @@ fn event_of(message: Message<&str>, ctx: IngestContext<'_>, service: &ServiceFro
         None => ctx.now_us,
         Some(timestamp) => {
             let us = timestamp.timestamp_micros();
-            match check_not_future(us, ctx.now_us) {
+            match ctx.check_time(us) {
                 Ok(us) if us >= 0 => us,
                 _ => {
                     put("syslog.timestamp".into(), &timestamp.to_rfc3339());
@@ -250,6 +251,7 @@ mod tests {
     const CTX: IngestContext<'static> = IngestContext {
         node: "n1",
         now_us: 1_796_000_000_000_000,
+        oldest_us: i64::MIN,
     };
 
     fn attributes(event: &Event) -> Value {

@@ -241,6 +241,7 @@ pub fn parse_events(body: &str) -> Vec<logmesh::event::Event> {
         logmesh::event::IngestContext {
             node: "n",
             now_us: 1,
+            oldest_us: i64::MIN,
         },
     )
     .expect("a valid NDJSON body")
