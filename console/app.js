@@ -11,8 +11,9 @@ import * as search from './search.js';
 import * as files from './files.js';
 import * as counters from './counters.js';
 import * as work from './work.js';
+import * as storage from './storage.js';
 
-const PANELS = [cluster, ingest, counts, tail, search, files, counters, work];
+const PANELS = [cluster, ingest, counts, tail, search, files, counters, work, storage];
 
 const main = document.getElementById('main');
 const login = document.getElementById('login');

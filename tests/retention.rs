@@ -170,3 +170,57 @@ async fn events_that_arrive_past_the_retention_are_refused_as_each_protocol_refu
     );
     assert_eq!(node.stats_total().await, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_figures_are_in_the_metrics_and_the_node_stats() {
+    let node = TestNode::start(|_| {}).await;
+    let (status, body) = post_ndjson(
+        &node,
+        &[
+            json!({"service": "api", "message": "one", "timestamp": ms_ago(60_000)}),
+            json!({"service": "api", "message": "two"}),
+        ],
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    node.wait_for_stored(2).await;
+    let stats = node.get_json("/api/v1/node/stats").await;
+    let storage = &stats["storage"];
+    assert_eq!(storage["store_rows"], 2, "{stats}");
+    assert!(storage["store_bytes"].as_u64().unwrap() > 0, "{stats}");
+    assert!(storage["disk_free_bytes"].as_u64().unwrap() > 0, "{stats}");
+    let oldest = storage["oldest_event_ms"].as_i64().unwrap();
+    assert!(
+        (ms_ago(61_000)..ms_ago(59_000)).contains(&oldest),
+        "{stats}"
+    );
+    assert!(storage.get("error").is_none(), "{stats}");
+    eventually("the event log written", Duration::from_secs(10), || async {
+        node.get_json("/api/v1/node/stats").await["storage"]["event_log_bytes"]
+            .as_u64()
+            .unwrap()
+            > 0
+    })
+    .await;
+    let metrics = node
+        .get("/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for gauge in [
+        "logmesh_store_bytes",
+        "logmesh_store_rows",
+        "logmesh_store_oldest_event_timestamp_seconds",
+        "logmesh_event_log_bytes",
+        "logmesh_disk_free_bytes",
+    ] {
+        assert!(
+            metrics.contains(&format!("# TYPE {gauge} gauge\n{gauge} ")),
+            "{gauge}: {metrics}"
+        );
+    }
+    assert!(metrics.contains("\nlogmesh_store_rows 2\n"), "{metrics}");
+}

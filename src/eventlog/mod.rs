@@ -299,19 +299,28 @@ impl EventLogFile {
 
     /// The bytes of `events.log` and its rotated siblings.
     pub fn total_bytes(&self) -> io::Result<u64> {
-        let mut total = 0;
-        for entry in fs::read_dir(&self.dir)? {
-            let entry = entry?;
-            if entry
-                .file_name()
-                .to_str()
-                .is_some_and(|name| name.starts_with(FILE_NAME))
-            {
-                total += entry.metadata()?.len();
-            }
-        }
-        Ok(total)
+        files_bytes(&self.dir)
     }
+}
+
+/// The bytes of `events.log` and its rotated siblings in `dir` (0 when there is none yet).
+pub fn files_bytes(dir: &Path) -> io::Result<u64> {
+    let entries = match fs::read_dir(dir) {
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(0),
+        entries => entries?,
+    };
+    let mut total = 0;
+    for entry in entries {
+        let entry = entry?;
+        if entry
+            .file_name()
+            .to_str()
+            .is_some_and(|name| name.starts_with(FILE_NAME))
+        {
+            total += entry.metadata()?.len();
+        }
+    }
+    Ok(total)
 }
 
 /// Cuts anything after the last newline (a line torn by a crash) and returns the last line.

@@ -52,6 +52,7 @@ const ASSETS: &[Asset] = &[
     asset!("files.js", JS),
     asset!("counters.js", JS),
     asset!("work.js", JS),
+    asset!("storage.js", JS),
 ];
 
 /// Paths served without the API token: the shell, which holds no data (like a login page).

@@ -95,6 +95,46 @@ async fn all_families(state: &AppState) -> Result<(Vec<Counter>, Vec<Family>), A
     Ok((counters, families))
 }
 
+/// The storage figures as gauges (a figure that could not be read is left out).
+fn render_storage(figures: &super::ops::StorageFigures) -> String {
+    let gauges: [(&str, &str, Option<f64>); 5] = [
+        (
+            "logmesh_store_bytes",
+            "Bytes the stored events take: service_logs and service_severity with their indexes (SQLite: the database file); in a cluster, the shared database's",
+            figures.store_bytes.map(|v| v as f64),
+        ),
+        (
+            "logmesh_store_rows",
+            "Events stored within the retention period",
+            figures.store_rows.map(|v| v as f64),
+        ),
+        (
+            "logmesh_store_oldest_event_timestamp_seconds",
+            "The timestamp of the oldest event stored, epoch seconds",
+            figures.oldest_event_ms.map(|ms| ms as f64 / 1000.0),
+        ),
+        (
+            "logmesh_event_log_bytes",
+            "Bytes of this node's event log files (events.log and its rotated siblings)",
+            figures.event_log_bytes.map(|v| v as f64),
+        ),
+        (
+            "logmesh_disk_free_bytes",
+            "Free bytes on the disk of this node's data directory",
+            figures.disk_free_bytes.map(|v| v as f64),
+        ),
+    ];
+    let mut text = String::new();
+    for (name, help, value) in gauges {
+        if let Some(value) = value {
+            text.push_str(&format!(
+                "# HELP {name} {help}.\n# TYPE {name} gauge\n{name} {value}\n"
+            ));
+        }
+    }
+    text
+}
+
 /// Every counter, `logmesh_events_total` and the node's own metrics in the Prometheus text
 /// format; the counters as JSON with `Accept: application/json`.
 #[utoipa::path(get, path = "/metrics", tag = "counters",
@@ -116,6 +156,7 @@ pub async fn exposition(
     }
     let mut text = counters::render_counters(&families);
     text.push_str(&state.inner.metrics.render(state.inner.queue.depth()));
+    text.push_str(&render_storage(&super::ops::storage_figures(&state).await));
     let mut response = text.into_response();
     response
         .headers_mut()

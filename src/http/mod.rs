@@ -124,6 +124,9 @@ struct AppInner {
     work: Arc<Work>,
     /// Requests to other members (`GET /logs?hostname=`).
     peers: reqwest::Client,
+    /// For the storage figures: the disk's free space, the event log files' size.
+    data_dir: std::path::PathBuf,
+    event_log_dir: std::path::PathBuf,
 }
 
 /// What the API serves from: the node's parts, assembled by `Node::start`.
@@ -146,6 +149,8 @@ pub struct AppParts {
     /// The background writers, for `GET /readyz`.
     pub writers: Vec<Arc<WriterWatch>>,
     pub writer_stall_timeout: Duration,
+    pub data_dir: std::path::PathBuf,
+    pub event_log_dir: std::path::PathBuf,
 }
 
 impl AppState {
@@ -179,6 +184,8 @@ impl AppState {
                     .build()
                     .expect("the HTTP client builds"),
                 limits: parts.limits,
+                data_dir: parts.data_dir,
+                event_log_dir: parts.event_log_dir,
             }),
         }
     }

@@ -398,6 +398,11 @@ pub struct NodeStatsView {
     pub queue_depth_bytes: Option<u64>,
     #[schema(value_type = Option<Vec<Object>>)]
     pub sinks: Option<Vec<Value>>,
+    /// What this node's data takes: `store_bytes`, `store_rows`, `oldest_event_ms`,
+    /// `event_log_bytes`, `disk_free_bytes` (each left out when it cannot be read, with
+    /// `error` saying why).
+    #[schema(value_type = Option<Object>)]
+    pub storage: Option<Value>,
     /// Each syslog listener's counters: `listener` and `connections`, `messages`, `bytes`,
     /// `unparsed`, `dropped`, `refused`, `broken`, `lost`, `truncated` (those counted so far).
     #[schema(value_type = Option<Vec<Object>>)]

@@ -109,12 +109,78 @@ pub struct NodeStatsParams {
 }
 
 /// This node's figures, with its name and the time they were read (epoch ms).
-fn local_stats(state: &AppState) -> Value {
+async fn local_stats(state: &AppState) -> Value {
     let stats = state.inner.metrics.snapshot(state.inner.queue.depth());
     let mut value = serde_json::to_value(stats).expect("the stats serialise");
     value["node"] = json!(state.inner.node_name);
     value["at_ms"] = json!(crate::event::now_us() / 1000);
+    value["storage"] = serde_json::to_value(storage_figures(state).await).expect("serialises");
     value
+}
+
+/// What this node's data takes: the store's (the shared database's, in a cluster: every node
+/// reports the same), its event log files', and its data directory's disk. A figure that
+/// cannot be read is left out, and `error` says why.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct StorageFigures {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store_bytes: Option<u64>,
+    /// Events stored and within the retention period.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store_rows: Option<i64>,
+    /// The oldest event's timestamp, epoch ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oldest_event_ms: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_log_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk_free_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+pub(super) async fn storage_figures(state: &AppState) -> StorageFigures {
+    let mut figures = StorageFigures::default();
+    let mut errors = Vec::new();
+    let store = &state.inner.store;
+    let (storage, counts) = tokio::join!(store.storage(), store.severity_counts());
+    match storage {
+        Ok(storage) => {
+            figures.store_bytes = Some(storage.bytes);
+            figures.oldest_event_ms = storage.oldest_us.map(|us| us.div_euclid(1000));
+        }
+        Err(error) => errors.push(format!("store: {error}")),
+    }
+    match counts {
+        Ok(counts) => figures.store_rows = Some(counts.iter().map(|row| row.count).sum()),
+        Err(error) => errors.push(format!("counts: {error}")),
+    }
+    let data_dir = state.inner.data_dir.clone();
+    let event_log_dir = state.inner.event_log_dir.clone();
+    let files = tokio::task::spawn_blocking(move || {
+        (
+            crate::disk::free_bytes(&data_dir),
+            crate::eventlog::files_bytes(&event_log_dir),
+        )
+    })
+    .await;
+    match files {
+        Ok((free, event_log)) => {
+            match free {
+                Ok(free) => figures.disk_free_bytes = Some(free),
+                Err(error) => errors.push(format!("free disk space: {error}")),
+            }
+            match event_log {
+                Ok(bytes) => figures.event_log_bytes = Some(bytes),
+                Err(error) => errors.push(format!("event log: {error}")),
+            }
+        }
+        Err(error) => errors.push(error.to_string()),
+    }
+    if !errors.is_empty() {
+        figures.error = Some(errors.join("; "));
+    }
+    figures
 }
 
 /// `GET /api/v1/node/stats`: this node's operational figures (events accepted, queue depth,
@@ -130,7 +196,7 @@ pub async fn node_stats(
 ) -> Result<Json<Value>, ApiError> {
     let Query(params) = params.map_err(|e| ApiError::bad_request(e.body_text()))?;
     match params.hostname.as_deref() {
-        None | Some("") => Ok(Json(local_stats(&state))),
+        None | Some("") => Ok(Json(local_stats(&state).await)),
         Some("*") if !headers.contains_key(FORWARDED_HEADER) => {
             let members = state.inner.membership.members().await?;
             let asks = members.iter().map(|member| {
@@ -138,7 +204,7 @@ pub async fn node_stats(
                 let headers = &headers;
                 async move {
                     if member.name == state.inner.node_name {
-                        return local_stats(state);
+                        return local_stats(state).await;
                     }
                     let failed = |error: String| json!({"node": member.name, "error": error});
                     let ask = async {
@@ -168,7 +234,7 @@ pub async fn node_stats(
             let nodes = futures_util::future::join_all(asks).await;
             Ok(Json(json!({ "nodes": nodes })))
         }
-        Some(name) if name == state.inner.node_name => Ok(Json(local_stats(&state))),
+        Some(name) if name == state.inner.node_name => Ok(Json(local_stats(&state).await)),
         Some(name) => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "unknown_host",

@@ -423,6 +423,8 @@ impl Node {
             writer_stall_timeout: config.writer_stall_timeout,
             loopback_bind: addr.ip().is_loopback(),
             shutdown: Shutdown::new(http_stopped.clone()),
+            data_dir: config.data_dir.clone(),
+            event_log_dir: config.event_log_dir(),
         });
         let server_limits = config.http.server;
         let server = tokio::spawn(async move {

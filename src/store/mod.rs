@@ -47,6 +47,17 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// How much the stored events take, for the metrics and the console.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Storage {
+    /// Bytes of `service_logs` and `service_severity` with their indexes (SQLite: the whole
+    /// database file, free pages included).
+    pub bytes: u64,
+    /// The timestamp of the oldest event stored (removed or not yet past the retention),
+    /// epoch µs; `None` when there is none.
+    pub oldest_us: Option<i64>,
+}
+
 /// One row of `service_severity`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SeverityCount {
@@ -497,6 +508,9 @@ pub trait Store: Send + Sync + 'static {
     /// how many it removed: fewer than `max_rows` means none older are left. Small steps, so
     /// that the store writer's batches pass between them.
     async fn expire(&self, before_us: i64, max_rows: usize) -> Result<usize, StoreError>;
+
+    /// How much the stored events take, and the oldest one's timestamp.
+    async fn storage(&self) -> Result<Storage, StoreError>;
 }
 
 /// Where the store lives, parsed from `--database`.

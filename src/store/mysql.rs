@@ -146,6 +146,9 @@ impl Dialect for MySql {
     const MIGRATIONS: &'static [Migration] = MIGRATIONS;
     // utf8mb4_bin orders by code point, which is the byte order SQLite and PostgreSQL's "C"
     // collation give.
+    const STORAGE_BYTES: &'static str = "SELECT CAST(COALESCE(SUM(data_length + index_length), 0)
+        AS SIGNED) FROM information_schema.tables WHERE table_schema = DATABASE()
+        AND table_name IN ('service_logs', 'service_severity')";
     const SEVERITY_COUNTS: &'static str =
         "SELECT service, severity, count FROM service_severity ORDER BY service, severity";
     const COUNTERS: &'static str = "SELECT name, labels, value FROM counters ORDER BY name, labels";

@@ -119,6 +119,8 @@ impl Dialect for Postgres {
     const MIGRATIONS: &'static [Migration] = MIGRATIONS;
     // COLLATE "C": byte order, the order SQLite and MySQL (utf8mb4_bin) give, whatever the
     // database's locale.
+    const STORAGE_BYTES: &'static str = "SELECT (pg_total_relation_size('service_logs')
+        + pg_total_relation_size('service_severity'))::bigint";
     const SEVERITY_COUNTS: &'static str = r#"SELECT service, severity, count FROM service_severity
         ORDER BY service COLLATE "C", severity COLLATE "C""#;
     const COUNTERS: &'static str = r#"SELECT name, labels, value FROM counters

@@ -11,7 +11,7 @@
 //!   rows off `service_severity` too (see [`Store::expire`]), so the store writer's batches
 //!   pass between steps and the counts stay in step with the rows.
 
-use super::{BatchOutcome, SearchPage, SearchQuery, SeverityCount, Store, StoreError};
+use super::{BatchOutcome, SearchPage, SearchQuery, SeverityCount, Storage, Store, StoreError};
 use crate::counters::{Counter, CounterKey};
 use crate::event::{Event, now_us};
 use crate::metrics::NodeMetrics;
@@ -112,6 +112,10 @@ impl Store for Retained {
 
     async fn expire(&self, before_us: i64, max_rows: usize) -> Result<usize, StoreError> {
         self.inner.expire(before_us, max_rows).await
+    }
+
+    async fn storage(&self) -> Result<Storage, StoreError> {
+        self.inner.storage().await
     }
 }
 

@@ -8,7 +8,7 @@
 use super::counter_groups::{ApplyIncrements, CounterGroups};
 use super::{
     ACQUIRE_TIMEOUT, BatchOutcome, CONNECT_TIMEOUT, Cursor, MAX_CONNECTIONS, SearchPage,
-    SearchQuery, Selection, SeverityCount, SqlRow, Store, StoreError, WRITER_CONNECTIONS,
+    SearchQuery, Selection, SeverityCount, SqlRow, Storage, Store, StoreError, WRITER_CONNECTIONS,
     counter_from_sql_row, health_check, log_if_slow, redact_url, severity_count_from_row,
     sqlx_error, stored_event_from_row, tally, unique_by_id,
 };
@@ -36,6 +36,9 @@ pub(crate) trait Dialect: Database<Row: SqlRow> {
     const SEVERITY_COUNTS: &'static str;
     /// `name, labels, value` of `counters`, in byte order.
     const COUNTERS: &'static str;
+    /// One row, one integer: the bytes of `service_logs` and `service_severity` with their
+    /// indexes.
+    const STORAGE_BYTES: &'static str;
 
     /// Connection options from a URL, with statement logging off.
     fn options(url: &str) -> Result<Options<Self>, sqlx::Error>;
@@ -403,6 +406,29 @@ impl<DB: Dialect> Store for SqlStore<DB> {
         rows.iter()
             .map(|row| counter_from_sql_row(row, |e| self.error(e)))
             .collect()
+    }
+
+    async fn storage(&self) -> Result<Storage, StoreError> {
+        let (bytes, oldest) = tokio::try_join!(
+            DB::fetch_static(&self.pool, DB::STORAGE_BYTES),
+            DB::fetch_static(
+                &self.pool,
+                "SELECT ts_us FROM service_logs ORDER BY ts_us LIMIT 1"
+            ),
+        )
+        .map_err(|e| self.error(e))?;
+        let bytes = match bytes.first() {
+            Some(row) => row.integer(0).map_err(|e| self.error(e))?,
+            None => 0,
+        };
+        let oldest_us = match oldest.first() {
+            Some(row) => Some(row.integer(0).map_err(|e| self.error(e))?),
+            None => None,
+        };
+        Ok(Storage {
+            bytes: bytes.max(0) as u64,
+            oldest_us,
+        })
     }
 
     async fn health(&self) -> Result<(), StoreError> {

@@ -14,7 +14,7 @@
 
 use super::counter_groups::{ApplyIncrements, CounterGroups};
 use super::{
-    BatchOutcome, SearchPage, SearchQuery, Selection, SeverityCount, Store, StoreError,
+    BatchOutcome, SearchPage, SearchQuery, Selection, SeverityCount, Storage, Store, StoreError,
     StoredEvent, counter_from_row, counter_overflow, stored_severity,
 };
 use crate::counters::{Counter, CounterKey, CounterLimits};
@@ -603,6 +603,31 @@ impl Store for SqliteStore {
                 counter_from_row(name, &labels, value)
             })
             .collect()
+        })
+        .await
+    }
+
+    async fn storage(&self) -> Result<Storage, StoreError> {
+        with_connection(&self.reader, |connection| {
+            let bytes: i64 = connection
+                .query_row(
+                    "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
+                    [],
+                    |row| row.get(0),
+                )
+                .map_err(database_error)?;
+            let oldest_us: Option<i64> = connection
+                .query_row(
+                    "SELECT ts_us FROM service_logs ORDER BY ts_us LIMIT 1",
+                    [],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(database_error)?;
+            Ok(Storage {
+                bytes: bytes.max(0) as u64,
+                oldest_us,
+            })
         })
         .await
     }

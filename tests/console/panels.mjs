@@ -124,6 +124,18 @@ await run('panels', ({ page, shot, expectedFailures }) => [
     if (await page.locator('#ingest-syslog').isHidden()) throw new Error('the syslog table is hidden');
     await page.locator('#ingest').screenshot({ path: shot('06-ingest') });
   }],
+  ['storage: stored events, sizes and the free disk per node', async () => {
+    const row = page.locator(`#storage tr[data-node="${node}"]`);
+    await until('stored events counted', async () =>
+      Number((await row.locator('[data-field="rows"]').innerText()).replace(/,/g, '')) >= 7);
+    for (const field of ['store-bytes', 'event-log-bytes', 'free']) {
+      const text = await row.locator(`[data-field="${field}"]`).innerText();
+      if (!/\d (B|KiB|MiB|GiB)$/.test(text)) throw new Error(`${field}: ${text}`);
+    }
+    const oldest = await row.locator('[data-field="oldest"]').innerText();
+    if (!oldest.endsWith(' ago')) throw new Error(`oldest: ${oldest}`);
+    await page.locator('#storage').screenshot({ path: shot('13-storage') });
+  }],
   ['search: filters and pages', async () => {
     await page.fill('#search input[name="q"]', word);
     await page.fill('#search input[name="service"]', 'checkout');
