@@ -1367,6 +1367,42 @@ conformance!(
 );
 
 #[tokio::test]
+async fn sqlite_gives_back_the_space_of_expired_events_also_in_an_older_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    {
+        // A database as older versions made it: no auto-vacuum.
+        let old = rusqlite::Connection::open(&path).unwrap();
+        old.execute_batch("CREATE TABLE earlier (x INTEGER)")
+            .unwrap();
+        let mode: i64 = old
+            .query_row("PRAGMA auto_vacuum", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(mode, 0);
+    }
+    let store = logmesh::store::sqlite::SqliteStore::open(path.clone(), Default::default())
+        .await
+        .unwrap();
+    let mode: i64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("PRAGMA auto_vacuum", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(mode, 2, "incremental");
+    let big = "y".repeat(2_000);
+    let lines: Vec<(String, i64)> = (0..5_000).map(|i| (format!("e{i}"), i as i64)).collect();
+    let borrowed: Vec<(&str, &str, &str, &str, i64)> = lines
+        .iter()
+        .map(|(id, ms)| (id.as_str(), "api", "info", big.as_str(), *ms))
+        .collect();
+    store.write_batch(timed_events(&borrowed)).await.unwrap();
+    let full = store.storage().await.unwrap().bytes;
+    assert!(full > 10_000_000, "{full}");
+    while store.expire(1_000_000_000, 2_000).await.unwrap() == 2_000 {}
+    let after = store.storage().await.unwrap().bytes;
+    assert!(after < full / 4, "{full} bytes before, {after} after");
+}
+
+#[tokio::test]
 async fn mariadb_refuses_a_query_of_words_its_fulltext_index_cannot_hold() {
     needs!(Mysql);
     let db = Db::new(Backend::Mariadb).await;

@@ -180,6 +180,32 @@ fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Puts the database in incremental vacuum mode, so that the pages expiry frees are given back
+/// to the file system after each step ([`expire`]). A new database takes the mode at once; an
+/// existing one (created before this version) takes it with one `VACUUM`, which rewrites the
+/// file once and needs about its size free. If that fails, the node goes on without: the file
+/// then reuses the freed pages but does not shrink.
+fn incremental_vacuum(connection: &Connection, path: &std::path::Path) {
+    let mode = |connection: &Connection| {
+        connection.query_row("PRAGMA auto_vacuum", [], |row| row.get::<_, i64>(0))
+    };
+    const INCREMENTAL: i64 = 2;
+    let converted = (|| {
+        if mode(connection)? == INCREMENTAL {
+            return Ok(());
+        }
+        connection.execute_batch("PRAGMA auto_vacuum = INCREMENTAL")?;
+        if mode(connection)? != INCREMENTAL {
+            tracing::info!(path = %path.display(), "Rewriting the SQLite database once (VACUUM), so that it gives back the space of expired events.");
+            connection.execute_batch("VACUUM")?;
+        }
+        Ok::<_, rusqlite::Error>(())
+    })();
+    if let Err(error) = converted {
+        tracing::warn!(path = %path.display(), %error, "Could not switch the SQLite database to incremental vacuum; expired events' space is reused but not given back.");
+    }
+}
+
 /// Runs `work` on a connection's own thread.
 async fn with_connection<T: Send + 'static>(
     connection: &Lane<Connection>,
@@ -199,6 +225,7 @@ impl SqliteStore {
     ) -> Result<SqliteStore, StoreError> {
         tokio::task::spawn_blocking(move || {
             let mut writer = connect(&path)?;
+            incremental_vacuum(&writer, &path);
             migrate(&mut writer)?;
             let reader = connect(&path)?;
             let searcher = connect(&path)?;
@@ -402,6 +429,13 @@ fn expire(
         }
     }
     transaction.commit()?;
+    if !removed.is_empty() {
+        // Give the freed pages back to the file system (see `incremental_vacuum`): the pragma
+        // frees one page per step, so it is stepped to its end.
+        let mut vacuum = connection.prepare_cached("PRAGMA incremental_vacuum")?;
+        let mut steps = vacuum.query([])?;
+        while steps.next()?.is_some() {}
+    }
     Ok(removed.len())
 }
 
