@@ -139,6 +139,58 @@ pub fn publish_refused_as_full(error: &async_nats::jetstream::context::PublishEr
         .is_some_and(|e| means_full(e.error_code()))
 }
 
+/// A lease held in a key-value bucket whose `max_age` is the lease's length: the holder renews
+/// it by updating its entry (compare-and-set on the revision it wrote); a holder that stops
+/// renewing loses it when the entry expires, and another node may then create it. Used so that
+/// one node of a cluster at a time does a job all could do (expiry).
+pub struct KvLease {
+    bucket: jetstream::kv::Store,
+    key: String,
+    holder: String,
+    /// The revision of our entry while we hold the lease.
+    revision: Option<u64>,
+}
+
+impl KvLease {
+    pub fn new(bucket: jetstream::kv::Store, key: &str, holder: &str) -> KvLease {
+        KvLease {
+            bucket,
+            key: key.to_owned(),
+            holder: holder.to_owned(),
+            revision: None,
+        }
+    }
+
+    /// Takes or renews the lease; false while another node holds it (or the bus cannot say).
+    pub async fn hold(&mut self) -> bool {
+        if let Some(revision) = self.revision {
+            match self
+                .bucket
+                .update(&self.key, self.holder.clone().into(), revision)
+                .await
+            {
+                Ok(renewed) => {
+                    self.revision = Some(renewed);
+                    return true;
+                }
+                // Expired (and maybe taken by another node) or the bus is away: take it anew.
+                Err(_) => self.revision = None,
+            }
+        }
+        match self
+            .bucket
+            .create(&self.key, self.holder.clone().into())
+            .await
+        {
+            Ok(revision) => {
+                self.revision = Some(revision);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -321,3 +321,76 @@ async fn a_node_killed_during_a_large_expiry_restarts_consistent_and_loses_nothi
     )
     .await;
 }
+
+async fn rows_expired(client: &reqwest::Client, url: &str) -> u64 {
+    let metrics = client
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("logmesh_store_rows_expired_total "))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_cluster_one_node_at_a_time_expires() {
+    needs!(Nats, Postgres);
+    let database =
+        common::databases::TestDatabase::create(common::databases::Server::Postgres).await;
+    let cluster = common::cluster::TestCluster::start(
+        3,
+        &common::services::nats_url(),
+        database.url(),
+        &["--retention", "60s"],
+    );
+    let client = reqwest::Client::new();
+    // Stamped 55 s before they are sent: within the 60 s when sent, past it 5 s later.
+    for round in 0..3 {
+        let status = client
+            .post(format!("{}/api/v1/logs", cluster.nodes[round].url()))
+            .header("content-type", "application/x-ndjson")
+            .body(batch(&format!("old{round}"), 1_000, ms_ago(55_000)))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 202);
+    }
+    let urls: Vec<String> = cluster.nodes.iter().map(|node| node.url()).collect();
+    eventually(
+        "the 3,000 events expired",
+        Duration::from_secs(90),
+        || async {
+            let mut total = 0;
+            for url in &urls {
+                total += rows_expired(&client, url).await;
+            }
+            total == 3_000
+        },
+    )
+    .await;
+    let mut by_node = Vec::new();
+    for url in &urls {
+        by_node.push(rows_expired(&client, url).await);
+    }
+    assert_eq!(
+        by_node.iter().filter(|expired| **expired > 0).count(),
+        1,
+        "one node expired them all: {by_node:?}"
+    );
+    let stats: Value = client
+        .get(format!("{}/api/v1/logs/stats", urls[1]))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["rows"].as_array().unwrap().len(), 0, "{stats}");
+}

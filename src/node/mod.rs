@@ -297,6 +297,7 @@ impl Node {
             store,
             live_source,
             shared_queue,
+            expiry_lease,
         } = shape::open(&config, floor, me).await?;
         // Queries stop at the retention period; expiry removes what is past it.
         let (store, expiry) = match config.retention {
@@ -304,6 +305,7 @@ impl Node {
                 let expiry = tokio::spawn(crate::store::retained::run_expiry(
                     store.clone(),
                     retention,
+                    expiry_lease,
                     metrics.clone(),
                     writers_stopped.clone(),
                 ));

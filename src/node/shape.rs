@@ -31,7 +31,12 @@ pub struct Backends {
     pub live_source: Option<LiveSource>,
     /// Whether other nodes consume the same queue (so this one need not drain it at shutdown).
     pub shared_queue: bool,
+    /// In a cluster, the lease that lets one node at a time expire stored events.
+    pub expiry_lease: Option<crate::nats::KvLease>,
 }
+
+/// How long the expiry lease lasts unless renewed (its holder renews it between steps).
+pub const EXPIRY_LEASE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The backends of `config`'s shape. `floor` is the last `seq` of this node's event log; `me`
 /// the member this node is.
@@ -65,6 +70,7 @@ pub async fn embedded(config: &NodeConfig, floor: u64, me: Member) -> Result<Bac
         store,
         live_source: None,
         shared_queue: false,
+        expiry_lease: None,
     })
 }
 
@@ -107,6 +113,24 @@ pub async fn cluster(
     )
     .await?;
     let store = store::open_with(&config.database, config.counters).await?;
+    let (leases, _) = crate::nats::open_kv_with_ttl(
+        &jetstream,
+        &format!("{}_leases", cluster.stream),
+        "logmesh: which node does a cluster-wide job now",
+        EXPIRY_LEASE,
+    )
+    .await
+    .map_err(|reason| {
+        NodeError::Cluster(crate::cluster::ClusterError::Bucket {
+            bucket: format!("{}_leases", cluster.stream),
+            reason,
+        })
+    })?;
+    let expiry_lease = Some(crate::nats::KvLease::new(
+        leases,
+        "expiry",
+        &config.node_name,
+    ));
     let stream = cluster.stream.clone();
     let live_source: LiveSource = Box::new(move |feed, stop| {
         crate::queue::jetstream_live::follow_live(jetstream, stream, feed, stop)
@@ -118,5 +142,6 @@ pub async fn cluster(
         store,
         live_source: Some(live_source),
         shared_queue: true,
+        expiry_lease,
     })
 }

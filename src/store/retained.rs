@@ -10,11 +10,15 @@
 //! - Expiry runs in steps of [`EXPIRY_STEP`] rows, each its own transaction that takes its
 //!   rows off `service_severity` too (see [`Store::expire`]), so the store writer's batches
 //!   pass between steps and the counts stay in step with the rows.
+//! - In a cluster one node at a time expires: the one holding the `expiry` lease in the
+//!   `<stream>_leases` bucket. (Two at once would still be correct: their steps lock
+//!   different rows.)
 
 use super::{BatchOutcome, SearchPage, SearchQuery, SeverityCount, Storage, Store, StoreError};
 use crate::counters::{Counter, CounterKey};
 use crate::event::{Event, now_us};
 use crate::metrics::NodeMetrics;
+use crate::nats::KvLease;
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,6 +29,8 @@ use tokio::sync::watch;
 pub const EXPIRY_STEP: usize = 2_000;
 /// How often expiry looks for events past the retention period.
 pub const EXPIRY_INTERVAL: Duration = Duration::from_secs(10);
+/// How often a long expiry renews its lease (a third of its length, 30 s).
+const LEASE_RENEWAL: Duration = Duration::from_secs(10);
 
 /// A store whose queries stop at the retention period.
 pub struct Retained {
@@ -120,10 +126,13 @@ impl Store for Retained {
 }
 
 /// Removes the events past `retention` every [`EXPIRY_INTERVAL`], a step at a time, until
-/// `stop` turns true; counts them in `metrics`.
+/// `stop` turns true; counts them in `metrics`. With a `lease` (a cluster), only while this node
+/// holds it: one node at a time expires, renewing the lease between steps (a node that dies
+/// mid-way leaves whole steps behind, and another takes over once the lease lapses).
 pub async fn run_expiry(
     store: Arc<dyn Store>,
     retention: Duration,
+    mut lease: Option<KvLease>,
     metrics: Arc<NodeMetrics>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -134,11 +143,25 @@ pub async fn run_expiry(
             _ = tick.tick() => {}
             _ = stop.wait_for(|stop| *stop) => return,
         }
+        if let Some(lease) = &mut lease
+            && !lease.hold().await
+        {
+            continue;
+        }
+        let mut renewed = std::time::Instant::now();
         let cutoff = cutoff_us(retention);
         let mut removed = 0;
         loop {
             if *stop.borrow() {
                 return;
+            }
+            if let Some(lease) = &mut lease
+                && renewed.elapsed() >= LEASE_RENEWAL
+            {
+                if !lease.hold().await {
+                    break;
+                }
+                renewed = std::time::Instant::now();
             }
             match store.expire(cutoff, EXPIRY_STEP).await {
                 Ok(step) => {
