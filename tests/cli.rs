@@ -239,6 +239,61 @@ fn bench_store_writes_into_an_empty_database_and_refuses_a_used_one() {
 }
 
 #[test]
+fn bench_expiry_expires_a_backlog_and_refuses_bad_flags_and_a_used_database() {
+    for args in [
+        vec!["bench", "expiry"],
+        vec![
+            "bench",
+            "expiry",
+            "--database",
+            "sqlite://x.db",
+            "--events",
+            "0",
+        ],
+        vec![
+            "bench",
+            "expiry",
+            "--database",
+            "sqlite://x.db",
+            "--seconds",
+            "soon",
+        ],
+        vec!["bench", "expiry", "--database", "oracle://h/db"],
+    ] {
+        let output = logmesh(&args, &[]);
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("expiry.db").display());
+    let args = [
+        "bench",
+        "expiry",
+        "--database",
+        &url,
+        "--events",
+        "5000",
+        "--batch-size",
+        "1000",
+        "--seconds",
+        "1s",
+        "--json",
+    ];
+    let output = logmesh(&args, &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["events_expired"], 5000);
+    assert!(report["ingest_ratio"].as_f64().unwrap() > 0.0);
+    // The new events stay: a second run finds a used database.
+    let output = logmesh(&args, &[]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("already holds events"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
 fn a_nats_server_older_than_2_10_is_refused_with_the_versions() {
     needs!(NatsServerTooOld);
     let Some(server) = common::services::NatsServer::start_too_old() else {

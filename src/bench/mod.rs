@@ -5,6 +5,7 @@
 //! searches. Speed is measured here, never in tests.
 
 pub mod counter;
+pub mod expiry;
 pub mod relp;
 mod replication;
 pub mod search;
@@ -40,6 +41,9 @@ pub enum BenchCommand {
     /// RELP load: senders as rsyslog's omrelp against a node's relp:// listener; messages
     /// answered per second and the latency to each answer (given once durable).
     Relp(relp::RelpBenchArgs),
+    /// Expiry: fills an empty, throwaway database with old events through the store port,
+    /// then times their expiry and the store writer's rate during it against without it.
+    Expiry(expiry::ExpiryBenchArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -141,6 +145,7 @@ pub async fn run(command: BenchCommand) -> ExitCode {
         BenchCommand::Search(args) => search::run(args).await,
         BenchCommand::Work(args) => work::run(args).await,
         BenchCommand::Relp(args) => relp::run(args).await,
+        BenchCommand::Expiry(args) => expiry::run(args).await,
     }
 }
 

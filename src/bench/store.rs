@@ -126,14 +126,14 @@ fn print_report(report: &StoreReport) {
 
 /// Builds events like a busy node's: four services, four severities, ~150-byte messages,
 /// attributes on every other event.
-struct Generator {
+pub(crate) struct Generator {
     attributes: Box<RawValue>,
     message: String,
     next: u64,
 }
 
 impl Generator {
-    fn new() -> Generator {
+    pub(crate) fn new() -> Generator {
         let message = (0..150)
             .map(|i| (b'a' + (i * 7 % 26) as u8) as char)
             .collect();
@@ -147,6 +147,11 @@ impl Generator {
     }
 
     fn batch(&mut self, size: usize) -> Vec<Arc<Event>> {
+        self.batch_at(size, now_us())
+    }
+
+    /// A batch of events stamped `ts_us`.
+    pub(crate) fn batch_at(&mut self, size: usize, ts_us: i64) -> Vec<Arc<Event>> {
         const SERVICES: [&str; 4] = ["api", "billing", "auth", "search"];
         const SEVERITIES: [Severity; 4] = [
             Severity::Info,
@@ -161,7 +166,7 @@ impl Generator {
                 self.next += 1;
                 Arc::new(Event {
                     id: uuid::Uuid::now_v7().to_string(),
-                    ts_us: now,
+                    ts_us,
                     service: SERVICES[n % SERVICES.len()].to_owned(),
                     severity: SEVERITIES[n / SERVICES.len() % SEVERITIES.len()],
                     message: self.message.clone(),
