@@ -8,7 +8,7 @@
 use super::store::Generator;
 use crate::client::EXIT_USAGE;
 use crate::event::now_us;
-use crate::store::retained::EXPIRY_STEP;
+use crate::store::retained::{EXPIRY_STEP, expiry_step};
 use crate::store::{self, DatabaseUrl, Store};
 use clap::Args;
 use serde::Serialize;
@@ -174,13 +174,13 @@ async fn measure(
             let started = Instant::now();
             let mut expired = 0u64;
             let result = loop {
-                match store.expire(cutoff, EXPIRY_STEP).await {
+                // The node's own steps, pauses included.
+                match expiry_step(store.as_ref(), cutoff).await {
                     Ok(step) => {
                         expired += step as u64;
                         if step < EXPIRY_STEP {
                             break Ok((expired, started.elapsed()));
                         }
-                        tokio::task::yield_now().await;
                     }
                     Err(error) => break Err(format!("expiring: {error}")),
                 }

@@ -9,7 +9,8 @@
 //!   search at every moment.
 //! - Expiry runs in steps of [`EXPIRY_STEP`] rows, each its own transaction that takes its
 //!   rows off `service_severity` too (see [`Store::expire`]), so the store writer's batches
-//!   pass between steps and the counts stay in step with the rows.
+//!   pass between steps and the counts stay in step with the rows; after each step it pauses as
+//!   long as the step took, so ingest keeps most of its rate during a large expiry.
 //! - In a cluster one node at a time expires: the one holding the `expiry` lease in the
 //!   `<stream>_leases` bucket. (Two at once would still be correct: their steps lock
 //!   different rows.)
@@ -125,6 +126,19 @@ impl Store for Retained {
     }
 }
 
+/// One expiry step: removes up to [`EXPIRY_STEP`] events stamped before `cutoff`, and answers
+/// how many. After a full step (more may be left) it pauses as long as the step took, so that
+/// expiry takes at most about half of the store's time and the writer's batches keep most of
+/// their pace.
+pub async fn expiry_step(store: &dyn Store, cutoff: i64) -> Result<usize, StoreError> {
+    let started = std::time::Instant::now();
+    let removed = store.expire(cutoff, EXPIRY_STEP).await?;
+    if removed == EXPIRY_STEP {
+        tokio::time::sleep(started.elapsed()).await;
+    }
+    Ok(removed)
+}
+
 /// Removes the events past `retention` every [`EXPIRY_INTERVAL`], a step at a time, until
 /// `stop` turns true; counts them in `metrics`. With a `lease` (a cluster), only while this node
 /// holds it: one node at a time expires, renewing the lease between steps (a node that dies
@@ -163,15 +177,13 @@ pub async fn run_expiry(
                 }
                 renewed = std::time::Instant::now();
             }
-            match store.expire(cutoff, EXPIRY_STEP).await {
+            match expiry_step(store.as_ref(), cutoff).await {
                 Ok(step) => {
                     removed += step;
                     metrics.rows_expired(step);
                     if step < EXPIRY_STEP {
                         break;
                     }
-                    // Let the writers' batches and the searches in between steps.
-                    tokio::task::yield_now().await;
                 }
                 Err(error) => {
                     tracing::warn!(%error, "Could not remove expired events; trying again later.");
