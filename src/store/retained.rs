@@ -49,11 +49,16 @@ impl Retained {
         cutoff_us(self.retention)
     }
 
-    fn within(&self, query: &SearchQuery) -> SearchQuery {
+    /// `query` starting no earlier than the cutoff; `None` when it ends before the cutoff (it
+    /// can find nothing: answered empty, not refused as `since` after `until`).
+    fn within(&self, query: &SearchQuery) -> Option<SearchQuery> {
         let cutoff = self.cutoff_us();
+        if query.until.is_some_and(|until| until <= cutoff) {
+            return None;
+        }
         let mut query = query.clone();
         query.since = Some(query.since.map_or(cutoff, |since| since.max(cutoff)));
-        query
+        Some(query)
     }
 }
 
@@ -68,11 +73,18 @@ impl Store for Retained {
     }
 
     async fn severity_counts(&self) -> Result<Vec<SeverityCount>, StoreError> {
+        let cutoff = self.cutoff_us();
         let counts = self.inner.severity_counts().await?;
+        // Usually nothing is past the cutoff (expiry keeps up): one look at the oldest event
+        // (the time index) spares counting.
+        let oldest = self.inner.storage().await?.oldest_us;
+        if oldest.is_none_or(|oldest| oldest >= cutoff) {
+            return Ok(counts);
+        }
         let expired = self
             .inner
             .count_events(&SearchQuery {
-                until: Some(self.cutoff_us()),
+                until: Some(cutoff),
                 ..SearchQuery::default()
             })
             .await?;
@@ -94,11 +106,19 @@ impl Store for Retained {
     }
 
     async fn search(&self, query: &SearchQuery) -> Result<SearchPage, StoreError> {
-        self.inner.search(&self.within(query)).await
+        query.check()?;
+        match self.within(query) {
+            Some(query) => self.inner.search(&query).await,
+            None => Ok(SearchPage::from_rows(Vec::new(), query.limit)),
+        }
     }
 
     async fn count_events(&self, query: &SearchQuery) -> Result<Vec<SeverityCount>, StoreError> {
-        self.inner.count_events(&self.within(query)).await
+        query.check()?;
+        match self.within(query) {
+            Some(query) => self.inner.count_events(&query).await,
+            None => Ok(Vec::new()),
+        }
     }
 
     async fn health(&self) -> Result<(), StoreError> {
@@ -114,7 +134,8 @@ impl Store for Retained {
     }
 
     async fn explain_search(&self, query: &SearchQuery) -> Result<String, StoreError> {
-        self.inner.explain_search(&self.within(query)).await
+        let query = self.within(query).unwrap_or_else(|| query.clone());
+        self.inner.explain_search(&query).await
     }
 
     async fn expire(&self, before_us: i64, max_rows: usize) -> Result<usize, StoreError> {

@@ -198,6 +198,8 @@ fn incremental_vacuum(connection: &Connection, path: &std::path::Path) {
         if mode(connection)? != INCREMENTAL {
             tracing::info!(path = %path.display(), "Rewriting the SQLite database once (VACUUM), so that it gives back the space of expired events.");
             connection.execute_batch("VACUUM")?;
+            // The rewrite went through the WAL: give that space back too.
+            connection.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")?;
         }
         Ok::<_, rusqlite::Error>(())
     })();
