@@ -151,9 +151,12 @@ pub struct Stored {
 }
 
 pub fn stored(db: &Path) -> Stored {
-    let connection =
+    let mut connection =
         rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
             .expect("open the database");
+    // One read transaction: the counts and the rows from the same snapshot, also while the
+    // node writes and expires.
+    let connection = connection.transaction().expect("begin a read transaction");
     let rows: i64 = connection
         .query_row("SELECT count(*) FROM service_logs", [], |r| r.get(0))
         .expect("count rows");
