@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{TestNode, eventually, stored};
+use common::{TestNode, eventually, metrics_text, sample_value, stored};
 use logmesh::syslog::SyslogListen;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -87,20 +87,8 @@ async fn events_past_the_retention_are_hidden_at_once_and_removed_soon() {
     .await;
     let held = stored(&db);
     assert_eq!(held.rows, held.severity_sum);
-    let metrics = node
-        .get("/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let expired: u64 = metrics
-        .lines()
-        .find_map(|line| line.strip_prefix("logmesh_store_rows_expired_total "))
-        .unwrap()
-        .parse()
-        .unwrap();
+    let metrics = metrics_text(&node.url).await;
+    let expired = sample_value(&metrics, "logmesh_store_rows_expired_total");
     assert!(expired >= 2, "{metrics}");
 }
 
@@ -207,14 +195,7 @@ async fn storage_figures_are_in_the_metrics_and_the_node_stats() {
             > 0
     })
     .await;
-    let metrics = node
-        .get("/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&node.url).await;
     for gauge in [
         "logmesh_store_bytes",
         "logmesh_store_rows",
@@ -277,19 +258,7 @@ async fn a_node_killed_during_a_large_expiry_restarts_consistent_and_loses_nothi
     let db = data.path().join("logmesh.db");
     // Expiry starts within 10 s of the events passing the cutoff; kill the node mid-way.
     eventually("expiry under way", Duration::from_secs(90), || async {
-        let metrics = client
-            .get(format!("{}/metrics", node.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let expired: u64 = metrics
-            .lines()
-            .find_map(|line| line.strip_prefix("logmesh_store_rows_expired_total "))
-            .and_then(|value| value.parse().ok())
-            .unwrap_or(0);
+        let expired = rows_expired(&node.url).await;
         expired > 0 && stored(&db).rows > 0
     })
     .await;
@@ -327,20 +296,8 @@ async fn a_node_killed_during_a_large_expiry_restarts_consistent_and_loses_nothi
     .await;
 }
 
-async fn rows_expired(client: &reqwest::Client, url: &str) -> u64 {
-    let metrics = client
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix("logmesh_store_rows_expired_total "))
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(0)
+async fn rows_expired(url: &str) -> u64 {
+    sample_value(&metrics_text(url).await, "logmesh_store_rows_expired_total")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -374,7 +331,7 @@ async fn in_a_cluster_one_node_at_a_time_expires() {
         || async {
             let mut total = 0;
             for url in &urls {
-                total += rows_expired(&client, url).await;
+                total += rows_expired(url).await;
             }
             total == 3_000
         },
@@ -382,7 +339,7 @@ async fn in_a_cluster_one_node_at_a_time_expires() {
     .await;
     let mut by_node = Vec::new();
     for url in &urls {
-        by_node.push(rows_expired(&client, url).await);
+        by_node.push(rows_expired(url).await);
     }
     assert_eq!(
         by_node.iter().filter(|expired| **expired > 0).count(),

@@ -9,7 +9,7 @@ mod common;
 use common::cluster::TestCluster;
 use common::databases::{Server, TestDatabase};
 use common::services::{nats_url, start_rsyslogd};
-use common::{TestNode, event_log_lines, eventually};
+use common::{TestNode, event_log_lines, eventually, metrics_text, sample_value};
 use logmesh::syslog::{SyslogListen, Transport};
 use serde_json::Value;
 use std::net::SocketAddr;
@@ -217,20 +217,7 @@ async fn malformed_input_is_kept_raw_or_closes_the_connection() {
     stream.shutdown().await.unwrap();
     node.wait_for_stored(4).await;
     eventually("the unparsed counter", Duration::from_secs(5), || async {
-        let text = node
-            .get("/metrics")
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines().any(|line| {
-            line.starts_with("logmesh_syslog_total{")
-                && line.contains(&format!("listener=\"tcp://{tcp}\""))
-                && line.contains("what=\"unparsed\"")
-                && line.ends_with(" 2")
-        })
+        syslog_counter(&node, &format!("tcp://{tcp}"), "unparsed").await == 2
     })
     .await;
     assert_eq!(node.get("/readyz").send().await.unwrap().status(), 200);
@@ -272,20 +259,8 @@ async fn a_sender_faster_than_the_store_is_slowed_not_dropped() {
     })
     .await;
     // The queue did refuse batches (the listener waited), and none was lost.
-    let metrics = node
-        .get("/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let refused: u64 = metrics
-        .lines()
-        .find(|line| line.starts_with("logmesh_ingest_events_total{outcome=\"refused\"}"))
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(0);
+    let metrics = metrics_text(&node.url).await;
+    let refused = sample_value(&metrics, "logmesh_ingest_events_total{outcome=\"refused\"}");
     assert!(refused > 0, "the queue never filled: {metrics}");
     let dropped = metrics
         .lines()
@@ -363,19 +338,10 @@ fn relp_sender_files(prefix: &str, lines: usize) -> (tempfile::TempDir, std::pat
 
 /// The value of `logmesh_syslog_total` for this listener and counter, 0 when absent.
 async fn syslog_counter(node: &TestNode, listener: &str, what: &str) -> u64 {
-    let metrics = node
-        .get("/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let prefix = format!("logmesh_syslog_total{{listener=\"{listener}\",what=\"{what}\"}} ");
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(&prefix))
-        .map_or(0, |value| value.parse().unwrap())
+    sample_value(
+        &metrics_text(&node.url).await,
+        &format!("logmesh_syslog_total{{listener=\"{listener}\",what=\"{what}\"}}"),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -416,18 +382,9 @@ async fn rsyslog_sends_over_relp_and_waits_while_the_queue_is_full() {
     assert_eq!(syslog_counter(&node, &name, "messages").await, lines as u64);
     assert!(syslog_counter(&node, &name, "connections").await >= 1);
     assert_eq!(syslog_counter(&node, &name, "broken").await, 0);
-    let metrics = node
-        .get("/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&node.url).await;
     assert!(
-        metrics.lines().any(|line| line
-            .starts_with("logmesh_ingest_events_total{outcome=\"refused\"}")
-            && !line.ends_with(" 0")),
+        sample_value(&metrics, "logmesh_ingest_events_total{outcome=\"refused\"}") > 0,
         "the queue never filled: {metrics}"
     );
 }

@@ -296,11 +296,6 @@ impl EventLogFile {
         }
         Ok(removed)
     }
-
-    /// The bytes of `events.log` and its rotated siblings.
-    pub fn total_bytes(&self) -> io::Result<u64> {
-        files_bytes(&self.dir)
-    }
 }
 
 /// The bytes of `events.log` and its rotated siblings in `dir` (0 when there is none yet).
@@ -527,7 +522,7 @@ mod tests {
             log.append(&queued(seq, &["0123456789abcdef"])).unwrap();
         }
         // Each rotation removed what took the files past 1,000 bytes: the newest stay.
-        assert!(log.total_bytes().unwrap() <= 1_000);
+        assert!(files_bytes(dir.path()).unwrap() <= 1_000);
         assert!(dir.path().join("events.log.1").exists());
         assert!(!dir.path().join("events.log.4").exists());
         let newest = lines(&dir.path().join(FILE_NAME));

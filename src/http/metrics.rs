@@ -156,7 +156,20 @@ pub async fn exposition(
     }
     let mut text = counters::render_counters(&families);
     text.push_str(&state.inner.metrics.render(state.inner.queue.depth()));
-    text.push_str(&render_storage(&super::ops::storage_figures(&state).await));
+    // The stored events were just counted for `logmesh_events_total`.
+    let rows = families
+        .iter()
+        .find(|family| family.name == "logmesh_events_total")
+        .map(|family| {
+            family
+                .samples
+                .iter()
+                .map(|sample| sample.value as i64)
+                .sum()
+        });
+    text.push_str(&render_storage(
+        &super::ops::storage_figures(&state, rows).await,
+    ));
     let mut response = text.into_response();
     response
         .headers_mut()

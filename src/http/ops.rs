@@ -114,7 +114,8 @@ async fn local_stats(state: &AppState) -> Value {
     let mut value = serde_json::to_value(stats).expect("the stats serialise");
     value["node"] = json!(state.inner.node_name);
     value["at_ms"] = json!(crate::event::now_us() / 1000);
-    value["storage"] = serde_json::to_value(storage_figures(state).await).expect("serialises");
+    value["storage"] =
+        serde_json::to_value(storage_figures(state, None).await).expect("serialises");
     value
 }
 
@@ -139,11 +140,25 @@ pub struct StorageFigures {
     pub error: Option<String>,
 }
 
-pub(super) async fn storage_figures(state: &AppState) -> StorageFigures {
+/// `known_rows`: the stored events when the caller has just counted them (`/metrics`), so they
+/// are not counted twice.
+pub(super) async fn storage_figures(state: &AppState, known_rows: Option<i64>) -> StorageFigures {
     let mut figures = StorageFigures::default();
     let mut errors = Vec::new();
     let store = &state.inner.store;
-    let (storage, counts) = tokio::join!(store.storage(), store.severity_counts());
+    let rows = async {
+        match known_rows {
+            Some(rows) => Ok(rows),
+            None => Ok(store
+                .severity_counts()
+                .await?
+                .iter()
+                .map(|row| row.count)
+                .sum()),
+        }
+    };
+    let (storage, counts): (_, Result<i64, crate::store::StoreError>) =
+        tokio::join!(store.storage(), rows);
     match storage {
         Ok(storage) => {
             figures.store_bytes = Some(storage.bytes);
@@ -152,7 +167,7 @@ pub(super) async fn storage_figures(state: &AppState) -> StorageFigures {
         Err(error) => errors.push(format!("store: {error}")),
     }
     match counts {
-        Ok(counts) => figures.store_rows = Some(counts.iter().map(|row| row.count).sum()),
+        Ok(rows) => figures.store_rows = Some(rows),
         Err(error) => errors.push(format!("counts: {error}")),
     }
     let data_dir = state.inner.data_dir.clone();

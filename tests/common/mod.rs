@@ -141,6 +141,25 @@ impl TestNode {
     }
 }
 
+/// The Prometheus text `GET /metrics` of the node at `url` answers.
+pub async fn metrics_text(url: &str) -> String {
+    reqwest::get(format!("{url}/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("the metrics text")
+}
+
+/// The value of `sample` (a metric's name and labels, as the exposition writes them) in a
+/// metrics text; 0 when it is absent (a counter not counted yet).
+pub fn sample_value(metrics: &str, sample: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' '))
+        .map_or(0, |value| value.parse().expect("an integer sample"))
+}
+
 /// What SQLite holds.
 #[derive(Debug)]
 pub struct Stored {
