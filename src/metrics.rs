@@ -33,7 +33,8 @@ pub struct NodeMetrics {
     batch_seconds: Family<Labels, Histogram>,
     http_requests: Family<Labels, Counter>,
     syslog: Family<Labels, Counter>,
-    rows_expired: Counter,
+    rows_expired: Family<Labels, Counter>,
+    expiry_rounds: Counter,
     queue_events: Gauge,
     queue_bytes: Gauge,
     /// Totals per sink for [`NodeMetrics::snapshot`]: the client's histograms do not expose
@@ -122,11 +123,18 @@ impl NodeMetrics {
              truncated (RELP messages cut to the longest taken)",
             syslog.clone(),
         );
-        let rows_expired = Counter::default();
+        let rows_expired = Family::<Labels, Counter>::default();
         registry.register(
             "store_rows_expired",
-            "Stored events this node removed because they were past --retention",
+            "Stored events this node removed, by reason: past --retention (age) or over \
+             --max-store-bytes (size)",
             rows_expired.clone(),
+        );
+        let expiry_rounds = Counter::default();
+        registry.register(
+            "store_expiry_rounds",
+            "Rounds of expiry this node ran (in a cluster, those it ran holding the expiry lease)",
+            expiry_rounds.clone(),
         );
         let queue_events = Gauge::default();
         registry.register(
@@ -148,6 +156,7 @@ impl NodeMetrics {
             http_requests,
             syslog,
             rows_expired,
+            expiry_rounds,
             queue_events,
             queue_bytes,
             sinks: Mutex::new(BTreeMap::new()),
@@ -178,8 +187,14 @@ impl NodeMetrics {
             .inc_by(n);
     }
 
-    pub fn rows_expired(&self, rows: usize) {
-        self.rows_expired.inc_by(rows as u64);
+    pub fn rows_expired(&self, reason: crate::store::retained::Expired, rows: usize) {
+        self.rows_expired
+            .get_or_create(&vec![("reason", reason.label().to_owned())])
+            .inc_by(rows as u64);
+    }
+
+    pub fn expiry_round(&self) {
+        self.expiry_rounds.inc();
     }
 
     pub fn events_accepted(&self, events: usize) {

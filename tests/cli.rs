@@ -310,3 +310,57 @@ fn a_nats_server_older_than_2_10_is_refused_with_the_versions() {
     assert!(text.contains("logmesh needs NATS 2.10 or newer"), "{text}");
     assert!(!text.contains("untagged enum"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_what_a_node_holds_and_fails_on_an_unreachable_one() {
+    let node = common::TestNode::start(|_| {}).await;
+    let answer = node
+        .post("/api/v1/logs")
+        .header("content-type", "application/x-ndjson")
+        .body("{\"service\":\"api\",\"message\":\"one\"}\n{\"service\":\"api\",\"message\":\"two\"}\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 202);
+    node.wait_for_stored(2).await;
+    let url = node.url.clone();
+    let output = tokio::task::spawn_blocking(move || logmesh(&["status", "--url", &url], &[]))
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("  stored events    2 (oldest "), "{text}");
+    for figure in [
+        "store size",
+        "event log files",
+        "free disk",
+        "queue",
+        "events accepted  2",
+    ] {
+        assert!(text.contains(figure), "{figure}: {text}");
+    }
+    let url = node.url.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        logmesh(&["status", "--all", "--json", "--url", &url], &[])
+    })
+    .await
+    .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let answer: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(answer["nodes"][0]["storage"]["store_rows"], 2, "{answer}");
+    // Bad input: nothing listening, and an unknown flag.
+    let output =
+        tokio::task::spawn_blocking(|| logmesh(&["status", "--url", "http://127.0.0.1:1"], &[]))
+            .await
+            .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("http://127.0.0.1:1"),
+        "{}",
+        stderr(&output)
+    );
+    let output = tokio::task::spawn_blocking(|| logmesh(&["status", "--everything"], &[]))
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+}

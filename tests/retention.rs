@@ -88,7 +88,7 @@ async fn events_past_the_retention_are_hidden_at_once_and_removed_soon() {
     let held = stored(&db);
     assert_eq!(held.rows, held.severity_sum);
     let metrics = metrics_text(&node.url).await;
-    let expired = sample_value(&metrics, "logmesh_store_rows_expired_total");
+    let expired = sample_value(&metrics, AGED_OUT);
     assert!(expired >= 2, "{metrics}");
 }
 
@@ -297,7 +297,7 @@ async fn a_node_killed_during_a_large_expiry_restarts_consistent_and_loses_nothi
 }
 
 async fn rows_expired(url: &str) -> u64 {
-    sample_value(&metrics_text(url).await, "logmesh_store_rows_expired_total")
+    sample_value(&metrics_text(url).await, AGED_OUT)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -355,4 +355,109 @@ async fn in_a_cluster_one_node_at_a_time_expires() {
         .await
         .unwrap();
     assert_eq!(stats["rows"].as_array().unwrap().len(), 0, "{stats}");
+}
+
+const AGED_OUT: &str = r#"logmesh_store_rows_expired_total{reason="age"}"#;
+const SIZED_OUT: &str = r#"logmesh_store_rows_expired_total{reason="size"}"#;
+const EXPIRY_ROUNDS: &str = "logmesh_store_expiry_rounds_total";
+
+/// 30,000 events in batches stamped oldest first, into a store capped at `cap` bytes: the
+/// oldest are removed, the newest kept, the counts in step, and once under the cap nothing more
+/// goes (PostgreSQL and InnoDB keep their files' size after a removal).
+async fn the_size_cap_removes_the_oldest_events(database: Option<&str>, cap: u64) {
+    let node = TestNode::start(|config| {
+        config.max_store_bytes = Some(cap);
+        if let Some(url) = database {
+            config.database = logmesh::store::DatabaseUrl::parse(url).unwrap();
+        }
+    })
+    .await;
+    const BATCHES: usize = 30;
+    for round in 0..BATCHES {
+        let body = batch(
+            &format!("b{round:02}"),
+            1_000,
+            ms_ago(((BATCHES - round) * 1_000) as i64),
+        );
+        let answer = node
+            .post("/api/v1/logs")
+            .header("content-type", "application/x-ndjson")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 202, "batch {round}");
+    }
+    let held = || async {
+        match database {
+            Some(url) => common::cluster::stored_sql(url).await,
+            None => stored(&node.db_path()),
+        }
+    };
+    let store_bytes = || async {
+        let stats = node.get_json("/api/v1/node/stats").await;
+        stats["storage"]["store_bytes"].as_u64().unwrap()
+    };
+    // Every event is either stored or counted as removed for the size; SQLite's file, which
+    // shrinks as events go (FTS5's segments less than the rows), is under the cap.
+    eventually(
+        "events removed for the size, the rest stored",
+        Duration::from_secs(90),
+        || async {
+            let removed = sample_value(&metrics_text(&node.url).await, SIZED_OUT);
+            removed > 0
+                && held().await.rows as u64 + removed == (BATCHES * 1_000) as u64
+                && (database.is_some() || store_bytes().await <= cap)
+        },
+    )
+    .await;
+    // Two more rounds of expiry remove nothing more.
+    let metrics = metrics_text(&node.url).await;
+    let (removed, rounds) = (
+        sample_value(&metrics, SIZED_OUT),
+        sample_value(&metrics, EXPIRY_ROUNDS),
+    );
+    eventually(
+        "two more expiry rounds",
+        Duration::from_secs(40),
+        || async { sample_value(&metrics_text(&node.url).await, EXPIRY_ROUNDS) >= rounds + 2 },
+    )
+    .await;
+    let metrics = metrics_text(&node.url).await;
+    assert_eq!(sample_value(&metrics, SIZED_OUT), removed, "{metrics}");
+    assert_eq!(sample_value(&metrics, AGED_OUT), 0, "{metrics}");
+    let held = held().await;
+    assert_eq!(held.rows, held.severity_sum, "counts in step");
+    assert!(held.rows >= 1_000, "the cap left {} events", held.rows);
+    // The newest kept: every batch after the oldest one kept is whole.
+    let mut per_batch = [0; BATCHES];
+    for id in held.ids.keys() {
+        per_batch[id[1..3].parse::<usize>().unwrap()] += 1;
+    }
+    let oldest_kept = per_batch.iter().position(|n| *n > 0).unwrap();
+    assert!(oldest_kept > 0, "nothing old removed: {per_batch:?}");
+    assert!(
+        per_batch[oldest_kept + 1..].iter().all(|n| *n == 1_000),
+        "{per_batch:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_size_cap_removes_the_oldest_events_on_sqlite() {
+    the_size_cap_removes_the_oldest_events(None, 4 * 1024 * 1024).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_size_cap_removes_the_oldest_events_on_postgres() {
+    needs!(Postgres);
+    let database =
+        common::databases::TestDatabase::create(common::databases::Server::Postgres).await;
+    the_size_cap_removes_the_oldest_events(Some(database.url()), 8 * 1024 * 1024).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_size_cap_removes_the_oldest_events_on_mariadb() {
+    needs!(Mysql);
+    let database = common::databases::TestDatabase::create(common::databases::Server::Mysql).await;
+    the_size_cap_removes_the_oldest_events(Some(database.url()), 4 * 1024 * 1024).await;
 }

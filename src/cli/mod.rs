@@ -5,6 +5,7 @@ mod counter;
 pub mod pub_cmd;
 pub mod search;
 pub mod sim;
+mod status;
 mod work;
 
 use crate::bench::BenchCommand;
@@ -59,6 +60,9 @@ pub enum Command {
     Work(work::WorkArgs),
     /// Publish N generated events, or the events of an NDJSON file or stdin, to nodes.
     Pub(pub_cmd::PubArgs),
+    /// Show what a node (or every member) holds: stored events, their oldest, the store's
+    /// size, the event log files, the free disk, the queue.
+    Status(status::StatusArgs),
     /// Simulate several services sending at varying, bursty rates to several nodes.
     Sim(sim::SimArgs),
     /// The end-to-end proof: load a running cluster, then verify that every acknowledged
@@ -77,6 +81,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Counter(args) => counter::run(args).await,
         Command::Work(args) => work::run(args).await,
         Command::Pub(args) => pub_cmd::run(args).await,
+        Command::Status(args) => status::run(args).await,
         Command::Sim(args) => sim::run(args).await,
         Command::E2e(args) => crate::e2e::run(args).await,
     }

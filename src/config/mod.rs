@@ -540,6 +540,16 @@ mod tests {
                 "for --retention:",
             ),
             (
+                ServeArgs::default().with("max-store-bytes", "lots"),
+                vec![],
+                "for --max-store-bytes:",
+            ),
+            (
+                ServeArgs::default().with("max-store-bytes", "1KiB"),
+                vec![],
+                "for --max-store-bytes:",
+            ),
+            (
                 ServeArgs::default().with("min-free-disk", "lots"),
                 vec![],
                 "for --min-free-disk:",

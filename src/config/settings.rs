@@ -282,6 +282,19 @@ pub static SETTINGS: &[Setting] = &[
         },
     },
     Setting {
+        key: "max-store-bytes",
+        env: &["LOGMESH_MAX_STORE_BYTES"],
+        value: ValueKind::One("SIZE"),
+        help: "A cap on the stored events' size, e.g. `50GiB`: past it the oldest events are \
+               removed (checked every 10 s), whatever --retention says. `off` or `0`: no cap.",
+        default: Shown::Value(|c| off_or(c.max_store_bytes.map(format_size))),
+        secret: Secret::No,
+        apply: |c, v| {
+            c.max_store_bytes = off_or_else(v, size(1024 * 1024, u64::MAX))?;
+            Ok(())
+        },
+    },
+    Setting {
         key: "min-free-disk",
         env: &["LOGMESH_MIN_FREE_DISK"],
         value: ValueKind::One("SIZE"),

@@ -77,6 +77,9 @@ pub struct NodeConfig {
     /// Stored events older than this are hidden from queries and removed (`--retention`);
     /// `None`: kept for ever.
     pub retention: Option<Duration>,
+    /// Past this many bytes of stored events, the oldest are removed (`--max-store-bytes`);
+    /// `None`: no cap.
+    pub max_store_bytes: Option<u64>,
 }
 
 /// `--retention`'s default, as VictoriaLogs'.
@@ -146,6 +149,7 @@ impl NodeConfig {
             event_log: Rotation::default(),
             min_free_disk: Some(DEFAULT_MIN_FREE_DISK),
             retention: Some(DEFAULT_RETENTION),
+            max_store_bytes: None,
             log_format: LogFormat::Human,
             cluster: None,
             advertise: None,
@@ -299,21 +303,24 @@ impl Node {
             shared_queue,
             expiry_lease,
         } = shape::open(&config, floor, me).await?;
-        // Queries stop at the retention period; expiry removes what is past it.
-        let (store, expiry) = match config.retention {
-            Some(retention) => {
-                let expiry = tokio::spawn(crate::store::retained::run_expiry(
-                    store.clone(),
-                    retention,
-                    expiry_lease,
-                    metrics.clone(),
-                    writers_stopped.clone(),
-                ));
-                let retained: Arc<dyn crate::store::Store> =
-                    Arc::new(crate::store::retained::Retained::new(store, retention));
-                (retained, Some(expiry))
-            }
-            None => (store, None),
+        // Expiry holds the store to the retention period and the size cap; queries stop at the
+        // retention period even before expiry has removed what is past it.
+        let limits = crate::store::retained::Limits {
+            retention: config.retention,
+            max_bytes: config.max_store_bytes,
+        };
+        let expiry = limits.any().then(|| {
+            tokio::spawn(crate::store::retained::run_expiry(
+                store.clone(),
+                limits,
+                expiry_lease,
+                metrics.clone(),
+                writers_stopped.clone(),
+            ))
+        });
+        let store: Arc<dyn crate::store::Store> = match config.retention {
+            Some(retention) => Arc::new(crate::store::retained::Retained::new(store, retention)),
+            None => store,
         };
         let membership = Arc::new(membership);
         let live = Arc::new(LiveFeed::new(

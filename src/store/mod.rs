@@ -56,6 +56,10 @@ pub struct Storage {
     /// The timestamp of the oldest event stored (removed or not yet past the retention),
     /// epoch µs; `None` when there is none.
     pub oldest_us: Option<i64>,
+    /// Whether `bytes` falls as soon as events are removed (SQLite, whose incremental vacuum
+    /// gives the pages back); PostgreSQL and InnoDB keep freed pages in their files for new
+    /// rows.
+    pub shrinks_on_removal: bool,
 }
 
 /// One row of `service_severity`.

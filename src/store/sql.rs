@@ -428,6 +428,7 @@ impl<DB: Dialect> Store for SqlStore<DB> {
         Ok(Storage {
             bytes: bytes.max(0) as u64,
             oldest_us,
+            shrinks_on_removal: false,
         })
     }
 

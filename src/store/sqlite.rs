@@ -663,6 +663,7 @@ impl Store for SqliteStore {
             Ok(Storage {
                 bytes: bytes.max(0) as u64,
                 oldest_us,
+                shrinks_on_removal: true,
             })
         })
         .await
