@@ -35,6 +35,7 @@ pub struct NodeMetrics {
     syslog: Family<Labels, Counter>,
     rows_expired: Family<Labels, Counter>,
     expiry_rounds: Counter,
+    expired_on_arrival: Counter,
     queue_events: Gauge,
     queue_bytes: Gauge,
     /// Totals per sink for [`NodeMetrics::snapshot`]: the client's histograms do not expose
@@ -136,6 +137,13 @@ impl NodeMetrics {
             "Rounds of expiry this node ran (in a cluster, those it ran holding the expiry lease)",
             expiry_rounds.clone(),
         );
+        let expired_on_arrival = Counter::default();
+        registry.register(
+            "events_expired_on_arrival",
+            "Events acknowledged but not stored because they arrived already past --retention \
+             (--late-events expire)",
+            expired_on_arrival.clone(),
+        );
         let queue_events = Gauge::default();
         registry.register(
             "queue_depth_events",
@@ -157,6 +165,7 @@ impl NodeMetrics {
             syslog,
             rows_expired,
             expiry_rounds,
+            expired_on_arrival,
             queue_events,
             queue_bytes,
             sinks: Mutex::new(BTreeMap::new()),
@@ -191,6 +200,10 @@ impl NodeMetrics {
         self.rows_expired
             .get_or_create(&vec![("reason", reason.label().to_owned())])
             .inc_by(rows as u64);
+    }
+
+    pub fn events_expired_on_arrival(&self, events: usize) {
+        self.expired_on_arrival.inc_by(events as u64);
     }
 
     pub fn expiry_round(&self) {

@@ -177,9 +177,25 @@ impl KvLease {
                 Err(_) => self.revision = None,
             }
         }
-        match self
+        if let Ok(revision) = self
             .bucket
             .create(&self.key, self.holder.clone().into())
+            .await
+        {
+            self.revision = Some(revision);
+            return true;
+        }
+        // Ours from before a restart (node names are unique in a cluster): taken back at once
+        // rather than after it lapses.
+        let Ok(Some(entry)) = self.bucket.entry(&self.key).await else {
+            return false;
+        };
+        if entry.operation != jetstream::kv::Operation::Put || entry.value != self.holder {
+            return false;
+        }
+        match self
+            .bucket
+            .update(&self.key, self.holder.clone().into(), entry.revision)
             .await
         {
             Ok(revision) => {
@@ -187,6 +203,17 @@ impl KvLease {
                 true
             }
             Err(_) => false,
+        }
+    }
+
+    /// Gives the lease up (a node that stops), so that another node takes it at its next look
+    /// rather than once it lapses; nothing if it was not held or was lost meanwhile.
+    pub async fn release(&mut self) {
+        if let Some(revision) = self.revision.take() {
+            let _ = self
+                .bucket
+                .delete_expect_revision(&self.key, Some(revision))
+                .await;
         }
     }
 }

@@ -25,8 +25,8 @@ async fn exposition(node: &TestNode) -> String {
     response.text().await.unwrap()
 }
 
-/// The stored counters' families (and `logmesh_events`) of a parsed exposition, after checking
-/// that every family of the node's own metrics parsed with its declared type.
+/// The stored counters' families (and `logmesh_events_total`) of a parsed exposition, after
+/// checking that every family of the node's own metrics parsed with its declared type.
 fn counter_families(parsed: Value) -> Value {
     let mut counters = Vec::new();
     for family in parsed.as_array().unwrap() {
@@ -35,7 +35,9 @@ fn counter_families(parsed: Value) -> Value {
             family[1], "unknown",
             "{name} parsed without a type: {family}"
         );
-        if !name.starts_with("logmesh_") || name == "logmesh_events" {
+        // The stored counters, and the stored events per service and severity (a gauge, as
+        // expiry lowers it: its name keeps its `_total`).
+        if !name.starts_with("logmesh_") || name == "logmesh_events_total" {
             counters.push(family.clone());
         }
     }
@@ -129,7 +131,7 @@ async fn increments_return_the_new_value_and_round_trip_through_the_reference_pa
         json!([
             ["jobs", "counter", [["jobs_total", {"a": "1", "queue": tricky}, 6.0]]],
             ["plain", "counter", [["plain_total", {}, 0.0]]],
-            ["logmesh_events", "counter",
+            ["logmesh_events_total", "gauge",
                 [["logmesh_events_total", {"service": "api", "severity": "error"}, 1.0]]]
         ])
     );

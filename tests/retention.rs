@@ -461,3 +461,93 @@ async fn the_size_cap_removes_the_oldest_events_on_mariadb() {
     let database = common::databases::TestDatabase::create(common::databases::Server::Mysql).await;
     the_size_cap_removes_the_oldest_events(Some(database.url()), 4 * 1024 * 1024).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_late_events_expire_events_past_the_retention_are_acknowledged_and_counted_not_stored()
+{
+    let node = TestNode::start(|config| {
+        config.retention = Some(Duration::from_secs(3600));
+        config.late_events = logmesh::intake::LateEvents::Expire;
+    })
+    .await;
+    let two_hours_ago = ms_ago(2 * 3600 * 1000);
+    // NDJSON: accepted whole; the late one is not stored.
+    let (status, body) = post_ndjson(
+        &node,
+        &[
+            json!({"id": "fresh", "service": "api", "message": "now"}),
+            json!({"id": "late", "service": "api", "message": "then", "timestamp": two_hours_ago}),
+        ],
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    // Elasticsearch bulk: both documents created, as far as the sender knows.
+    let bulk = format!(
+        "{}\n{}\n{}\n{}\n",
+        json!({"create": {"_index": "api"}}),
+        json!({"message": "fresh bulk", "@timestamp": ms_ago(0)}),
+        json!({"create": {"_index": "api"}}),
+        json!({"message": "late bulk", "@timestamp": two_hours_ago}),
+    );
+    let answer: Value = node
+        .post("/_bulk")
+        .header("content-type", "application/x-ndjson")
+        .body(bulk)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["errors"], false, "{answer}");
+    // Loki push of only a late entry: 204, nothing queued.
+    let late_ns = (two_hours_ago * 1_000_000).to_string();
+    let answer = node
+        .post("/loki/api/v1/push")
+        .json(&json!({"streams": [{"stream": {"service_name": "api"},
+                                   "values": [[late_ns, "late loki"]]}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 204);
+    node.wait_for_stored(2).await;
+    let metrics = metrics_text(&node.url).await;
+    assert_eq!(
+        sample_value(&metrics, "logmesh_events_expired_on_arrival_total"),
+        3,
+        "{metrics}"
+    );
+    let held = stored(&node.db_path());
+    assert_eq!(held.rows, 2, "{held:?}");
+    assert!(held.ids.contains_key("fresh") && !held.ids.contains_key("late"));
+    let found = node.get_json("/api/v1/logs/search?q=late").await;
+    assert_eq!(found["events"].as_array().unwrap().len(), 0, "{found}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_expiry_lease_is_taken_back_after_a_restart_and_handed_over_on_release() {
+    needs!(Nats);
+    let client = async_nats::connect(common::services::nats_url())
+        .await
+        .unwrap();
+    let jetstream = async_nats::jetstream::new(client);
+    let name = format!("lease_{}", uuid::Uuid::now_v7().simple());
+    let (bucket, _) =
+        logmesh::nats::open_kv_with_ttl(&jetstream, &name, "test", Duration::from_secs(30))
+            .await
+            .unwrap();
+    let mut a = logmesh::nats::KvLease::new(bucket.clone(), "expiry", "node-a");
+    let mut b = logmesh::nats::KvLease::new(bucket.clone(), "expiry", "node-b");
+    assert!(a.hold().await);
+    assert!(!b.hold().await, "held by node-a");
+    assert!(a.hold().await, "renewed");
+    // node-a restarts: its new process takes its own entry back without waiting 30 s.
+    let mut a_again = logmesh::nats::KvLease::new(bucket.clone(), "expiry", "node-a");
+    assert!(a_again.hold().await);
+    assert!(!b.hold().await);
+    // Stopping gives it up: node-b takes it at its next look.
+    a_again.release().await;
+    assert!(b.hold().await);
+    assert!(!a_again.hold().await, "held by node-b");
+    jetstream.delete_key_value(&name).await.unwrap();
+}

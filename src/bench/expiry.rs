@@ -32,6 +32,10 @@ pub struct ExpiryBenchArgs {
     /// How long the baseline (ingest without expiry) runs.
     #[arg(long, default_value = "10s", value_parser = crate::units::parse_duration)]
     pub seconds: Duration,
+    /// How long ingest runs while the backlog is expired (default: until it is expired); a
+    /// large backlog on a slow database would otherwise write tens of millions of new rows.
+    #[arg(long, value_name = "DURATION", value_parser = crate::units::parse_duration)]
+    pub ingest_during: Option<Duration>,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -189,7 +193,8 @@ async fn measure(
             result
         })
     };
-    let during = ingest(store.as_ref(), &mut generator, batch_size, None, &done).await?;
+    let until = args.ingest_during.map(|during| Instant::now() + during);
+    let during = ingest(store.as_ref(), &mut generator, batch_size, until, &done).await?;
     let (expired, took) = expiry.await.map_err(|e| e.to_string())??;
     if expired != filled {
         return Err(format!("expired {expired} of the {filled} old events"));

@@ -540,6 +540,11 @@ mod tests {
                 "for --retention:",
             ),
             (
+                ServeArgs::default().with("late-events", "keep"),
+                vec![],
+                "for --late-events: expected refuse or expire",
+            ),
+            (
                 ServeArgs::default().with("max-store-bytes", "lots"),
                 vec![],
                 "for --max-store-bytes:",

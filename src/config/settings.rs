@@ -282,6 +282,21 @@ pub static SETTINGS: &[Setting] = &[
         },
     },
     Setting {
+        key: "late-events",
+        env: &["LOGMESH_LATE_EVENTS"],
+        value: ValueKind::One("WHAT"),
+        help: "What becomes of an event that arrives already past --retention: `refuse` it, the \
+               way its protocol refuses one item (400 naming --retention), or `expire` it: \
+               acknowledged like the others, not stored, counted in \
+               logmesh_events_expired_on_arrival_total.",
+        default: Shown::Value(|c| c.late_events.as_str().into()),
+        secret: Secret::No,
+        apply: |c, v| {
+            c.late_events = crate::intake::LateEvents::parse(v.trim())?;
+            Ok(())
+        },
+    },
+    Setting {
         key: "max-store-bytes",
         env: &["LOGMESH_MAX_STORE_BYTES"],
         value: ValueKind::One("SIZE"),

@@ -181,6 +181,8 @@ pub struct Family {
     pub name: String,
     pub help: String,
     pub samples: Vec<Sample>,
+    /// A value that also goes down (`# TYPE … gauge`), not a counter.
+    pub gauge: bool,
 }
 
 fn escape_label_value(value: &str, out: &mut String) {
@@ -207,12 +209,14 @@ pub fn format_value(value: f64) -> String {
     }
 }
 
-/// Renders families as counters in the Prometheus text format (version 0.0.4).
+/// Renders families (counters, or gauges where said) in the Prometheus text format (version
+/// 0.0.4).
 pub fn render_counters(families: &[Family]) -> String {
     let mut out = String::new();
     for family in families {
         let _ = writeln!(out, "# HELP {} {}", family.name, escape_help(&family.help));
-        let _ = writeln!(out, "# TYPE {} counter", family.name);
+        let kind = if family.gauge { "gauge" } else { "counter" };
+        let _ = writeln!(out, "# TYPE {} {kind}", family.name);
         for sample in &family.samples {
             out.push_str(&family.name);
             if !sample.labels.is_empty() {
@@ -249,6 +253,7 @@ pub fn families(counters: &[Counter]) -> Vec<Family> {
             name: name.to_owned(),
             help: format!("Counter {name}, bumped through POST /metrics."),
             samples,
+            gauge: false,
         })
         .collect()
 }

@@ -32,7 +32,8 @@ impl IngestContext<'_> {
         if ts_us < self.oldest_us {
             return Err(format!(
                 "{} is before {}, the start of this node's retention period (--retention): \
-                 events older than that are not kept",
+                 events older than that are not kept (--late-events expire takes them and \
+                 counts them as expired instead)",
                 super::format_us(ts_us),
                 super::format_us(self.oldest_us)
             ));

@@ -80,7 +80,9 @@ async fn all_families(state: &AppState) -> Result<(Vec<Counter>, Vec<Family>), A
     let mut families = counters::families(&counters);
     families.push(Family {
         name: "logmesh_events_total".into(),
-        help: "Events stored, by service and severity (the service_severity table).".into(),
+        help: "Events stored, by service and severity (the service_severity table); a gauge, \
+               as expiry lowers it"
+            .into(),
         samples: severities
             .iter()
             .map(|row| Sample {
@@ -91,6 +93,7 @@ async fn all_families(state: &AppState) -> Result<(Vec<Counter>, Vec<Family>), A
                 value: row.count as f64,
             })
             .collect(),
+        gauge: true,
     });
     Ok((counters, families))
 }

@@ -80,6 +80,8 @@ pub struct NodeConfig {
     /// Past this many bytes of stored events, the oldest are removed (`--max-store-bytes`);
     /// `None`: no cap.
     pub max_store_bytes: Option<u64>,
+    /// What becomes of an event that arrives already past `retention` (`--late-events`).
+    pub late_events: crate::intake::LateEvents,
 }
 
 /// `--retention`'s default, as VictoriaLogs'.
@@ -150,6 +152,7 @@ impl NodeConfig {
             min_free_disk: Some(DEFAULT_MIN_FREE_DISK),
             retention: Some(DEFAULT_RETENTION),
             max_store_bytes: None,
+            late_events: crate::intake::LateEvents::Refuse,
             log_format: LogFormat::Human,
             cluster: None,
             advertise: None,
@@ -405,6 +408,7 @@ impl Node {
             metrics.clone(),
             watermark,
             config.retention,
+            config.late_events,
         ));
         // Syslog listeners stop with the HTTP server, before the writers drain.
         let syslog = syslog::start(

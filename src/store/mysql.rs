@@ -33,7 +33,7 @@
 //!   such words are checked with `REGEXP '\bword\b'` on the rows the index found, and a query
 //!   made only of them is refused ([`StoreError::InvalidQuery`]) rather than scanning the table.
 
-use super::sql::{Dialect, Migration, Options, SqlStore};
+use super::sql::{Dialect, Migration, Options, RemovedRow, SqlStore};
 use super::{Cursor, MIGRATION_LOCK_TIMEOUT, StoreError, counter_overflow, sqlx_error};
 use crate::counters::CounterKey;
 use crate::event::Event;
@@ -399,15 +399,25 @@ impl Dialect for MySql {
     async fn remove_oldest(
         transaction: &mut MySqlConnection,
         before_us: i64,
+        after: Option<Cursor>,
         max_rows: i64,
-    ) -> Result<Vec<(String, String)>, sqlx::Error> {
+    ) -> Result<Vec<RemovedRow>, sqlx::Error> {
+        let after = after.unwrap_or(Cursor {
+            ts_us: i64::MIN,
+            row_id: i64::MIN,
+        });
         // MySQL takes no LIMIT in an IN subquery, nor the table being deleted from: the rows
-        // are locked first, then deleted by their ids.
-        let rows: Vec<(i64, String, String)> = sqlx::query_as(
-            "SELECT row_id, service, severity FROM service_logs WHERE ts_us < ?
-             ORDER BY ts_us LIMIT ? FOR UPDATE",
+        // are locked first, then deleted by their ids. The position is spelled out, as the
+        // range optimiser reads it on the (ts_us, row_id) index (a row constructor it may not).
+        let rows: Vec<(i64, String, String, i64)> = sqlx::query_as(
+            "SELECT row_id, service, severity, ts_us FROM service_logs
+             WHERE ts_us < ? AND (ts_us > ? OR (ts_us = ? AND row_id > ?))
+             ORDER BY ts_us, row_id LIMIT ? FOR UPDATE",
         )
         .bind(before_us)
+        .bind(after.ts_us)
+        .bind(after.ts_us)
+        .bind(after.row_id)
         .bind(max_rows)
         .fetch_all(&mut *transaction)
         .await?;
@@ -423,7 +433,7 @@ impl Dialect for MySql {
         }
         Ok(rows
             .into_iter()
-            .map(|(_, service, severity)| (service, severity))
+            .map(|(row_id, service, severity, ts_us)| (service, severity, ts_us, row_id))
             .collect())
     }
 

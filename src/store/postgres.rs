@@ -24,7 +24,7 @@
 //!   (trusted since PostgreSQL 13: a database owner may) and fails saying what to do if it
 //!   cannot.
 
-use super::sql::{Dialect, Migration, Options, SqlStore};
+use super::sql::{Dialect, Migration, Options, RemovedRow, SqlStore};
 use super::{Cursor, MIGRATION_LOCK_TIMEOUT, StoreError, counter_overflow};
 use crate::counters::CounterKey;
 use crate::event::Event;
@@ -317,15 +317,24 @@ impl Dialect for Postgres {
     async fn remove_oldest(
         transaction: &mut PgConnection,
         before_us: i64,
+        after: Option<Cursor>,
         max_rows: i64,
-    ) -> Result<Vec<(String, String)>, sqlx::Error> {
+    ) -> Result<Vec<RemovedRow>, sqlx::Error> {
+        let after = after.unwrap_or(Cursor {
+            ts_us: i64::MIN,
+            row_id: i64::MIN,
+        });
+        // A row comparison, which the (ts_us, row_id) index answers as one range.
         sqlx::query_as(
             "DELETE FROM service_logs WHERE row_id IN (
-                 SELECT row_id FROM service_logs WHERE ts_us < $1
-                 ORDER BY ts_us LIMIT $2 FOR UPDATE SKIP LOCKED)
-             RETURNING service, severity",
+                 SELECT row_id FROM service_logs
+                 WHERE ts_us < $1 AND (ts_us, row_id) > ($2, $3)
+                 ORDER BY ts_us, row_id LIMIT $4 FOR UPDATE SKIP LOCKED)
+             RETURNING service, severity, ts_us, row_id",
         )
         .bind(before_us)
+        .bind(after.ts_us)
+        .bind(after.row_id)
         .bind(max_rows)
         .fetch_all(&mut *transaction)
         .await

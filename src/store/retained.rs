@@ -246,11 +246,14 @@ pub async fn remove_oldest(
     rows: u64,
     mut keep_going: impl FnMut() -> bool,
 ) -> Result<u64, StoreError> {
+    // Whatever their age: every row up to a year ahead (a fresh bound each call, so that the
+    // store starts this removal at its oldest row).
+    let before_us = now_us().saturating_add(365 * 86_400_000_000);
     let mut removed = 0;
     while removed < rows && keep_going() {
         let step = (rows - removed).min(EXPIRY_STEP as u64) as usize;
         let started = std::time::Instant::now();
-        let done = store.expire(i64::MAX, step).await?;
+        let done = store.expire(before_us, step).await?;
         removed += done as u64;
         if done < step {
             break;
@@ -275,10 +278,10 @@ pub async fn run_expiry(
     let mut tick = tokio::time::interval(EXPIRY_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut size = SizeEstimate::default();
-    loop {
+    'rounds: loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = stop.wait_for(|stop| *stop) => return,
+            _ = stop.wait_for(|stop| *stop) => break 'rounds,
         }
         if let Some(lease) = &mut lease
             && !lease.hold().await
@@ -291,7 +294,7 @@ pub async fn run_expiry(
             let mut removed = 0;
             loop {
                 if *stop.borrow() {
-                    return;
+                    break 'rounds;
                 }
                 if let Some(lease) = &mut lease
                     && renewed.elapsed() >= LEASE_RENEWAL
@@ -343,6 +346,9 @@ pub async fn run_expiry(
             }
         }
         metrics.expiry_round();
+    }
+    if let Some(lease) = &mut lease {
+        lease.release().await;
     }
 }
 

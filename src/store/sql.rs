@@ -96,13 +96,15 @@ pub(crate) trait Dialect: Database<Row: SqlRow> {
         counts: &[((&str, &str), i64)],
     ) -> Result<(), sqlx::Error>;
 
-    /// Locks and removes up to `max_rows` of the oldest rows stored before `before_us` (rows
-    /// another transaction holds are left to it), answering the `(service, severity)` of each.
+    /// Locks and removes up to `max_rows` of the oldest rows stored before `before_us` and
+    /// after `after` in `ts_us, row_id` order (rows another transaction holds are left to it),
+    /// answering each one's `service, severity, ts_us, row_id`.
     async fn remove_oldest(
         transaction: &mut Self::Connection,
         before_us: i64,
+        after: Option<Cursor>,
         max_rows: i64,
-    ) -> Result<Vec<(String, String)>, sqlx::Error>;
+    ) -> Result<Vec<RemovedRow>, sqlx::Error>;
     /// Removes the `service_severity` rows of these keys whose count reached 0.
     async fn drop_empty_counts(
         transaction: &mut Self::Connection,
@@ -123,6 +125,16 @@ pub(crate) trait Dialect: Database<Row: SqlRow> {
     ) -> Result<Vec<i64>, StoreError>;
 }
 
+/// A row an expiry step removed: `service, severity, ts_us, row_id`.
+pub(crate) type RemovedRow = (String, String, i64, i64);
+
+/// Where the previous expiry step stopped, for the next step of the same expiry.
+#[derive(Debug, Clone, Copy)]
+struct ExpiryMark {
+    before_us: i64,
+    last: Cursor,
+}
+
 /// A store on a PostgreSQL or MySQL/MariaDB server, which several nodes write together.
 pub(crate) struct SqlStore<DB: Dialect> {
     /// Reads: searches, counts, counters.
@@ -135,6 +147,11 @@ pub(crate) struct SqlStore<DB: Dialect> {
     shown_url: String,
     /// Increments wait here to be committed in groups.
     counters: CounterGroups,
+    /// The last row the previous expiry step removed, while more may follow: the next step
+    /// starts after it instead of at the start of the time index, where PostgreSQL and InnoDB
+    /// keep the entries of deleted rows until their vacuum or purge (walking past millions of
+    /// them made each step of a large expiry slower than the last).
+    expiry_mark: std::sync::Mutex<Option<ExpiryMark>>,
 }
 
 /// Applies counter totals for [`CounterGroups`].
@@ -218,11 +235,19 @@ impl<DB: Dialect> SqlStore<DB> {
             checker: pool_of(1),
             shown_url,
             counters,
+            expiry_mark: std::sync::Mutex::new(None),
         })
     }
 
     fn error(&self, error: sqlx::Error) -> StoreError {
         sqlx_error(&self.shown_url, error)
+    }
+
+    fn take_expiry_mark(&self) -> Option<ExpiryMark> {
+        self.expiry_mark
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take()
     }
 
     async fn rows(
@@ -353,14 +378,20 @@ impl<DB: Dialect> Store for SqlStore<DB> {
     }
 
     async fn expire(&self, before_us: i64, max_rows: usize) -> Result<usize, StoreError> {
+        // Only a step of the same expiry (same cutoff) goes on from the mark; rows stored
+        // meanwhile before it are found by the next expiry, which starts at the beginning.
+        let after = self
+            .take_expiry_mark()
+            .filter(|mark| mark.before_us == before_us)
+            .map(|mark| mark.last);
         let mut transaction = self.writer.begin().await.map_err(|e| self.error(e))?;
-        let removed = DB::remove_oldest(&mut transaction, before_us, max_rows as i64)
+        let removed = DB::remove_oldest(&mut transaction, before_us, after, max_rows as i64)
             .await
             .map_err(|e| self.error(e))?;
         let lowered: Vec<((&str, &str), i64)> = tally(
             removed
                 .iter()
-                .map(|(service, severity)| (service.as_str(), severity.as_str())),
+                .map(|(service, severity, ..)| (service.as_str(), severity.as_str())),
         )
         .into_iter()
         .map(|(key, count)| (key, -count))
@@ -376,6 +407,21 @@ impl<DB: Dialect> Store for SqlStore<DB> {
                 .map_err(|e| self.error(e))?;
         }
         transaction.commit().await.map_err(|e| self.error(e))?;
+        if removed.len() == max_rows
+            && let Some(last) = removed
+                .iter()
+                .map(|(_, _, ts_us, row_id)| Cursor {
+                    ts_us: *ts_us,
+                    row_id: *row_id,
+                })
+                .max_by_key(|cursor| (cursor.ts_us, cursor.row_id))
+        {
+            *self
+                .expiry_mark
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()) =
+                Some(ExpiryMark { before_us, last });
+        }
         Ok(removed.len())
     }
 
