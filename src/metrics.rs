@@ -16,6 +16,24 @@ use std::time::Duration;
 
 type Labels = Vec<(&'static str, String)>;
 
+/// Why events were removed, the label of `logmesh_store_rows_expired_total`.
+#[derive(Debug, Clone, Copy)]
+pub enum Expired {
+    /// Past `--retention`.
+    Age,
+    /// Over `--max-store-bytes`.
+    Size,
+}
+
+impl Expired {
+    pub fn label(self) -> &'static str {
+        match self {
+            Expired::Age => "age",
+            Expired::Size => "size",
+        }
+    }
+}
+
 fn batch_size_histogram() -> Histogram {
     // 1 … 262,144 events.
     Histogram::new(exponential_buckets(1.0, 4.0, 10))
@@ -196,7 +214,7 @@ impl NodeMetrics {
             .inc_by(n);
     }
 
-    pub fn rows_expired(&self, reason: crate::store::retained::Expired, rows: usize) {
+    pub fn rows_expired(&self, reason: Expired, rows: usize) {
         self.rows_expired
             .get_or_create(&vec![("reason", reason.label().to_owned())])
             .inc_by(rows as u64);

@@ -18,7 +18,7 @@
 use super::{BatchOutcome, SearchPage, SearchQuery, SeverityCount, Storage, Store, StoreError};
 use crate::counters::{Counter, CounterKey};
 use crate::event::{Event, now_us};
-use crate::metrics::NodeMetrics;
+use crate::metrics::{Expired, NodeMetrics};
 use crate::nats::KvLease;
 use async_trait::async_trait;
 use std::collections::HashMap;
@@ -170,24 +170,6 @@ pub struct Limits {
 impl Limits {
     pub fn any(&self) -> bool {
         self.retention.is_some() || self.max_bytes.is_some()
-    }
-}
-
-/// Why events were removed, the label of `logmesh_store_rows_expired_total`.
-#[derive(Debug, Clone, Copy)]
-pub enum Expired {
-    /// Past `--retention`.
-    Age,
-    /// Over `--max-store-bytes`.
-    Size,
-}
-
-impl Expired {
-    pub fn label(self) -> &'static str {
-        match self {
-            Expired::Age => "age",
-            Expired::Size => "size",
-        }
     }
 }
 
