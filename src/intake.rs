@@ -93,14 +93,13 @@ impl Intake {
             self.metrics.events_refused(count);
             return Err(error);
         }
+        let mut expired = 0;
         if self.late_events == LateEvents::Expire {
             let cutoff = self.cutoff_us(crate::event::now_us());
             events.retain(|event| event.ts_us >= cutoff);
-            let expired = count - events.len();
-            if expired > 0 {
-                self.metrics.events_expired_on_arrival(expired);
-            }
+            expired = count - events.len();
             if events.is_empty() {
+                self.metrics.events_expired_on_arrival(expired);
                 self.metrics.events_accepted(count);
                 return Ok(());
             }
@@ -111,6 +110,9 @@ impl Intake {
             // Refused whole: the expired ones with the others.
             self.metrics.events_refused(count);
             return Err(error);
+        }
+        if expired > 0 {
+            self.metrics.events_expired_on_arrival(expired);
         }
         self.metrics.events_accepted(count);
         for event in offered.into_iter().flatten() {
