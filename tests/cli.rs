@@ -258,6 +258,14 @@ fn bench_expiry_expires_a_backlog_and_refuses_bad_flags_and_a_used_database() {
             "--seconds",
             "soon",
         ],
+        vec![
+            "bench",
+            "expiry",
+            "--database",
+            "sqlite://x.db",
+            "--ingest-during",
+            "a while",
+        ],
         vec!["bench", "expiry", "--database", "oracle://h/db"],
     ] {
         let output = logmesh(&args, &[]);

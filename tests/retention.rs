@@ -20,6 +20,10 @@ async fn post_ndjson(node: &TestNode, events: &[Value]) -> (u16, String) {
         .iter()
         .map(|event| event.to_string() + "\n")
         .collect();
+    post_ndjson_text(node, body).await
+}
+
+async fn post_ndjson_text(node: &TestNode, body: String) -> (u16, String) {
     let answer = node
         .post("/api/v1/logs")
         .header("content-type", "application/x-ndjson")
@@ -28,6 +32,34 @@ async fn post_ndjson(node: &TestNode, events: &[Value]) -> (u16, String) {
         .await
         .unwrap();
     (answer.status().as_u16(), answer.text().await.unwrap())
+}
+
+/// Two NDJSON events, `fresh` stamped now and `late` at `late_ms`.
+fn fresh_and_late(late_ms: i64) -> [Value; 2] {
+    [
+        json!({"id": "fresh", "service": "api", "message": "now"}),
+        json!({"id": "late", "service": "api", "message": "then", "timestamp": late_ms}),
+    ]
+}
+
+/// An Elasticsearch bulk request of a fresh document and one stamped `late_ms`: the answer.
+async fn bulk_fresh_and_late(node: &TestNode, late_ms: i64) -> Value {
+    let bulk = format!(
+        "{}\n{}\n{}\n{}\n",
+        json!({"create": {"_index": "api"}}),
+        json!({"message": "fresh bulk", "@timestamp": ms_ago(0)}),
+        json!({"create": {"_index": "api"}}),
+        json!({"message": "late bulk", "@timestamp": late_ms}),
+    );
+    let answer = node
+        .post("/_bulk")
+        .header("content-type", "application/x-ndjson")
+        .body(bulk)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    answer.json().await.unwrap()
 }
 
 async fn search_ids(node: &TestNode) -> Vec<String> {
@@ -101,14 +133,7 @@ async fn events_that_arrive_past_the_retention_are_refused_as_each_protocol_refu
     .await;
     let two_hours_ago = ms_ago(2 * 3600 * 1000);
     // NDJSON: the request is refused whole, naming the item and the setting.
-    let (status, body) = post_ndjson(
-        &node,
-        &[
-            json!({"id": "ok", "service": "api", "message": "now"}),
-            json!({"id": "late", "service": "api", "message": "then", "timestamp": two_hours_ago}),
-        ],
-    )
-    .await;
+    let (status, body) = post_ndjson(&node, &fresh_and_late(two_hours_ago)).await;
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("--retention"), "{body}");
     assert!(
@@ -116,22 +141,7 @@ async fn events_that_arrive_past_the_retention_are_refused_as_each_protocol_refu
         "{body}"
     );
     // Elasticsearch bulk: that document refused, the others stored.
-    let bulk = format!(
-        "{}\n{}\n{}\n{}\n",
-        json!({"create": {"_index": "api"}}),
-        json!({"message": "fresh bulk", "@timestamp": ms_ago(0)}),
-        json!({"create": {"_index": "api"}}),
-        json!({"message": "late bulk", "@timestamp": two_hours_ago}),
-    );
-    let answer = node
-        .post("/_bulk")
-        .header("content-type", "application/x-ndjson")
-        .body(bulk)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(answer.status(), 200);
-    let answer: Value = answer.json().await.unwrap();
+    let answer = bulk_fresh_and_late(&node, two_hours_ago).await;
     assert_eq!(answer["errors"], true, "{answer}");
     assert_eq!(answer["items"][0]["create"]["status"], 201, "{answer}");
     assert_eq!(answer["items"][1]["create"]["status"], 400, "{answer}");
@@ -379,14 +389,8 @@ async fn the_size_cap_removes_the_oldest_events(database: Option<&str>, cap: u64
             1_000,
             ms_ago(((BATCHES - round) * 1_000) as i64),
         );
-        let answer = node
-            .post("/api/v1/logs")
-            .header("content-type", "application/x-ndjson")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(answer.status(), 202, "batch {round}");
+        let (status, answer) = post_ndjson_text(&node, body).await;
+        assert_eq!(status, 202, "batch {round}: {answer}");
     }
     let held = || async {
         match database {
@@ -477,33 +481,10 @@ async fn with_late_events_expire_events_past_the_retention_are_acknowledged_and_
     .await;
     let two_hours_ago = ms_ago(2 * 3600 * 1000);
     // NDJSON: accepted whole; the late one is not stored.
-    let (status, body) = post_ndjson(
-        &node,
-        &[
-            json!({"id": "fresh", "service": "api", "message": "now"}),
-            json!({"id": "late", "service": "api", "message": "then", "timestamp": two_hours_ago}),
-        ],
-    )
-    .await;
+    let (status, body) = post_ndjson(&node, &fresh_and_late(two_hours_ago)).await;
     assert_eq!(status, 202, "{body}");
     // Elasticsearch bulk: both documents created, as far as the sender knows.
-    let bulk = format!(
-        "{}\n{}\n{}\n{}\n",
-        json!({"create": {"_index": "api"}}),
-        json!({"message": "fresh bulk", "@timestamp": ms_ago(0)}),
-        json!({"create": {"_index": "api"}}),
-        json!({"message": "late bulk", "@timestamp": two_hours_ago}),
-    );
-    let answer: Value = node
-        .post("/_bulk")
-        .header("content-type", "application/x-ndjson")
-        .body(bulk)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let answer = bulk_fresh_and_late(&node, two_hours_ago).await;
     assert_eq!(answer["errors"], false, "{answer}");
     // Loki push of only a late entry: 204, nothing queued.
     let late_ns = (two_hours_ago * 1_000_000).to_string();

@@ -399,13 +399,9 @@ impl Dialect for MySql {
     async fn remove_oldest(
         transaction: &mut MySqlConnection,
         before_us: i64,
-        after: Option<Cursor>,
+        after: Cursor,
         max_rows: i64,
     ) -> Result<Vec<RemovedRow>, sqlx::Error> {
-        let after = after.unwrap_or(Cursor {
-            ts_us: i64::MIN,
-            row_id: i64::MIN,
-        });
         // MySQL takes no LIMIT in an IN subquery, nor the table being deleted from: the rows
         // are locked first, then deleted by their ids. The position is spelled out, as the
         // range optimiser reads it on the (ts_us, row_id) index (a row constructor it may not).

@@ -317,13 +317,9 @@ impl Dialect for Postgres {
     async fn remove_oldest(
         transaction: &mut PgConnection,
         before_us: i64,
-        after: Option<Cursor>,
+        after: Cursor,
         max_rows: i64,
     ) -> Result<Vec<RemovedRow>, sqlx::Error> {
-        let after = after.unwrap_or(Cursor {
-            ts_us: i64::MIN,
-            row_id: i64::MIN,
-        });
         // A row comparison, which the (ts_us, row_id) index answers as one range.
         sqlx::query_as(
             "DELETE FROM service_logs WHERE row_id IN (

@@ -152,9 +152,15 @@ impl Store for Retained {
 /// expiry takes at most about half of the store's time and the writer's batches keep most of
 /// their pace.
 pub async fn expiry_step(store: &dyn Store, cutoff: i64) -> Result<usize, StoreError> {
+    step(store, cutoff, EXPIRY_STEP).await
+}
+
+/// Removes up to `max_rows` events stamped before `before_us`, then, if it removed that many,
+/// pauses as long as it took.
+async fn step(store: &dyn Store, before_us: i64, max_rows: usize) -> Result<usize, StoreError> {
     let started = std::time::Instant::now();
-    let removed = store.expire(cutoff, EXPIRY_STEP).await?;
-    if removed == EXPIRY_STEP {
+    let removed = store.expire(before_us, max_rows).await?;
+    if removed == max_rows {
         tokio::time::sleep(started.elapsed()).await;
     }
     Ok(removed)
@@ -233,14 +239,12 @@ pub async fn remove_oldest(
     let before_us = now_us().saturating_add(365 * 86_400_000_000);
     let mut removed = 0;
     while removed < rows && keep_going() {
-        let step = (rows - removed).min(EXPIRY_STEP as u64) as usize;
-        let started = std::time::Instant::now();
-        let done = store.expire(before_us, step).await?;
+        let max_rows = (rows - removed).min(EXPIRY_STEP as u64) as usize;
+        let done = step(store, before_us, max_rows).await?;
         removed += done as u64;
-        if done < step {
+        if done < max_rows {
             break;
         }
-        tokio::time::sleep(started.elapsed()).await;
     }
     Ok(removed)
 }

@@ -102,7 +102,7 @@ pub(crate) trait Dialect: Database<Row: SqlRow> {
     async fn remove_oldest(
         transaction: &mut Self::Connection,
         before_us: i64,
-        after: Option<Cursor>,
+        after: Cursor,
         max_rows: i64,
     ) -> Result<Vec<RemovedRow>, sqlx::Error>;
     /// Removes the `service_severity` rows of these keys whose count reached 0.
@@ -383,7 +383,13 @@ impl<DB: Dialect> Store for SqlStore<DB> {
         let after = self
             .take_expiry_mark()
             .filter(|mark| mark.before_us == before_us)
-            .map(|mark| mark.last);
+            .map_or(
+                Cursor {
+                    ts_us: i64::MIN,
+                    row_id: i64::MIN,
+                },
+                |mark| mark.last,
+            );
         let mut transaction = self.writer.begin().await.map_err(|e| self.error(e))?;
         let removed = DB::remove_oldest(&mut transaction, before_us, after, max_rows as i64)
             .await
