@@ -19,7 +19,8 @@
 //! - answer [`Store::search`] newest first (`ts_us` descending, then `row_id` descending) with
 //!   keyset pagination on `(ts_us, row_id)`, so a cursor stays valid and skips or repeats no
 //!   row while new events arrive; a keyword query reads the backend's text index (SQLite FTS5,
-//!   PostgreSQL `pg_trgm` GIN, InnoDB FULLTEXT), never a scan of every message. Every backend
+//!   PostgreSQL words GIN, InnoDB FULLTEXT) or, first, checks a bounded probe of the newest
+//!   rows ([`probe`]), never a scan of every message. Every backend
 //!   matches whole words case-insensitively (see [`SearchQuery::words`]); what else matches
 //!   differs per backend and is documented in docs/databases.md.
 //!
@@ -287,6 +288,54 @@ impl Selection {
             Selection::CountPerSeverity => {
                 "SELECT service, severity, COUNT(*) FROM service_logs WHERE"
             }
+        }
+    }
+}
+
+/// Keyword pages are looked for first among the newest rows inside the search's time bounds
+/// ("probes"), read newest-first from the `(ts_us, row_id)` index, because a keyword index
+/// hands over *every* row holding a word before they can be ordered by time: a word in 1 of 10
+/// of 10 M events is a million rows sorted to show 100. A probe whose rows hold more than a
+/// page of matches has found exactly the newest ones (every newer row was in it); otherwise a
+/// larger probe, or the keyword index, answers.
+pub(crate) mod probe {
+    /// The most rows a probe reads before the keyword index is asked instead: a word rarer
+    /// than about 1 in 1,000 is found faster through the index.
+    const MAX_ROWS: u64 = 65_536;
+
+    /// The rows of a search's first probe: a page of a word in 1 of 10 events, with room for
+    /// filters that pass only some of them.
+    pub(crate) fn first_rows(limit: u32) -> u64 {
+        ((u64::from(limit) + 1) * 20).max(2_048)
+    }
+
+    /// The rows of the next probe after one of `rows` rows found `found` of the `wanted`
+    /// matches, or `None` when the keyword index will answer sooner.
+    pub(crate) fn next_rows(rows: u64, found: usize, wanted: usize) -> Option<u64> {
+        if found == 0 {
+            return None;
+        }
+        // Twice the rows the matches found so far predict, so one more probe usually does.
+        let next = rows.saturating_mul(2 * wanted as u64) / found as u64;
+        (next <= MAX_ROWS).then_some(next)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn a_probe_grows_by_what_it_found_and_gives_way_to_the_index() {
+            assert_eq!(first_rows(100), 2_048);
+            assert_eq!(first_rows(1_000), 20_020);
+            assert_eq!(next_rows(2_048, 50, 101), Some(8_273));
+            assert_eq!(next_rows(2_048, 0, 101), None, "no match: the word is rare");
+            assert_eq!(
+                next_rows(2_048, 2, 101),
+                None,
+                "1 in 1,000: the index is faster"
+            );
+            assert_eq!(next_rows(u64::MAX, 1, 2), None);
         }
     }
 }

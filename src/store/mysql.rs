@@ -100,6 +100,13 @@ const MIGRATIONS: &[Migration] = &[
 /// MySQL's error number for "Duplicate key name": the index a re-run migration creates exists.
 const ER_DUP_KEYNAME: u16 = 1061;
 
+/// Narrows a search to messages holding `word` (letters, digits and `_`: no regex syntax) as
+/// a whole word; case-insensitive, as `message`'s collation is.
+fn push_whole_word_regexp(sql: &mut QueryBuilder<MySql>, word: &str) {
+    sql.push(" AND message REGEXP ")
+        .push_bind(format!("\\b{word}\\b"));
+}
+
 /// The word lengths, in characters, InnoDB's FULLTEXT index holds (`innodb_ft_min_token_size`
 /// default and the fixed maximum).
 const FULLTEXT_WORD_CHARS: std::ops::RangeInclusive<usize> = 3..=84;
@@ -289,10 +296,19 @@ impl Dialect for MySql {
                 .push(" IN BOOLEAN MODE)");
         }
         for word in checked {
-            sql.push(" AND message REGEXP ")
-                .push_bind(format!("\\b{word}\\b"));
+            push_whole_word_regexp(sql, word);
         }
         Ok(())
+    }
+
+    /// `MATCH … AGAINST` hands over every row holding a word before the sort by time: a
+    /// word in 1 of 10 of 10 M events took 14 s.
+    const PROBES_NEWEST_ROWS: bool = true;
+
+    fn push_words_per_row(sql: &mut QueryBuilder<MySql>, words: &[String]) {
+        for word in words {
+            push_whole_word_regexp(sql, word);
+        }
     }
 
     fn push_cursor(sql: &mut QueryBuilder<MySql>, cursor: Cursor) {

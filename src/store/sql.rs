@@ -8,9 +8,9 @@
 use super::counter_groups::{ApplyIncrements, CounterGroups};
 use super::{
     ACQUIRE_TIMEOUT, BatchOutcome, CONNECT_TIMEOUT, Cursor, MAX_CONNECTIONS, SearchPage,
-    SearchQuery, Selection, SeverityCount, SqlRow, Storage, Store, StoreError, WRITER_CONNECTIONS,
-    counter_from_sql_row, health_check, log_if_slow, redact_url, severity_count_from_row,
-    sqlx_error, stored_event_from_row, tally, unique_by_id,
+    SearchQuery, Selection, SeverityCount, SqlRow, Storage, Store, StoreError, StoredEvent,
+    WRITER_CONNECTIONS, counter_from_sql_row, health_check, log_if_slow, probe, redact_url,
+    severity_count_from_row, sqlx_error, stored_event_from_row, tally, unique_by_id,
 };
 use crate::counters::{Counter, CounterKey, CounterLimits};
 use crate::event::Event;
@@ -79,6 +79,12 @@ pub(crate) trait Dialect: Database<Row: SqlRow> {
     /// Narrows a search to the events holding every word (whole words, case-insensitive);
     /// fails with [`StoreError::InvalidQuery`] for words this server's index cannot find.
     fn push_words(sql: &mut QueryBuilder<Self>, words: &[String]) -> Result<(), StoreError>;
+    /// Whether keyword pages are looked for among the newest rows first (see [`probe`]): for a
+    /// keyword index that answers a word only with all its rows, to be sorted by time.
+    const PROBES_NEWEST_ROWS: bool;
+    /// [`push_words`](Dialect::push_words) checked on each row a probe reads, without the
+    /// keyword index; the same words found.
+    fn push_words_per_row(sql: &mut QueryBuilder<Self>, words: &[String]);
     /// Narrows a page to the events after `cursor` in `ts_us DESC, row_id DESC` order.
     fn push_cursor(sql: &mut QueryBuilder<Self>, cursor: Cursor);
     /// The `EXPLAIN` rows of a search statement, one line each.
@@ -255,13 +261,50 @@ impl<DB: Dialect> SqlStore<DB> {
         query: &SearchQuery,
         prefix: &str,
         selection: Selection,
+        plan: Plan,
     ) -> Result<Vec<DB::Row>, StoreError> {
         query.check()?;
-        let statement = search_statement::<DB>(query, prefix, selection)?;
+        let statement = search_statement::<DB>(query, prefix, selection, plan)?;
         DB::fetch(&self.pool, statement)
             .await
             .map_err(|e| self.error(e))
     }
+
+    /// The `rows`-th newest row inside `query`'s time bounds and cursor, or `None` when there
+    /// are fewer: where a probe of that many rows begins.
+    async fn probe_start(
+        &self,
+        query: &SearchQuery,
+        rows: u64,
+    ) -> Result<Option<Cursor>, StoreError> {
+        let mut sql = QueryBuilder::new("SELECT ts_us, row_id FROM service_logs WHERE TRUE");
+        push_time_bounds(&mut sql, query);
+        sql.push(" ORDER BY ts_us DESC, row_id DESC LIMIT 1 OFFSET ");
+        DB::push_integer(&mut sql, i64::try_from(rows - 1).unwrap_or(i64::MAX));
+        let found = DB::fetch(&self.pool, sql)
+            .await
+            .map_err(|e| self.error(e))?;
+        found
+            .first()
+            .map(|row| {
+                Ok(Cursor {
+                    ts_us: row.integer(0)?,
+                    row_id: row.integer(1)?,
+                })
+            })
+            .transpose()
+            .map_err(|e| self.error(e))
+    }
+}
+
+/// How a search statement finds keyword matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Plan {
+    /// Through the keyword index.
+    Index,
+    /// Checked on each of the newest rows from `from` on in result order (all rows inside the
+    /// time bounds when `None`); see [`probe`].
+    Newest { from: Option<Cursor> },
 }
 
 /// Applies the migrations not applied yet, in order, under the database's migration lock.
@@ -289,9 +332,24 @@ fn search_statement<DB: Dialect>(
     query: &SearchQuery,
     prefix: &str,
     selection: Selection,
+    plan: Plan,
 ) -> Result<QueryBuilder<DB>, StoreError> {
     let mut sql = QueryBuilder::new(format!("{prefix}{} TRUE", selection.head()));
-    DB::push_words(&mut sql, &query.words())?;
+    match plan {
+        Plan::Index => DB::push_words(&mut sql, &query.words())?,
+        Plan::Newest { from } => {
+            DB::push_words_per_row(&mut sql, &query.words());
+            if let Some(from) = from {
+                sql.push(" AND (ts_us > ");
+                DB::push_integer(&mut sql, from.ts_us);
+                sql.push(" OR (ts_us = ");
+                DB::push_integer(&mut sql, from.ts_us);
+                sql.push(" AND row_id >= ");
+                DB::push_integer(&mut sql, from.row_id);
+                sql.push("))");
+            }
+        }
+    }
     if let Some(service) = &query.service {
         sql.push(" AND service = ");
         DB::push_text(&mut sql, service.clone());
@@ -306,42 +364,78 @@ fn search_statement<DB: Dialect>(
         }
         sql.push(")");
     }
-    if let Some(since) = query.since {
-        sql.push(" AND ts_us >= ");
-        DB::push_integer(&mut sql, since);
-    }
-    if let Some(until) = query.until {
-        sql.push(" AND ts_us < ");
-        DB::push_integer(&mut sql, until);
-    }
     for (name, value) in &query.attributes {
         DB::push_attribute(&mut sql, name, value.clone());
     }
     if selection == Selection::CountPerSeverity {
+        push_since_until(&mut sql, query);
         sql.push(" GROUP BY service, severity");
         return Ok(sql);
     }
-    if let Some(cursor) = query.cursor {
-        DB::push_cursor(&mut sql, cursor);
-    }
+    push_time_bounds(&mut sql, query);
     sql.push(" ORDER BY ts_us DESC, row_id DESC LIMIT ");
     DB::push_integer(&mut sql, i64::from(query.limit) + 1);
     Ok(sql)
 }
 
+/// Narrows a search to `since`, `until`.
+fn push_since_until<DB: Dialect>(sql: &mut QueryBuilder<DB>, query: &SearchQuery) {
+    if let Some(since) = query.since {
+        sql.push(" AND ts_us >= ");
+        DB::push_integer(sql, since);
+    }
+    if let Some(until) = query.until {
+        sql.push(" AND ts_us < ");
+        DB::push_integer(sql, until);
+    }
+}
+
+/// Narrows a page to `since`, `until` and its cursor: a range of the `(ts_us, row_id)` index.
+fn push_time_bounds<DB: Dialect>(sql: &mut QueryBuilder<DB>, query: &SearchQuery) {
+    push_since_until(sql, query);
+    if let Some(cursor) = query.cursor {
+        DB::push_cursor(sql, cursor);
+    }
+}
+
 #[async_trait]
 impl<DB: Dialect> Store for SqlStore<DB> {
     async fn search(&self, query: &SearchQuery) -> Result<SearchPage, StoreError> {
-        let rows = self.rows(query, "", Selection::Page).await?;
-        let events = rows
-            .iter()
-            .map(|row| stored_event_from_row(row, |e| self.error(e)))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(SearchPage::from_rows(events, query.limit))
+        query.check()?;
+        let wanted = query.limit as usize + 1;
+        let page = |rows: Vec<DB::Row>| -> Result<Vec<StoredEvent>, StoreError> {
+            rows.iter()
+                .map(|row| stored_event_from_row(row, |e| self.error(e)))
+                .collect()
+        };
+        // Built first: it refuses words the index cannot find, whichever plan answers.
+        let by_index = search_statement::<DB>(query, "", Selection::Page, Plan::Index)?;
+        if DB::PROBES_NEWEST_ROWS && !query.words().is_empty() {
+            let mut rows = probe::first_rows(query.limit);
+            loop {
+                let from = self.probe_start(query, rows).await?;
+                let found = self
+                    .rows(query, "", Selection::Page, Plan::Newest { from })
+                    .await?;
+                if found.len() == wanted || from.is_none() {
+                    return Ok(SearchPage::from_rows(page(found)?, query.limit));
+                }
+                match probe::next_rows(rows, found.len(), wanted) {
+                    Some(more) => rows = more,
+                    None => break,
+                }
+            }
+        }
+        let found = DB::fetch(&self.pool, by_index)
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(SearchPage::from_rows(page(found)?, query.limit))
     }
 
     async fn explain_search(&self, query: &SearchQuery) -> Result<String, StoreError> {
-        let rows = self.rows(query, "EXPLAIN ", Selection::Page).await?;
+        let rows = self
+            .rows(query, "EXPLAIN ", Selection::Page, Plan::Index)
+            .await?;
         Ok(DB::explained(&rows))
     }
 
@@ -432,7 +526,9 @@ impl<DB: Dialect> Store for SqlStore<DB> {
     }
 
     async fn count_events(&self, query: &SearchQuery) -> Result<Vec<SeverityCount>, StoreError> {
-        let rows = self.rows(query, "", Selection::CountPerSeverity).await?;
+        let rows = self
+            .rows(query, "", Selection::CountPerSeverity, Plan::Index)
+            .await?;
         rows.iter()
             .map(|row| severity_count_from_row(row, |e| self.error(e)))
             .collect()

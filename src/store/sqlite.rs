@@ -14,8 +14,8 @@
 
 use super::counter_groups::{ApplyIncrements, CounterGroups};
 use super::{
-    BatchOutcome, SearchPage, SearchQuery, Selection, SeverityCount, Storage, Store, StoreError,
-    StoredEvent, counter_from_row, counter_overflow, stored_severity,
+    BatchOutcome, Cursor, SearchPage, SearchQuery, Selection, SeverityCount, Storage, Store,
+    StoreError, StoredEvent, counter_from_row, counter_overflow, probe, stored_severity,
 };
 use crate::counters::{Counter, CounterKey, CounterLimits};
 use crate::event::Event;
@@ -441,8 +441,22 @@ fn expire(
     Ok(removed.len())
 }
 
-/// The SQL and its parameters for `query` (already checked).
-fn search_sql(query: &SearchQuery, selection: Selection) -> (String, Vec<rusqlite::types::Value>) {
+/// The newest rows inside a search's time bounds that a keyword page is first looked for in
+/// (see [`probe`]).
+struct Probe {
+    /// The oldest of them in result order, or `None` when they are every row in the bounds.
+    from: Option<Cursor>,
+    /// Their least and greatest `row_id`: the keyword index is read in this range only.
+    row_ids: (i64, i64),
+}
+
+/// The SQL and its parameters for `query` (already checked), searching only `probe`'s rows
+/// when given.
+fn search_sql(
+    query: &SearchQuery,
+    selection: Selection,
+    probe: Option<&Probe>,
+) -> (String, Vec<rusqlite::types::Value>) {
     use rusqlite::types::Value;
     let mut sql = format!("{} 1 = 1", selection.head());
     let mut values: Vec<Value> = Vec::new();
@@ -451,9 +465,26 @@ fn search_sql(query: &SearchQuery, selection: Selection) -> (String, Vec<rusqlit
         // Each word a quoted FTS5 string: words hold no quote, so nothing else is syntax.
         let matched: Vec<String> = words.iter().map(|w| format!("\"{w}\"")).collect();
         sql.push_str(
-            " AND row_id IN (SELECT rowid FROM service_logs_fts WHERE service_logs_fts MATCH ?)",
+            " AND row_id IN (SELECT rowid FROM service_logs_fts WHERE service_logs_fts MATCH ?",
         );
         values.push(Value::Text(matched.join(" ")));
+        if let Some(probe) = probe {
+            // FTS5 seeks to a rowid range in each word's list instead of reading all of it.
+            sql.push_str(" AND rowid BETWEEN ? AND ?");
+            values.extend([
+                Value::Integer(probe.row_ids.0),
+                Value::Integer(probe.row_ids.1),
+            ]);
+        }
+        sql.push(')');
+    }
+    if let Some(from) = probe.and_then(|probe| probe.from) {
+        sql.push_str(" AND (ts_us > ? OR (ts_us = ? AND row_id >= ?))");
+        values.extend([
+            Value::Integer(from.ts_us),
+            Value::Integer(from.ts_us),
+            Value::Integer(from.row_id),
+        ]);
     }
     if let Some(service) = &query.service {
         sql.push_str(" AND service = ?");
@@ -500,8 +531,89 @@ fn search_sql(query: &SearchQuery, selection: Selection) -> (String, Vec<rusqlit
     (sql, values)
 }
 
+/// A page of `query`: from the newest rows when they hold it (see [`probe`]), else through
+/// the keyword index.
 fn search(connection: &Connection, query: &SearchQuery) -> Result<SearchPage, StoreError> {
-    let (sql, values) = search_sql(query, Selection::Page);
+    if !query.words().is_empty() {
+        let wanted = query.limit as usize + 1;
+        let mut rows = probe::first_rows(query.limit);
+        loop {
+            let Some(probe) = newest_rows(connection, query, rows)? else {
+                return Ok(SearchPage::from_rows(Vec::new(), query.limit));
+            };
+            let events = page(connection, query, Some(&probe))?;
+            if events.len() == wanted || probe.from.is_none() {
+                return Ok(SearchPage::from_rows(events, query.limit));
+            }
+            match probe::next_rows(rows, events.len(), wanted) {
+                Some(more) => rows = more,
+                None => break,
+            }
+        }
+    }
+    Ok(SearchPage::from_rows(
+        page(connection, query, None)?,
+        query.limit,
+    ))
+}
+
+/// The newest `rows` rows inside `query`'s time bounds and cursor, or `None` when there is
+/// none.
+fn newest_rows(
+    connection: &Connection,
+    query: &SearchQuery,
+    rows: u64,
+) -> Result<Option<Probe>, StoreError> {
+    use rusqlite::types::Value;
+    let mut sql = String::from("SELECT ts_us, row_id FROM service_logs WHERE 1 = 1");
+    let mut values: Vec<Value> = Vec::new();
+    if let Some(since) = query.since {
+        sql.push_str(" AND ts_us >= ?");
+        values.push(Value::Integer(since));
+    }
+    if let Some(until) = query.until {
+        sql.push_str(" AND ts_us < ?");
+        values.push(Value::Integer(until));
+    }
+    if let Some(cursor) = query.cursor {
+        sql.push_str(" AND (ts_us < ? OR (ts_us = ? AND row_id < ?))");
+        values.extend([
+            Value::Integer(cursor.ts_us),
+            Value::Integer(cursor.ts_us),
+            Value::Integer(cursor.row_id),
+        ]);
+    }
+    sql.push_str(" ORDER BY ts_us DESC, row_id DESC LIMIT ?");
+    values.push(Value::Integer(i64::try_from(rows).unwrap_or(i64::MAX)));
+    let mut statement = connection.prepare_cached(&sql).map_err(database_error)?;
+    let mut positions = statement
+        .query(rusqlite::params_from_iter(values))
+        .map_err(database_error)?;
+    let (mut read, mut oldest, mut least, mut greatest) = (0, None, i64::MAX, i64::MIN);
+    while let Some(row) = positions.next().map_err(database_error)? {
+        let position = Cursor {
+            ts_us: row.get(0).map_err(database_error)?,
+            row_id: row.get(1).map_err(database_error)?,
+        };
+        least = least.min(position.row_id);
+        greatest = greatest.max(position.row_id);
+        oldest = Some(position);
+        read += 1;
+    }
+    Ok(oldest.map(|oldest| Probe {
+        from: (read == rows).then_some(oldest),
+        row_ids: (least, greatest),
+    }))
+}
+
+/// The rows of a page of `query` (one more than its limit when there are more), searching
+/// only `probe`'s rows when given.
+fn page(
+    connection: &Connection,
+    query: &SearchQuery,
+    probe: Option<&Probe>,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let (sql, values) = search_sql(query, Selection::Page, probe);
     let mut statement = connection.prepare_cached(&sql).map_err(database_error)?;
     let rows = statement
         .query_map(rusqlite::params_from_iter(values), |row| {
@@ -527,10 +639,7 @@ fn search(connection: &Connection, query: &SearchQuery) -> Result<SearchPage, St
             })
         })
         .map_err(database_error)?;
-    let events = rows
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(database_error)?;
-    Ok(SearchPage::from_rows(events, query.limit))
+    rows.collect::<Result<Vec<_>, _>>().map_err(database_error)
 }
 
 #[async_trait]
@@ -538,7 +647,7 @@ impl Store for SqliteStore {
     /// SQLite's plan: `EXPLAIN QUERY PLAN` details, one per line.
     async fn explain_search(&self, query: &SearchQuery) -> Result<String, StoreError> {
         query.check()?;
-        let (sql, values) = search_sql(query, Selection::Page);
+        let (sql, values) = search_sql(query, Selection::Page, None);
         with_connection(&self.searcher, move |connection| {
             let mut statement = connection
                 .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
@@ -562,7 +671,7 @@ impl Store for SqliteStore {
 
     async fn count_events(&self, query: &SearchQuery) -> Result<Vec<SeverityCount>, StoreError> {
         query.check()?;
-        let (sql, values) = search_sql(query, Selection::CountPerSeverity);
+        let (sql, values) = search_sql(query, Selection::CountPerSeverity, None);
         with_connection(&self.searcher, move |connection| {
             let mut statement = connection.prepare_cached(&sql).map_err(database_error)?;
             let rows = statement
