@@ -98,3 +98,4 @@ row "(c) absent regex, full scan" 'regex=user%3Du%5Cd%2B%20path%3D%2Fv2%2F&n=100
     "rg -c REGEX FILE" "rg -c 'user=u\\d+ path=/v2/' '$file'"
 echo
 echo "(b) logmesh scan throughput: $(echo "$bytes / $(median_request "$url&keyword=NOSUCHTOKEN&n=100") / 1073741824" | bc -l | cut -c1-5) GiB/s"
+echo "node peak RSS: $(awk '/VmHWM/ {printf "%.0f MiB", $2/1024}' "/proc/$node/status")"

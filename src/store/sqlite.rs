@@ -450,6 +450,36 @@ struct Probe {
     row_ids: (i64, i64),
 }
 
+/// Narrows a search to `query`'s `since` and `until`.
+fn push_since_until(
+    sql: &mut String,
+    values: &mut Vec<rusqlite::types::Value>,
+    query: &SearchQuery,
+) {
+    use rusqlite::types::Value;
+    if let Some(since) = query.since {
+        sql.push_str(" AND ts_us >= ?");
+        values.push(Value::Integer(since));
+    }
+    if let Some(until) = query.until {
+        sql.push_str(" AND ts_us < ?");
+        values.push(Value::Integer(until));
+    }
+}
+
+/// Narrows a page to the events after `query`'s cursor in `ts_us DESC, row_id DESC` order.
+fn push_cursor(sql: &mut String, values: &mut Vec<rusqlite::types::Value>, query: &SearchQuery) {
+    use rusqlite::types::Value;
+    if let Some(cursor) = query.cursor {
+        sql.push_str(" AND (ts_us < ? OR (ts_us = ? AND row_id < ?))");
+        values.extend([
+            Value::Integer(cursor.ts_us),
+            Value::Integer(cursor.ts_us),
+            Value::Integer(cursor.row_id),
+        ]);
+    }
+}
+
 /// The SQL and its parameters for `query` (already checked), searching only `probe`'s rows
 /// when given.
 fn search_sql(
@@ -495,14 +525,7 @@ fn search_sql(
         sql.push_str(&format!(" AND severity IN ({marks})"));
         values.extend(severities.into_iter().map(|s| Value::Text(s.into())));
     }
-    if let Some(since) = query.since {
-        sql.push_str(" AND ts_us >= ?");
-        values.push(Value::Integer(since));
-    }
-    if let Some(until) = query.until {
-        sql.push_str(" AND ts_us < ?");
-        values.push(Value::Integer(until));
-    }
+    push_since_until(&mut sql, &mut values, query);
     for (name, value) in &query.attributes {
         // json_each's key is the attribute's exact name (no JSON path to escape); booleans
         // compare as their JSON text, as on the other backends.
@@ -518,14 +541,7 @@ fn search_sql(
         sql.push_str(" GROUP BY service, severity");
         return (sql, values);
     }
-    if let Some(cursor) = query.cursor {
-        sql.push_str(" AND (ts_us < ? OR (ts_us = ? AND row_id < ?))");
-        values.extend([
-            Value::Integer(cursor.ts_us),
-            Value::Integer(cursor.ts_us),
-            Value::Integer(cursor.row_id),
-        ]);
-    }
+    push_cursor(&mut sql, &mut values, query);
     sql.push_str(" ORDER BY ts_us DESC, row_id DESC LIMIT ?");
     values.push(Value::Integer(i64::from(query.limit) + 1));
     (sql, values)
@@ -567,22 +583,8 @@ fn newest_rows(
     use rusqlite::types::Value;
     let mut sql = String::from("SELECT ts_us, row_id FROM service_logs WHERE 1 = 1");
     let mut values: Vec<Value> = Vec::new();
-    if let Some(since) = query.since {
-        sql.push_str(" AND ts_us >= ?");
-        values.push(Value::Integer(since));
-    }
-    if let Some(until) = query.until {
-        sql.push_str(" AND ts_us < ?");
-        values.push(Value::Integer(until));
-    }
-    if let Some(cursor) = query.cursor {
-        sql.push_str(" AND (ts_us < ? OR (ts_us = ? AND row_id < ?))");
-        values.extend([
-            Value::Integer(cursor.ts_us),
-            Value::Integer(cursor.ts_us),
-            Value::Integer(cursor.row_id),
-        ]);
-    }
+    push_since_until(&mut sql, &mut values, query);
+    push_cursor(&mut sql, &mut values, query);
     sql.push_str(" ORDER BY ts_us DESC, row_id DESC LIMIT ?");
     values.push(Value::Integer(i64::try_from(rows).unwrap_or(i64::MAX)));
     let mut statement = connection.prepare_cached(&sql).map_err(database_error)?;
