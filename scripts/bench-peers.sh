@@ -183,8 +183,11 @@ summary+=("| counter increments, 64 connections, 1 counter | ${counter_rate%.*}/
 echo "tail (scripts/bench-tail.sh):"
 RUNS="${RUNS:-5}" scripts/bench-tail.sh | tee "$dir/tail.txt"
 echo
-tail_row() { # the row of bench-tail's table whose first cell starts with $1 and whose tool is $2
-  grep -F "| $1" "$dir/tail.txt" | grep -F "$2" | head -1 | awk -F'|' '{gsub(/ /, "", $(NF-1)); print $(NF-1)}'
+tail_row() { # the row of bench-tail's table whose first cell starts with $1 and whose tool is
+  # $2: the classic run's time ÷ logmesh's request time (curl's time_total, without curl's own
+  # start-up, which a `curl` run pays and a running client does not)
+  grep -F "| $1" "$dir/tail.txt" | grep -F "$2" | head -1 \
+    | awk -F'|' '{r=$4; c=$(NF-2); gsub(/[ s]/, "", r); gsub(/[ s]/, "", c); printf "%.2f× (%s s vs %s s)", c/r, c, r}'
 }
 tail_rss=$(sed -n 's/^node peak RSS: //p' "$dir/tail.txt")
 summary+=("| tail: last 100 matches of 1 GiB | | tac \\| grep -m 100 | $(tail_row '(a)' tac) | ${tail_rss} |")
@@ -192,6 +195,6 @@ summary+=("| tail: full scan, absent word | | grep -c | $(tail_row '(b) absent k
 summary+=("| tail: full scan, absent word | | rg -c | $(tail_row '(b) absent keyword, full' 'rg -c') | |")
 summary+=("| tail: full scan, absent regex | | rg -c REGEX | $(tail_row '(c) absent regex' 'rg -c') | |")
 
-echo "| comparison | logmesh | peer | logmesh ÷ peer (tail: peer's time ÷ logmesh's) | node peak RSS |"
+echo "| comparison | logmesh | peer | logmesh ÷ peer (tail: peer's time ÷ logmesh's request) | node peak RSS |"
 echo "|---|---|---|---|---|"
 printf '%s\n' "${summary[@]}"
