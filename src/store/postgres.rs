@@ -18,11 +18,13 @@
 //!   failure, the batch fails whole and the caller retries it.
 //! - PostgreSQL text cannot hold the NUL character, which JSON input may carry (`\u0000`):
 //!   a message's NULs are stored as U+FFFD rather than failing the batch for ever.
-//! - Keyword search is `message ~* '\mword\M'` per word, which a `pg_trgm` GIN index on
-//!   `message` answers (trigrams of the word, then a recheck of the regular expression): whole
-//!   words, case-insensitive, `_` a word character. Migration 2 creates the extension
-//!   (trusted since PostgreSQL 13: a database owner may) and fails saying what to do if it
-//!   cannot.
+//! - Keyword search is `<row's words> @> ARRAY[word, …]`, which the GIN index
+//!   `service_logs_message_words` answers, then `message ~* '\mword\M'` per word as the exact
+//!   check: whole words, case-insensitive, `_` a word character. The node writes each row's
+//!   words into `words` ([`indexed_words`]); rows from before migration 4 have them computed
+//!   from `message` (`row_words!`). Migration 2 still creates the `pg_trgm` extension for
+//!   the trigram index migration 4 replaces (trusted since PostgreSQL 13: a database owner
+//!   may) and fails saying what to do if it cannot.
 
 use super::sql::{Dialect, Migration, Options, RemovedRow, SqlStore};
 use super::{Cursor, MIGRATION_LOCK_TIMEOUT, StoreError, counter_overflow};
