@@ -296,8 +296,9 @@ impl Dialect for Postgres {
             .cloned()
             .collect();
         if !indexed.is_empty() {
-            // What the index finds; the regular expressions below then check the words whole
-            // (a piece of a longer word is not the word).
+            // What the index finds; the regular expressions below then check each word as
+            // the documented `\mword\M`, whoever split the row's words (the node, or
+            // PostgreSQL for rows from before migration 4).
             sql.push(concat!(" AND ", row_words!(), " @> "))
                 .push_bind(indexed)
                 .push("::text[]");
