@@ -19,11 +19,12 @@
 //! - PostgreSQL text cannot hold the NUL character, which JSON input may carry (`\u0000`):
 //!   a message's NULs are stored as U+FFFD rather than failing the batch for ever.
 //! - Keyword search is `<row's words> @> ARRAY[word, …]`, which the GIN index
-//!   `service_logs_message_words` answers, then `message ~* '\mword\M'` per word as the exact
-//!   check: whole words, case-insensitive, `_` a word character. The node writes each row's
-//!   words into `words` ([`indexed_words`]); rows from before migration 4 have them computed
-//!   from `message` (`row_words!`). Migration 2 still creates the `pg_trgm` extension for
-//!   the trigram index migration 4 replaces (trusted since PostgreSQL 13: a database owner
+//!   `service_logs_message_words` answers: whole words, case-insensitive, `_` a word
+//!   character. The node writes each row's words into `words` ([`indexed_words`], split as a
+//!   query's `q` is); rows from before migration 4 have them computed from `message` by
+//!   PostgreSQL (`row_words!`). Words of 100 characters or more are not indexed and are
+//!   checked with `message ~* '\mword\M'`. Migration 2 still creates the `pg_trgm` extension
+//!   for the trigram index migration 5 drops (trusted since PostgreSQL 13: a database owner
 //!   may) and fails saying what to do if it cannot.
 
 use super::sql::{Dialect, Migration, Options, RemovedRow, SqlStore};
@@ -119,11 +120,16 @@ const MIGRATIONS: &[Migration] = &[
     ),
     // Keyword search by whole words instead of trigrams: a rare word is one short posting
     // list (not the intersection of its trigrams' long ones), and a row adds ~12 index
-    // entries instead of ~80. Existing rows keep `words` NULL (no rewrite of the table).
+    // entries instead of ~80. Existing rows keep `words` NULL (no rewrite of the table). The
+    // column is its own migration: ADD COLUMN locks out readers too, and only until its
+    // commit; the index build then holds a lock that lets searches run (writes wait).
     (
         4,
+        &["ALTER TABLE service_logs ADD COLUMN IF NOT EXISTS words TEXT"],
+    ),
+    (
+        5,
         &[
-            "ALTER TABLE service_logs ADD COLUMN IF NOT EXISTS words TEXT",
             concat!(
                 "CREATE INDEX service_logs_message_words ON service_logs USING gin ((",
                 row_words!(),
@@ -290,20 +296,20 @@ impl Dialect for Postgres {
     }
 
     fn push_words(sql: &mut QueryBuilder<Postgres>, words: &[String]) -> Result<(), StoreError> {
-        let indexed: Vec<String> = words
+        // A row's words are exact (split as the query's were), so the index's answer needs no
+        // second check; only words too long to be indexed are checked on each row. (A
+        // regular expression would also depend on the database's locale: under `C`, `é` is
+        // not a word character and `\mcafé\M` finds nothing.)
+        let (indexed, long): (Vec<String>, Vec<String>) = words
             .iter()
-            .filter(|w| w.chars().count() < INDEXED_WORD_CHARS)
             .cloned()
-            .collect();
+            .partition(|w| w.chars().count() < INDEXED_WORD_CHARS);
         if !indexed.is_empty() {
-            // What the index finds; the regular expressions below then check each word as
-            // the documented `\mword\M`, whoever split the row's words (the node, or
-            // PostgreSQL for rows from before migration 4).
             sql.push(concat!(" AND ", row_words!(), " @> "))
                 .push_bind(indexed)
                 .push("::text[]");
         }
-        Self::push_words_per_row(sql, words);
+        Self::push_words_per_row(sql, &long);
         Ok(())
     }
 
