@@ -93,24 +93,23 @@ impl Intake {
             self.metrics.events_refused(count);
             return Err(error);
         }
-        let mut expired = 0;
         if self.late_events == LateEvents::Expire {
             let cutoff = self.cutoff_us(crate::event::now_us());
             events.retain(|event| event.ts_us >= cutoff);
-            expired = count - events.len();
-            if events.is_empty() {
-                self.metrics.events_expired_on_arrival(expired);
-                self.metrics.events_accepted(count);
-                return Ok(());
+        }
+        let expired = count - events.len();
+        let offered = if events.is_empty() {
+            None
+        } else {
+            let offered =
+                (self.live.fed_by_ingest() && self.live.has_clients()).then(|| events.clone());
+            if let Err(error) = self.queue.append(events).await {
+                // Refused whole: the expired ones with the others.
+                self.metrics.events_refused(count);
+                return Err(error);
             }
-        }
-        let offered =
-            (self.live.fed_by_ingest() && self.live.has_clients()).then(|| events.clone());
-        if let Err(error) = self.queue.append(events).await {
-            // Refused whole: the expired ones with the others.
-            self.metrics.events_refused(count);
-            return Err(error);
-        }
+            offered
+        };
         if expired > 0 {
             self.metrics.events_expired_on_arrival(expired);
         }

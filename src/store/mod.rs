@@ -309,9 +309,29 @@ pub(crate) mod probe {
         ((u64::from(limit) + 1) * 20).max(2_048)
     }
 
+    /// What a search does after a probe.
+    #[derive(Debug, PartialEq, Eq)]
+    pub(crate) enum Next {
+        /// The probe's matches are the page.
+        Answer,
+        /// Probe again, this many rows.
+        Probe(u64),
+        /// Ask the keyword index.
+        Index,
+    }
+
+    /// What follows a probe of `rows` rows that found `found` of the `wanted` matches;
+    /// `covered_all`: it held every row inside the search's time bounds.
+    pub(crate) fn after(rows: u64, found: usize, wanted: usize, covered_all: bool) -> Next {
+        if found >= wanted || covered_all {
+            return Next::Answer;
+        }
+        next_rows(rows, found, wanted).map_or(Next::Index, Next::Probe)
+    }
+
     /// The rows of the next probe after one of `rows` rows found `found` of the `wanted`
     /// matches, or `None` when the keyword index will answer sooner.
-    pub(crate) fn next_rows(rows: u64, found: usize, wanted: usize) -> Option<u64> {
+    fn next_rows(rows: u64, found: usize, wanted: usize) -> Option<u64> {
         if found == 0 {
             return None;
         }
@@ -336,6 +356,14 @@ pub(crate) mod probe {
                 "1 in 1,000: the index is faster"
             );
             assert_eq!(next_rows(u64::MAX, 1, 2), None);
+            assert_eq!(after(2_048, 101, 101, false), Next::Answer);
+            assert_eq!(
+                after(2_048, 3, 101, true),
+                Next::Answer,
+                "every row was read"
+            );
+            assert_eq!(after(2_048, 50, 101, false), Next::Probe(8_273));
+            assert_eq!(after(2_048, 0, 101, false), Next::Index);
         }
     }
 }

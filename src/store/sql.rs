@@ -417,12 +417,12 @@ impl<DB: Dialect> Store for SqlStore<DB> {
                 let found = self
                     .rows(query, "", Selection::Page, Plan::Newest { from })
                     .await?;
-                if found.len() == wanted || from.is_none() {
-                    return Ok(SearchPage::from_rows(page(found)?, query.limit));
-                }
-                match probe::next_rows(rows, found.len(), wanted) {
-                    Some(more) => rows = more,
-                    None => break,
+                match probe::after(rows, found.len(), wanted, from.is_none()) {
+                    probe::Next::Answer => {
+                        return Ok(SearchPage::from_rows(page(found)?, query.limit));
+                    }
+                    probe::Next::Probe(more) => rows = more,
+                    probe::Next::Index => break,
                 }
             }
         }

@@ -554,16 +554,14 @@ fn search(connection: &Connection, query: &SearchQuery) -> Result<SearchPage, St
         let wanted = query.limit as usize + 1;
         let mut rows = probe::first_rows(query.limit);
         loop {
-            let Some(probe) = newest_rows(connection, query, rows)? else {
+            let Some(newest) = newest_rows(connection, query, rows)? else {
                 return Ok(SearchPage::from_rows(Vec::new(), query.limit));
             };
-            let events = page(connection, query, Some(&probe))?;
-            if events.len() == wanted || probe.from.is_none() {
-                return Ok(SearchPage::from_rows(events, query.limit));
-            }
-            match probe::next_rows(rows, events.len(), wanted) {
-                Some(more) => rows = more,
-                None => break,
+            let events = page(connection, query, Some(&newest))?;
+            match probe::after(rows, events.len(), wanted, newest.from.is_none()) {
+                probe::Next::Answer => return Ok(SearchPage::from_rows(events, query.limit)),
+                probe::Next::Probe(more) => rows = more,
+                probe::Next::Index => break,
             }
         }
     }
