@@ -68,6 +68,15 @@ impl<T: Send + 'static> Lane<T> {
         self.jobs.send(job).await.map_err(|_| LaneGone(self.name))?;
         result.await.map_err(|_| LaneGone(self.name))
     }
+
+    /// Queues `work` without waiting, for it or for room: false when the queue is full or the
+    /// lane is gone (then `work` is dropped unrun).
+    pub fn try_submit(&self, work: impl FnOnce(&mut T) + Send + 'static) -> bool {
+        let job: Job<T> = Box::new(move |value: &mut T| {
+            let _ = std::panic::catch_unwind(AssertUnwindSafe(|| work(value)));
+        });
+        self.jobs.try_send(job).is_ok()
+    }
 }
 
 #[cfg(test)]

@@ -12,10 +12,12 @@
 //!   ascending order and gzipped siblings, which must be read forwards).
 //! - Knows nothing of HTTP; `http/files.rs` maps [`FilesError`] to statuses.
 
+mod mapped;
 pub mod scan;
 
 use flate2::read::MultiGzDecoder;
-use scan::{Assembler, Backward, Line, Matcher, Prefetch, ScanOptions};
+use mapped::Mapped;
+use scan::{Assembler, Backward, ChunkSource, Line, Matcher, Prefetch, ScanOptions};
 use serde::Serialize;
 use std::fs::{self, File};
 use std::io::{self, BufReader, Read};
@@ -471,6 +473,16 @@ impl Source {
         Ok(self.file.metadata().map_err(|e| self.io(e))?.len())
     }
 
+    /// The first `len` bytes of a plain file, for reading backwards: mapped when it can be
+    /// (searched where they lie in the page cache), else copied ahead by a helper thread.
+    fn chunks(&self, len: u64, chunk_bytes: usize) -> Result<Chunks, FilesError> {
+        if let Some(mapped) = Mapped::new(&self.file, len).map_err(|e| self.io(e))? {
+            return Ok(Chunks::Mapped(mapped));
+        }
+        let ahead = self.file.try_clone().map_err(|e| self.io(e))?;
+        Ok(Chunks::Copied(Prefetch::new(ahead, chunk_bytes)))
+    }
+
     /// A fresh forward reader of the (decompressed) content.
     fn forward(&self) -> Result<Box<dyn Read + '_>, FilesError> {
         let reader = ReadAt {
@@ -482,6 +494,40 @@ impl Source {
         } else {
             Box::new(reader)
         })
+    }
+}
+
+/// How [`Source::chunks`] reads a plain file.
+enum Chunks {
+    Mapped(Mapped),
+    Copied(Prefetch),
+}
+
+impl ChunkSource for Chunks {
+    fn chunk<'a>(
+        &'a mut self,
+        start: u64,
+        len: usize,
+        buffer: &'a mut Vec<u8>,
+    ) -> io::Result<&'a [u8]> {
+        match self {
+            Chunks::Mapped(mapped) => mapped.chunk(start, len, buffer),
+            Chunks::Copied(prefetch) => prefetch.chunk(start, len, buffer),
+        }
+    }
+
+    fn intact(&self) -> io::Result<()> {
+        match self {
+            Chunks::Mapped(mapped) => mapped.intact(),
+            Chunks::Copied(prefetch) => prefetch.intact(),
+        }
+    }
+
+    fn largest_chunk(&self, chunk_bytes: usize) -> usize {
+        match self {
+            Chunks::Mapped(mapped) => mapped.largest_chunk(chunk_bytes),
+            Chunks::Copied(prefetch) => prefetch.largest_chunk(chunk_bytes),
+        }
     }
 }
 
@@ -606,9 +652,8 @@ fn emit_newest_first(
     let matcher = &request.matcher;
     let limit = request.scan.line_limit;
     if !source.gz {
-        let ahead = source.file.try_clone().map_err(|e| source.io(e))?;
         let len = source.len()?;
-        let reader = Prefetch::new(ahead, request.scan.chunk_bytes);
+        let reader = source.chunks(len, request.scan.chunk_bytes)?;
         let mut lines = Backward::new(reader, len, matcher.clone(), request.scan);
         let mut taken = 0;
         while taken < n && output.open {
@@ -675,8 +720,7 @@ fn locate(request: &TailRequest, source: &Source, n: usize) -> Result<(usize, St
         return Ok((taken as usize, Start::Skip(total - taken)));
     }
     let len = source.len()?;
-    let ahead = source.file.try_clone().map_err(|e| source.io(e))?;
-    let reader = Prefetch::new(ahead, request.scan.chunk_bytes);
+    let reader = source.chunks(len, request.scan.chunk_bytes)?;
     let mut taken = 0;
     let mut from = len;
     for line in Backward::new(reader, len, matcher.clone(), request.scan).take(n) {

@@ -144,17 +144,42 @@ impl Line {
     }
 }
 
-/// Where [`Backward`] gets its chunks from: any `Read + Seek`, or a [`Prefetch`].
+/// Where [`Backward`] gets its chunks from: any `Read + Seek`, a [`Prefetch`], or a mapped
+/// file (`files::mapped`).
 pub trait ChunkSource {
-    /// Fills `into` with exactly the `len` bytes at `start`.
-    fn chunk(&mut self, start: u64, len: usize, into: &mut Vec<u8>) -> io::Result<()>;
+    /// Exactly the `len` bytes at `start`: read into `buffer`, or the source's own bytes.
+    fn chunk<'a>(
+        &'a mut self,
+        start: u64,
+        len: usize,
+        buffer: &'a mut Vec<u8>,
+    ) -> io::Result<&'a [u8]>;
+
+    /// Asked after the last chunk was searched and before any of its lines is given out: an
+    /// error when the bytes searched were not the file's (a mapping the file shrank under).
+    fn intact(&self) -> io::Result<()> {
+        Ok(())
+    }
+
+    /// The largest chunk worth asking for, given the scan's own chunk size: a source that
+    /// copies keeps to it (its buffers are the scan's memory); one that does not can let the
+    /// chunks grow, so a long scan is searched in pieces large enough to split over threads.
+    fn largest_chunk(&self, chunk_bytes: usize) -> usize {
+        chunk_bytes
+    }
 }
 
 impl<R: Read + Seek> ChunkSource for R {
-    fn chunk(&mut self, start: u64, len: usize, into: &mut Vec<u8>) -> io::Result<()> {
-        into.resize(len, 0);
+    fn chunk<'a>(
+        &'a mut self,
+        start: u64,
+        len: usize,
+        buffer: &'a mut Vec<u8>,
+    ) -> io::Result<&'a [u8]> {
+        buffer.resize(len, 0);
         self.seek(SeekFrom::Start(start))?;
-        self.read_exact(into)
+        self.read_exact(buffer)?;
+        Ok(buffer)
     }
 }
 
@@ -197,7 +222,12 @@ impl Prefetch {
 }
 
 impl ChunkSource for Prefetch {
-    fn chunk(&mut self, start: u64, len: usize, into: &mut Vec<u8>) -> io::Result<()> {
+    fn chunk<'a>(
+        &'a mut self,
+        start: u64,
+        len: usize,
+        into: &'a mut Vec<u8>,
+    ) -> io::Result<&'a [u8]> {
         let ahead = match self.expected.take() {
             Some(expected) => match self.results.recv() {
                 Ok((at, result)) if at == expected => Some((at, result?)),
@@ -232,7 +262,7 @@ impl ChunkSource for Prefetch {
                 self.requests = None;
             }
         }
-        Ok(())
+        Ok(into)
     }
 }
 
@@ -254,6 +284,9 @@ pub struct Backward<R> {
     at_end: bool,
     ready: VecDeque<Line>,
     buffer: Vec<u8>,
+    /// The size of the next chunk: the scan's chunk size at first, doubling up to what the
+    /// source allows.
+    next_chunk: usize,
     done: bool,
 }
 
@@ -271,6 +304,7 @@ impl<R: ChunkSource> Backward<R> {
             at_end: true,
             ready: VecDeque::new(),
             buffer: Vec::new(),
+            next_chunk: options.chunk_bytes,
             done: false,
         }
     }
@@ -282,13 +316,18 @@ impl<R: ChunkSource> Backward<R> {
 
     /// Reads the chunk before `pos` and queues its matching lines, newest first.
     fn scan_chunk(&mut self) -> io::Result<()> {
-        let size = (self.pos.min(self.options.chunk_bytes as u64)) as usize;
+        let size = (self.pos.min(self.next_chunk as u64)) as usize;
+        self.next_chunk = self
+            .next_chunk
+            .saturating_mul(2)
+            .min(self.reader.largest_chunk(self.options.chunk_bytes));
         let start = self.pos - size as u64;
-        self.reader.chunk(start, size, &mut self.buffer)?;
+        let chunk = self.reader.chunk(start, size, &mut self.buffer)?;
         self.pos = start;
         let limit = self.options.line_limit;
-        let chunk = &self.buffer;
-        let mut found = Vec::new();
+        // This chunk's matching lines, newest first; queued once the source says its bytes
+        // were the file's.
+        let mut newest_first = Vec::new();
 
         // The line that continues into the carry: from after the chunk's last newline.
         let last_nl = memrchr(b'\n', chunk);
@@ -304,7 +343,7 @@ impl<R: ChunkSource> Backward<R> {
             Some(_) => {
                 let empty_last_line = at_end && joined.is_empty();
                 if joined_matched && !empty_last_line {
-                    self.ready.push_back(Line {
+                    newest_first.push(Line {
                         bytes: joined,
                         cut: joined_cut,
                         start: start + tail_start as u64,
@@ -327,31 +366,16 @@ impl<R: ChunkSource> Backward<R> {
             // Whole lines: between the first and the last newline.
             let region_start = first_nl + 1;
             let region = &chunk[..last_nl];
-            let mut from = region_start;
-            while from <= region.len() {
-                let Some(hit) = self.matcher.find_at(region, from) else {
-                    break;
-                };
-                let line_start =
-                    memrchr(b'\n', &region[from..hit]).map_or(from, |at| from + at + 1);
-                let line_end = memchr(b'\n', &region[hit..]).map_or(region.len(), |at| hit + at);
-                let line = &region[line_start..line_end];
-                // A regex may match across a newline; the line itself must match.
-                if matches!(self.matcher, Matcher::Literal(_)) || self.matcher.is_match(line) {
-                    found.push(Line::new(line, limit, start + line_start as u64));
-                }
-                if line_end >= region.len() {
-                    break;
-                }
-                from = line_end + 1;
-            }
-            self.ready.extend(found.into_iter().rev());
+            let found = matching_lines(&self.matcher, region, region_start, start, limit);
+            newest_first.extend(found.into_iter().rev());
             // The part before the first newline starts in an earlier chunk.
             let head = &chunk[..first_nl];
             self.carry_matched = self.matcher.is_match(head);
             self.carry_cut = head.len() > limit;
             self.carry = head[..head.len().min(limit)].to_vec();
         }
+        self.reader.intact()?;
+        self.ready.extend(newest_first);
         if self.pos == 0 {
             // The carried line starts at the beginning of the file: it is the first line.
             if self.carry_matched {
@@ -365,6 +389,75 @@ impl<R: ChunkSource> Backward<R> {
         }
         Ok(())
     }
+}
+
+/// Regions at least this large are searched by two threads, each over one half.
+const SPLIT_BYTES: usize = 4 * 1024 * 1024;
+
+/// The matching lines of `region` from `from` on, oldest first: `region` is whole lines
+/// (without the last one's newline), `from` a line's start, `offset` where `region` starts in
+/// the file. A large region is split at a line boundary near its middle and its halves
+/// searched at once (the search, not the copying, is what a scan of a mapped file waits for).
+fn matching_lines(
+    matcher: &Matcher,
+    region: &[u8],
+    from: usize,
+    offset: u64,
+    limit: usize,
+) -> Vec<Line> {
+    let middle = from + (region.len().saturating_sub(from)) / 2;
+    let split = (region.len().saturating_sub(from) >= SPLIT_BYTES)
+        .then(|| memchr(b'\n', &region[middle..]).map(|at| middle + at + 1))
+        .flatten();
+    if let Some(split) = split {
+        let halves = std::thread::scope(|scope| {
+            let later = std::thread::Builder::new()
+                .name("file-scan".into())
+                .spawn_scoped(scope, || {
+                    lines_matching(matcher, region, split, offset, limit)
+                })
+                .ok()?;
+            let mut lines = lines_matching(matcher, &region[..split - 1], from, offset, limit);
+            match later.join() {
+                Ok(later) => lines.extend(later),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+            Some(lines)
+        });
+        // No thread to be had: searched alone.
+        if let Some(lines) = halves {
+            return lines;
+        }
+    }
+    lines_matching(matcher, region, from, offset, limit)
+}
+
+/// [`matching_lines`] on one thread.
+fn lines_matching(
+    matcher: &Matcher,
+    region: &[u8],
+    mut from: usize,
+    offset: u64,
+    limit: usize,
+) -> Vec<Line> {
+    let mut found = Vec::new();
+    while from <= region.len() {
+        let Some(hit) = matcher.find_at(region, from) else {
+            break;
+        };
+        let line_start = memrchr(b'\n', &region[from..hit]).map_or(from, |at| from + at + 1);
+        let line_end = memchr(b'\n', &region[hit..]).map_or(region.len(), |at| hit + at);
+        let line = &region[line_start..line_end];
+        // A regex may match across a newline; the line itself must match.
+        if matches!(matcher, Matcher::Literal(_)) || matcher.is_match(line) {
+            found.push(Line::new(line, limit, offset + line_start as u64));
+        }
+        if line_end >= region.len() {
+            break;
+        }
+        from = line_end + 1;
+    }
+    found
 }
 
 impl<R: ChunkSource> Iterator for Backward<R> {
