@@ -52,6 +52,48 @@ impl Event {
     pub fn attributes_json(&self) -> Option<&str> {
         self.attributes.as_deref().map(RawValue::get)
     }
+
+    /// Appends the event as one JSON object, byte for byte what its `Serialize` writes. Every
+    /// accepted event is encoded for the queue, and serde_json escapes strings a byte at a
+    /// time (~8 % of a node's CPU under ingest); see [`write_json_string`].
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"id\":");
+        write_json_string(out, &self.id);
+        out.extend_from_slice(b",\"ts_us\":");
+        out.extend_from_slice(self.ts_us.to_string().as_bytes());
+        out.extend_from_slice(b",\"service\":");
+        write_json_string(out, &self.service);
+        out.extend_from_slice(b",\"severity\":\"");
+        out.extend_from_slice(self.severity.as_str().as_bytes());
+        out.extend_from_slice(b"\",\"message\":");
+        write_json_string(out, &self.message);
+        if let Some(attributes) = &self.attributes {
+            out.extend_from_slice(b",\"attributes\":");
+            out.extend_from_slice(attributes.get().as_bytes());
+        }
+        out.extend_from_slice(b",\"node\":");
+        write_json_string(out, &self.node);
+        out.extend_from_slice(b",\"received_us\":");
+        out.extend_from_slice(self.received_us.to_string().as_bytes());
+        out.push(b'}');
+    }
+}
+
+/// Appends `text` as a JSON string, escaped exactly as serde_json escapes it (`"`, `\\` and
+/// control characters; nothing else). Text with nothing to escape, nearly every log line, is
+/// checked in one pass the compiler vectorizes and copied whole.
+pub fn write_json_string(out: &mut Vec<u8>, text: &str) {
+    let needs_escape = text.as_bytes().iter().fold(false, |found, &b| {
+        found | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
+    if needs_escape {
+        serde_json::to_writer(&mut *out, text).expect("a string serializes into a Vec");
+    } else {
+        out.reserve(text.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+    }
 }
 
 /// Severity levels, lowest first.
@@ -155,6 +197,42 @@ mod tests {
         assert_eq!(Severity::from_name(""), None);
         for severity in Severity::ALL {
             assert_eq!(Severity::from_name(severity.as_str()), Some(severity));
+        }
+    }
+
+    #[test]
+    fn events_are_written_as_json_exactly_as_serde_writes_them() {
+        let texts = [
+            "plain text",
+            "",
+            "quote \" and backslash \\ inside",
+            "tab\tnewline\ncarriage\rnul\u{0}bell\u{7}esc\u{1b}del\u{7f}",
+            "café ☕ 日本語 \u{2028} \u{10FFFF}",
+            "</script>",
+        ];
+        for (i, text) in texts.iter().enumerate() {
+            let event = Event {
+                id: format!("id-{i}"),
+                ts_us: -1_234_567 * i as i64,
+                service: "api".into(),
+                severity: Severity::ALL[i % Severity::ALL.len()],
+                message: (*text).to_owned(),
+                attributes: (i % 2 == 0).then(|| {
+                    RawValue::from_string(format!("{{\"k\":{}}}", serde_json::json!(text))).unwrap()
+                }),
+                node: format!("node{text}"),
+                received_us: i64::MAX - i as i64,
+            };
+            let mut ours = Vec::new();
+            event.write_json(&mut ours);
+            let serde = serde_json::to_vec(&event).unwrap();
+            assert_eq!(
+                String::from_utf8(ours).unwrap(),
+                String::from_utf8(serde).unwrap()
+            );
+            let mut string = Vec::new();
+            write_json_string(&mut string, text);
+            assert_eq!(string, serde_json::to_vec(text).unwrap(), "{text:?}");
         }
     }
 

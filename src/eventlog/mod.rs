@@ -18,7 +18,7 @@
 //! - Only rotated files are removed, never `events.log`, which is being written; a reader that
 //!   has a removed file open reads it to its end (the kernel keeps it until closed).
 
-use crate::event::{Event, format_us};
+use crate::event::{Event, format_us, write_json_string};
 use crate::queue::QueuedEvent;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -89,6 +89,30 @@ impl<'a> Line<'a> {
             node: &event.node,
             seq,
         }
+    }
+
+    /// Appends the line's JSON, byte for byte what its `Serialize` writes, with strings
+    /// escaped as the queue's records are (`event::write_json_string`).
+    fn write(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"ts\":");
+        write_json_string(out, &self.ts);
+        out.extend_from_slice(b",\"severity\":");
+        write_json_string(out, self.severity);
+        out.extend_from_slice(b",\"service\":");
+        write_json_string(out, self.service);
+        out.extend_from_slice(b",\"message\":");
+        write_json_string(out, self.message);
+        if let Some(attributes) = self.attributes {
+            out.extend_from_slice(b",\"attributes\":");
+            out.extend_from_slice(attributes.get().as_bytes());
+        }
+        out.extend_from_slice(b",\"id\":");
+        write_json_string(out, self.id);
+        out.extend_from_slice(b",\"node\":");
+        write_json_string(out, self.node);
+        out.extend_from_slice(b",\"seq\":");
+        out.extend_from_slice(self.seq.to_string().as_bytes());
+        out.push(b'}');
     }
 }
 
@@ -169,8 +193,7 @@ impl EventLogFile {
         let mut buffered_seq = resume_after;
         for queued in events.iter().filter(|e| e.seq > resume_after) {
             let start = buffer.len();
-            serde_json::to_writer(&mut buffer, &Line::new(&queued.event, queued.seq))
-                .map_err(io::Error::other)?;
+            Line::new(&queued.event, queued.seq).write(&mut buffer);
             buffer.push(b'\n');
             if self.len + start as u64 > 0
                 && self.len + buffer.len() as u64 > self.rotation.max_bytes
@@ -381,6 +404,23 @@ mod tests {
         max_age: None,
         max_total_bytes: None,
     };
+
+    #[test]
+    fn lines_are_written_exactly_as_serde_writes_them() {
+        let messages = ["plain", "quote \" back \\ nul \u{0} tab \t", "café ☕"];
+        for (i, event) in queued(1, &messages).iter().enumerate() {
+            let mut event = (*event.event).clone();
+            event.attributes =
+                (i != 1).then(|| RawValue::from_string(r#"{"k":"v \" w","n":1}"#.into()).unwrap());
+            let line = Line::new(&event, u64::MAX - i as u64);
+            let mut ours = Vec::new();
+            line.write(&mut ours);
+            assert_eq!(
+                String::from_utf8(ours).unwrap(),
+                serde_json::to_string(&line).unwrap()
+            );
+        }
+    }
 
     fn queued(first_seq: u64, messages: &[&str]) -> Vec<QueuedEvent> {
         let body: String = messages

@@ -396,8 +396,10 @@ fn pack(events: &[Event], limit: usize) -> Result<Vec<(String, Vec<u8>)>, QueueE
         messages.push((id, std::mem::take(payload)));
         ids.clear();
     };
+    let mut line = Vec::new();
     for event in events {
-        let line = serde_json::to_vec(event).expect("events always serialise");
+        line.clear();
+        event.write_json(&mut line);
         if line.len() + 1 > limit {
             return Err(QueueError::TooLarge {
                 events: 1,

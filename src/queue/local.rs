@@ -206,8 +206,7 @@ impl IngestQueue for LocalQueue {
         let mut sizes = Vec::with_capacity(count);
         for event in &events {
             let start = payload.len();
-            serde_json::to_writer(&mut payload, event)
-                .map_err(|e| QueueError::Io(format!("cannot encode an event: {e}")))?;
+            event.write_json(&mut payload);
             payload.push(b'\n');
             sizes.push(payload.len() - start);
         }

@@ -104,16 +104,39 @@ const MIGRATIONS: &[(i64, &str)] = &[
     ),
 ];
 
-/// Pages the writer's WAL may hold before the writer checkpoints it itself: a backstop, far
-/// above what the [`Checkpointer`] lets it reach (SQLite's default is 1,000).
-const WRITER_CHECKPOINT_PAGES: i64 = 16_384;
+/// Pages in the WAL past which the writer asks the [`Checkpointer`] for a checkpoint (SQLite's
+/// own automatic threshold).
+const CHECKPOINT_PAGES: i32 = 1_000;
 
-/// Copies the WAL back into the database file on a connection and thread of its own, after the
-/// writer's commits. SQLite's automatic checkpoint runs inside the commit that crosses its
-/// threshold, with the database file's `fsync`, on the writer's thread: under ingest that was
-/// ~7 % of the node's CPU and a stall of the one thread every stored event waits for. A
-/// `PASSIVE` checkpoint takes no lock the writer needs; requests that arrive while one is
-/// queued are one request.
+/// Pages in the WAL past which the writer checkpoints by itself, as SQLite would: a backstop
+/// for a checkpointer held back (a long read keeps the WAL), far above what it lets the WAL
+/// reach otherwise.
+const WRITER_CHECKPOINT_PAGES: i32 = 16_384;
+
+thread_local! {
+    /// Pages in the WAL after the last commit of this thread's connection, as the writer's WAL
+    /// hook ([`note_wal_pages`]) saw them: a lane's thread owns one connection, so this
+    /// thread's cell is that connection's.
+    static WAL_PAGES: std::cell::Cell<i32> = const { std::cell::Cell::new(0) };
+}
+
+/// The writer connection's WAL hook, in place of SQLite's automatic checkpoint (itself a WAL
+/// hook that checkpoints inside the commit).
+fn note_wal_pages(wal: &rusqlite::hooks::Wal, pages: std::ffi::c_int) -> rusqlite::Result<()> {
+    WAL_PAGES.set(pages);
+    if pages >= WRITER_CHECKPOINT_PAGES {
+        // An error here would fail the statement whose commit already happened.
+        let _ = wal.checkpoint();
+    }
+    Ok(())
+}
+
+/// Copies the WAL back into the database file on a connection and thread of its own, once the
+/// writer's commits grew it past [`CHECKPOINT_PAGES`]. SQLite's automatic checkpoint runs
+/// inside the commit that crosses the threshold, with the database file's `fsync`, on the
+/// writer's thread: under ingest, ~7 % of the node's CPU and a stall of the one thread every
+/// stored event waits for. A `PASSIVE` checkpoint takes no lock the writer needs; requests
+/// that arrive while one is queued are one request.
 #[derive(Clone)]
 struct Checkpointer {
     lane: Lane<Connection>,
@@ -121,7 +144,25 @@ struct Checkpointer {
 }
 
 impl Checkpointer {
-    fn after_commit(&self) {
+    /// Runs `work` on the writer's connection, then asks for a checkpoint if its commits
+    /// left the WAL past [`CHECKPOINT_PAGES`].
+    async fn write<T: Send + 'static>(
+        &self,
+        writer: &Lane<Connection>,
+        work: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (result, pages) = with_connection(writer, move |connection| {
+            let result = work(connection);
+            Ok((result, WAL_PAGES.replace(0)))
+        })
+        .await?;
+        if pages >= CHECKPOINT_PAGES {
+            self.request();
+        }
+        result
+    }
+
+    fn request(&self) {
         if self.queued.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -288,9 +329,7 @@ impl SqliteStore {
             let searcher = connect(&path)?;
             let checker = connect(&path)?;
             let checkpoints = connect(&path)?;
-            writer
-                .pragma_update(None, "wal_autocheckpoint", WRITER_CHECKPOINT_PAGES)
-                .map_err(database_error)?;
+            writer.wal_hook(Some(note_wal_pages));
             Ok((writer, reader, searcher, checker, checkpoints))
         })
         .await
@@ -367,15 +406,16 @@ impl ApplyIncrements for SqliteCounters {
 
     async fn apply(&self, totals: &[(CounterKey, i64)]) -> Result<Vec<i64>, StoreError> {
         let totals = totals.to_vec();
-        let values = with_connection(&self.writer, move |connection| {
-            let transaction = connection
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(database_error)?;
-            let mut values = Vec::with_capacity(totals.len());
-            {
-                // The WHERE keeps an overflowing update from happening (SQLite would turn the
-                // sum into a float); no row comes back then, and the transaction rolls back.
-                let mut upsert = transaction
+        self.checkpointer
+            .write(&self.writer, move |connection| {
+                let transaction = connection
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(database_error)?;
+                let mut values = Vec::with_capacity(totals.len());
+                {
+                    // The WHERE keeps an overflowing update from happening (SQLite would turn the
+                    // sum into a float); no row comes back then, and the transaction rolls back.
+                    let mut upsert = transaction
                     .prepare_cached(
                         "INSERT INTO counters (key, name, labels, value) VALUES (?1, ?2, ?3, ?4)
                          ON CONFLICT (key) DO UPDATE SET value = value + excluded.value
@@ -383,23 +423,21 @@ impl ApplyIncrements for SqliteCounters {
                          RETURNING value",
                     )
                     .map_err(database_error)?;
-                for (key, by) in &totals {
-                    let value: Option<i64> = upsert
-                        .query_row(
-                            params![key.storage_key(), key.name, key.labels_json(), by],
-                            |row| row.get(0),
-                        )
-                        .optional()
-                        .map_err(database_error)?;
-                    values.push(value.ok_or_else(|| counter_overflow(key, *by))?);
+                    for (key, by) in &totals {
+                        let value: Option<i64> = upsert
+                            .query_row(
+                                params![key.storage_key(), key.name, key.labels_json(), by],
+                                |row| row.get(0),
+                            )
+                            .optional()
+                            .map_err(database_error)?;
+                        values.push(value.ok_or_else(|| counter_overflow(key, *by))?);
+                    }
                 }
-            }
-            transaction.commit().map_err(database_error)?;
-            Ok(values)
-        })
-        .await;
-        self.checkpointer.after_commit();
-        values
+                transaction.commit().map_err(database_error)?;
+                Ok(values)
+            })
+            .await
     }
 }
 
@@ -757,22 +795,20 @@ impl Store for SqliteStore {
     }
 
     async fn write_batch(&self, events: Vec<Arc<Event>>) -> Result<BatchOutcome, StoreError> {
-        let outcome = with_connection(&self.writer, move |connection| {
-            write_batch(connection, &events).map_err(database_error)
-        })
-        .await;
-        self.checkpointer.after_commit();
-        outcome
+        self.checkpointer
+            .write(&self.writer, move |connection| {
+                write_batch(connection, &events).map_err(database_error)
+            })
+            .await
     }
 
     async fn expire(&self, before_us: i64, max_rows: usize) -> Result<usize, StoreError> {
         // On the writer's own connection: a step waits its turn between batches.
-        let removed = with_connection(&self.writer, move |connection| {
-            expire(connection, before_us, max_rows).map_err(database_error)
-        })
-        .await;
-        self.checkpointer.after_commit();
-        removed
+        self.checkpointer
+            .write(&self.writer, move |connection| {
+                expire(connection, before_us, max_rows).map_err(database_error)
+            })
+            .await
     }
 
     async fn severity_counts(&self) -> Result<Vec<SeverityCount>, StoreError> {
