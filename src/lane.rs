@@ -84,6 +84,15 @@ mod tests {
     use super::*;
 
     #[tokio::test]
+    async fn submitted_closures_run_in_turn_without_being_waited_for() {
+        let lane = Lane::spawn("test-submit", Vec::new()).unwrap();
+        assert!(lane.try_submit(|seen: &mut Vec<u32>| seen.push(1)));
+        assert!(lane.try_submit(|_: &mut Vec<u32>| panic!("a submitted closure panics")));
+        // The lane goes on after the panic, and runs closures in the order they came.
+        assert_eq!(lane.run(|seen| seen.clone()).await.unwrap(), [1]);
+    }
+
+    #[tokio::test]
     async fn closures_run_in_order_on_the_lanes_own_thread() {
         let lane = Lane::spawn("test-lane", Vec::new()).unwrap();
         for n in 0..10 {

@@ -12,8 +12,9 @@
 //! never been installed.
 //!
 //! Invariants:
-//! - The handler only reads atomics and calls `mmap`/`sigaction` (system calls, safe in a
-//!   signal handler); it never allocates or locks.
+//! - The handler only reads atomics and calls `mmap`, `sigaction` and `raise` (system calls,
+//!   safe in a signal handler); it never allocates or locks. A `SIGBUS` sent by another process
+//!   (no fault) is raised again under the previous disposition, never swallowed.
 //! - A slot is `ACTIVE` only while its mapping exists: it is claimed after `mmap` and freed
 //!   before `munmap`.
 //! - At most [`SLOTS`] mappings are guarded at once; [`Mapped::new`] answers `None` beyond that
@@ -40,6 +41,10 @@ const ACTIVE: u8 = 2;
 
 struct Slot {
     state: AtomicU8,
+    /// Bumped when the slot turns `ACTIVE` and when it is freed: the handler reads the range
+    /// between two equal readings of it, so never half of one mapping's range and half of the
+    /// next one's.
+    version: AtomicUsize,
     start: AtomicUsize,
     end: AtomicUsize,
     faulted: AtomicBool,
@@ -48,6 +53,7 @@ struct Slot {
 #[allow(clippy::declare_interior_mutable_const)] // the initializer of each array element
 const EMPTY_SLOT: Slot = Slot {
     state: AtomicU8::new(FREE),
+    version: AtomicUsize::new(0),
     start: AtomicUsize::new(0),
     end: AtomicUsize::new(0),
     faulted: AtomicBool::new(false),
@@ -104,10 +110,11 @@ impl Mapped {
             }
         };
         let start = map.as_ptr() as usize;
-        slot.start.store(start, Ordering::Relaxed);
-        slot.end.store(start + len, Ordering::Relaxed);
-        slot.faulted.store(false, Ordering::Relaxed);
-        slot.state.store(ACTIVE, Ordering::Release);
+        slot.start.store(start, Ordering::SeqCst);
+        slot.end.store(start + len, Ordering::SeqCst);
+        slot.faulted.store(false, Ordering::SeqCst);
+        slot.version.fetch_add(1, Ordering::SeqCst);
+        slot.state.store(ACTIVE, Ordering::SeqCst);
         Ok(Some(Mapped {
             map,
             slot,
@@ -135,7 +142,7 @@ impl Mapped {
     /// An error when some byte read through this mapping may not have been the file's: it
     /// shrank (a fault, or a length now short of the mapping's), or reading a page failed.
     pub fn intact(&self) -> io::Result<()> {
-        if self.slot.faulted.load(Ordering::Acquire)
+        if self.slot.faulted.load(Ordering::SeqCst)
             || self.file.metadata()?.len() < self.map.len() as u64
         {
             return Err(io::Error::new(
@@ -158,7 +165,9 @@ impl ChunkSource for Mapped {
         // A backward scan asks for the chunk before this one next, and is done with the one
         // after it: its pages leave this process's memory (not the page cache).
         let ahead = start.saturating_sub(len.saturating_mul(2));
-        self.will_need(ahead, start - ahead);
+        if ahead < start {
+            self.will_need(ahead, start - ahead);
+        }
         if let Some((done_start, done_len)) = self.last_chunk.replace((start, len)) {
             // SAFETY: the mapping is read-only: dropping its pages loses nothing, and a page
             // read again is read from the file.
@@ -183,7 +192,8 @@ impl Drop for Mapped {
     fn drop(&mut self) {
         // Freed before `map` is dropped (fields drop after this), so no slot names an
         // unmapped range.
-        self.slot.state.store(FREE, Ordering::Release);
+        self.slot.state.store(FREE, Ordering::SeqCst);
+        self.slot.version.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -215,15 +225,11 @@ fn install_handler() {
 
 extern "C" fn on_sigbus(signal: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
     // SAFETY: the kernel passes a valid siginfo for an SA_SIGINFO handler.
-    let address = unsafe { (*info).si_addr() } as usize;
-    let page_bytes = PAGE_BYTES.load(Ordering::Relaxed);
-    for slot in &GUARDED {
-        if slot.state.load(Ordering::Acquire) != ACTIVE
-            || address < slot.start.load(Ordering::Relaxed)
-            || address >= slot.end.load(Ordering::Relaxed)
-        {
-            continue;
-        }
+    let (code, address) = unsafe { ((*info).si_code, (*info).si_addr() as usize) };
+    // A code of 0 or less: sent by a process (`kill`), not raised by a fault; no address.
+    let fault = code > 0;
+    if fault && let Some(slot) = slot_of(address) {
+        let page_bytes = PAGE_BYTES.load(Ordering::Relaxed);
         let page = address & !(page_bytes - 1);
         // SAFETY: the page lies inside a live mapping of ours; replacing it with anonymous
         // zeros keeps the address range valid for the reader, which is told by `faulted`.
@@ -238,21 +244,44 @@ extern "C" fn on_sigbus(signal: libc::c_int, info: *mut libc::siginfo_t, _: *mut
             )
         };
         if zeros != libc::MAP_FAILED {
-            slot.faulted.store(true, Ordering::Release);
+            slot.faulted.store(true, Ordering::SeqCst);
             return;
         }
-        break;
+        // No zero page (the process is at its limit of mappings, say): the fault stays
+        // fatal, as it was without this handler.
     }
-    // Not ours (or the page could not be replaced): put the previous disposition back and
-    // return; the faulting instruction runs again and meets it.
-    // SAFETY: PREVIOUS was written before this handler was installed and never again.
+    // Not ours: put the previous disposition back. A fault returns and the faulting
+    // instruction runs again and meets it; a sent signal is sent again (it is blocked while
+    // this runs, and delivered as soon as this returns).
+    // SAFETY: PREVIOUS was written before this handler was installed and never again;
+    // `sigaction`, `signal` and `raise` are async-signal-safe.
     unsafe {
         let previous = &*std::ptr::addr_of!(PREVIOUS);
         match previous {
             Some(previous) => libc::sigaction(signal, previous, std::ptr::null_mut()),
             None => libc::signal(signal, libc::SIG_DFL) as libc::c_int,
         };
+        if !fault {
+            libc::raise(signal);
+        }
     }
+}
+
+/// The live mapping `address` lies in, its range read whole (see [`Slot::version`]).
+fn slot_of(address: usize) -> Option<&'static Slot> {
+    GUARDED.iter().find(|slot| {
+        let version = slot.version.load(Ordering::SeqCst);
+        if slot.state.load(Ordering::SeqCst) != ACTIVE {
+            return false;
+        }
+        let (start, end) = (
+            slot.start.load(Ordering::SeqCst),
+            slot.end.load(Ordering::SeqCst),
+        );
+        slot.version.load(Ordering::SeqCst) == version
+            && slot.state.load(Ordering::SeqCst) == ACTIVE
+            && (start..end).contains(&address)
+    })
 }
 
 #[cfg(test)]

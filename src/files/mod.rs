@@ -474,10 +474,15 @@ impl Source {
     }
 
     /// The first `len` bytes of a plain file, for reading backwards: mapped when it can be
-    /// (searched where they lie in the page cache), else copied ahead by a helper thread.
+    /// (searched where they lie in the page cache), else — every guard slot taken, a file
+    /// system that cannot map, the process out of mappings — copied ahead by a helper thread.
     fn chunks(&self, len: u64, chunk_bytes: usize) -> Result<Chunks, FilesError> {
-        if let Some(mapped) = Mapped::new(&self.file, len).map_err(|e| self.io(e))? {
-            return Ok(Chunks::Mapped(mapped));
+        match Mapped::new(&self.file, len) {
+            Ok(Some(mapped)) => return Ok(Chunks::Mapped(mapped)),
+            Ok(None) => {}
+            Err(error) => {
+                tracing::debug!(path = %self.path.display(), %error, "Cannot map the file; reading it instead.");
+            }
         }
         let ahead = self.file.try_clone().map_err(|e| self.io(e))?;
         Ok(Chunks::Copied(Prefetch::new(ahead, chunk_bytes)))

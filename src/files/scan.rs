@@ -4,10 +4,11 @@
 //! can only be read forwards (a gzipped rotated file).
 //!
 //! Invariants:
-//! - Memory is bounded by the chunk size plus the line limit (plus a window's byte budget for
-//!   [`match_window_forward`]), never by the number of lines asked for: a line longer than
-//!   [`ScanOptions::line_limit`] is cut to its first `line_limit` bytes (and flagged), whatever
-//!   its length in the file.
+//! - Memory is bounded by the chunk size (the scan's own, or up to what the source allows
+//!   through [`ChunkSource::largest_chunk`]: a mapped file's chunks grow to 8 MiB) plus the line
+//!   limit (plus a window's byte budget for [`match_window_forward`]), never by the number of
+//!   lines asked for: a line longer than [`ScanOptions::line_limit`] is cut to its first
+//!   `line_limit` bytes (and flagged), whatever its length in the file.
 //! - Lines are searched where they lie in the chunk: the matcher runs over the whole chunk and
 //!   only the lines around its hits are delimited, so a keyword that never occurs costs one
 //!   SIMD pass over the bytes.
