@@ -32,7 +32,8 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 /// table entries): large enough to be searched by two threads at once.
 const LARGEST_CHUNK: usize = 8 * 1024 * 1024;
 
-/// Mappings guarded at once: more than the blocking pool runs scans concurrently in practice.
+/// Mappings guarded at once: as many as the file streams a node serves by default
+/// (`--max-file-streams`).
 const SLOTS: usize = 64;
 
 const FREE: u8 = 0;
