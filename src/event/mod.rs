@@ -60,7 +60,7 @@ impl Event {
         out.extend_from_slice(b"{\"id\":");
         write_json_string(out, &self.id);
         out.extend_from_slice(b",\"ts_us\":");
-        out.extend_from_slice(self.ts_us.to_string().as_bytes());
+        write_integer(out, self.ts_us);
         out.extend_from_slice(b",\"service\":");
         write_json_string(out, &self.service);
         out.extend_from_slice(b",\"severity\":\"");
@@ -74,9 +74,15 @@ impl Event {
         out.extend_from_slice(b",\"node\":");
         write_json_string(out, &self.node);
         out.extend_from_slice(b",\"received_us\":");
-        out.extend_from_slice(self.received_us.to_string().as_bytes());
+        write_integer(out, self.received_us);
         out.push(b'}');
     }
+}
+
+/// Appends `number` in decimal, without the `String` that `to_string` would allocate.
+pub fn write_integer(out: &mut Vec<u8>, number: impl fmt::Display) {
+    use std::io::Write;
+    write!(out, "{number}").expect("writing into a Vec cannot fail");
 }
 
 /// Appends `text` as a JSON string, escaped exactly as serde_json escapes it (`"`, `\\` and

@@ -18,7 +18,7 @@
 //! - Only rotated files are removed, never `events.log`, which is being written; a reader that
 //!   has a removed file open reads it to its end (the kernel keeps it until closed).
 
-use crate::event::{Event, format_us, write_json_string};
+use crate::event::{Event, format_us, write_integer, write_json_string};
 use crate::queue::QueuedEvent;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -111,7 +111,7 @@ impl<'a> Line<'a> {
         out.extend_from_slice(b",\"node\":");
         write_json_string(out, self.node);
         out.extend_from_slice(b",\"seq\":");
-        out.extend_from_slice(self.seq.to_string().as_bytes());
+        write_integer(out, self.seq);
         out.push(b'}');
     }
 }

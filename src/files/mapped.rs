@@ -407,6 +407,21 @@ mod tests {
     }
 
     #[test]
+    fn past_the_guarded_mappings_a_file_is_not_mapped_until_one_is_let_go() {
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(b"one line\n").unwrap();
+        // Other tests may hold a few slots meanwhile: the refusal comes at or before SLOTS.
+        let mut held = Vec::new();
+        while let Some(mapped) = Mapped::new(&file, 9).unwrap() {
+            held.push(mapped);
+            assert!(held.len() <= SLOTS, "more mappings than guard slots");
+        }
+        assert!(held.len() > SLOTS / 2, "{} mappings", held.len());
+        held.clear();
+        assert!(Mapped::new(&file, 9).unwrap().is_some());
+    }
+
+    #[test]
     fn an_empty_file_is_not_mapped() {
         let file = tempfile::tempfile().unwrap();
         assert!(Mapped::new(&file, 0).unwrap().is_none());

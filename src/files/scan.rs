@@ -415,10 +415,11 @@ fn matching_lines(
             let later = std::thread::Builder::new()
                 .name("file-scan".into())
                 .spawn_scoped(scope, || {
-                    lines_matching(matcher, region, split, offset, limit)
+                    matching_lines_alone(matcher, region, split, offset, limit)
                 })
                 .ok()?;
-            let mut lines = lines_matching(matcher, &region[..split - 1], from, offset, limit);
+            let mut lines =
+                matching_lines_alone(matcher, &region[..split - 1], from, offset, limit);
             match later.join() {
                 Ok(later) => lines.extend(later),
                 Err(panic) => std::panic::resume_unwind(panic),
@@ -430,11 +431,11 @@ fn matching_lines(
             return lines;
         }
     }
-    lines_matching(matcher, region, from, offset, limit)
+    matching_lines_alone(matcher, region, from, offset, limit)
 }
 
 /// [`matching_lines`] on one thread.
-fn lines_matching(
+fn matching_lines_alone(
     matcher: &Matcher,
     region: &[u8],
     mut from: usize,
