@@ -120,6 +120,12 @@ impl Intake {
         Ok(())
     }
 
+    /// The queue's refusal while it sheds load (see [`IngestQueue::shedding`]): a request can
+    /// then be refused before it is parsed.
+    pub fn shedding(&self) -> Option<QueueError> {
+        self.queue.shedding()
+    }
+
     pub fn metrics(&self) -> &NodeMetrics {
         &self.metrics
     }

@@ -14,6 +14,60 @@
 use std::panic::AssertUnwindSafe;
 use tokio::sync::{mpsc, oneshot};
 
+/// The nice value [`Favoured`] asks for: the default is 0, and −10 weighs a thread about nine
+/// times a default one when they compete for a core.
+pub const FAVOURED_NICE: i32 = -10;
+
+/// While alive, the calling thread runs ahead of the process's others when the CPU is contended
+/// (nice [`FAVOURED_NICE`] for this thread alone: Linux applies `setpriority` to a thread id);
+/// dropping it gives the thread its nice value back. For the store writer while it writes a
+/// batch of events: under sustained ingest it otherwise waits for a core behind the request
+/// threads that fill the queue it drains (18 % of its time in a profiled run), and what it does
+/// not write is refused with 503 anyway. Held for a batch only, not for the thread's life: a
+/// thread favoured while it wakes for every small job (counter increments) preempts the
+/// request threads that feed it, which cost those ~5 %. Without the privilege (root,
+/// `CAP_SYS_NICE`, or an `RLIMIT_NICE` allowing it) nothing changes.
+pub struct Favoured {
+    thread: libc::pid_t,
+    /// The nice value to give back, when the favour took.
+    previous: Option<i32>,
+    /// Dropped on the thread it was taken on.
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl Favoured {
+    pub fn enter() -> Favoured {
+        // SAFETY: gettid, getpriority and setpriority take and return plain integers.
+        unsafe {
+            let thread = libc::gettid();
+            let previous = libc::getpriority(libc::PRIO_PROCESS, thread as libc::id_t);
+            let took =
+                libc::setpriority(libc::PRIO_PROCESS, thread as libc::id_t, FAVOURED_NICE) == 0;
+            Favoured {
+                thread,
+                previous: took.then_some(previous),
+                _not_send: std::marker::PhantomData,
+            }
+        }
+    }
+
+    /// Whether the thread is favoured (false without the privilege).
+    pub fn took(&self) -> bool {
+        self.previous.is_some()
+    }
+}
+
+impl Drop for Favoured {
+    fn drop(&mut self) {
+        if let Some(previous) = self.previous {
+            // SAFETY: as in `enter`. Raising a nice value needs no privilege.
+            unsafe {
+                libc::setpriority(libc::PRIO_PROCESS, self.thread as libc::id_t, previous);
+            }
+        }
+    }
+}
+
 /// Closures that may wait for a lane's thread.
 const QUEUE: usize = 256;
 
@@ -82,6 +136,39 @@ impl<T: Send + 'static> Lane<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn nice_of(thread: libc::pid_t) -> i32 {
+        // SAFETY: plain integers in and out.
+        unsafe { libc::getpriority(libc::PRIO_PROCESS, thread as libc::id_t) }
+    }
+
+    #[test]
+    fn a_thread_is_favoured_while_the_guard_lives_and_no_other_is() {
+        // SAFETY: plain integers in and out.
+        let this_thread = unsafe { libc::gettid() };
+        let before = nice_of(this_thread);
+        let (took, while_held, after) = std::thread::spawn(move || {
+            // SAFETY: as above.
+            let thread = unsafe { libc::gettid() };
+            let favoured = Favoured::enter();
+            let while_held = nice_of(thread);
+            let took = favoured.took();
+            drop(favoured);
+            (took, while_held, nice_of(thread))
+        })
+        .join()
+        .unwrap();
+        if took {
+            assert_eq!(while_held, FAVOURED_NICE);
+        } else {
+            assert_eq!(while_held, before, "refused (no privilege), so unchanged");
+        }
+        assert_eq!(
+            after, before,
+            "dropping the guard gives the nice value back"
+        );
+        assert_eq!(nice_of(this_thread), before, "no other thread is changed");
+    }
 
     #[tokio::test]
     async fn submitted_closures_run_in_turn_without_being_waited_for() {

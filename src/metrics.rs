@@ -54,6 +54,7 @@ pub struct NodeMetrics {
     rows_expired: Family<Labels, Counter>,
     expiry_rounds: Counter,
     expired_on_arrival: Counter,
+    requests_shed: Counter,
     queue_events: Gauge,
     queue_bytes: Gauge,
     /// Totals per sink for [`NodeMetrics::snapshot`]: the client's histograms do not expose
@@ -162,6 +163,13 @@ impl NodeMetrics {
              (--late-events expire)",
             expired_on_arrival.clone(),
         );
+        let requests_shed = Counter::default();
+        registry.register(
+            "ingest_requests_shed",
+            "Ingest requests refused (503) before they were parsed, while the full queue drained \
+             below nine tenths of its limits; their events are in no ingest_events count",
+            requests_shed.clone(),
+        );
         let queue_events = Gauge::default();
         registry.register(
             "queue_depth_events",
@@ -184,6 +192,7 @@ impl NodeMetrics {
             rows_expired,
             expiry_rounds,
             expired_on_arrival,
+            requests_shed,
             queue_events,
             queue_bytes,
             sinks: Mutex::new(BTreeMap::new()),
@@ -222,6 +231,10 @@ impl NodeMetrics {
 
     pub fn events_expired_on_arrival(&self, events: usize) {
         self.expired_on_arrival.inc_by(events as u64);
+    }
+
+    pub fn request_shed(&self) {
+        self.requests_shed.inc();
     }
 
     pub fn expiry_round(&self) {

@@ -288,6 +288,15 @@ async fn a_full_queue_answers_503_with_retry_after_and_shutdown_flushes_it() {
         config.flush_interval = Duration::from_secs(3600);
     })
     .await;
+    // More than the queue can ever hold: 413, and the queue takes requests on. (Once the queue
+    // is full it sheds every request unparsed, this one too: see the next test.)
+    let eleven: String = (0..11)
+        .map(|i| ndjson_line(&format!("big{i}"), "api", "info", "m"))
+        .collect();
+    let response = node.post("/api/v1/logs").body(eleven).send().await.unwrap();
+    let (status, _, message) = error_of(response).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{message}");
+
     let ten: String = (0..10)
         .map(|i| ndjson_line(&format!("e{i}"), "api", "info", "m"))
         .collect();
@@ -308,13 +317,6 @@ async fn a_full_queue_answers_503_with_retry_after_and_shutdown_flushes_it() {
     );
     assert!(message.contains("queue is full"), "{message}");
 
-    let eleven: String = (0..11)
-        .map(|i| ndjson_line(&format!("big{i}"), "api", "info", "m"))
-        .collect();
-    let response = node.post("/api/v1/logs").body(eleven).send().await.unwrap();
-    let (status, _, message) = error_of(response).await;
-    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{message}");
-
     assert_eq!(
         stored(&node.db_path()).rows,
         0,
@@ -328,6 +330,60 @@ async fn a_full_queue_answers_503_with_retry_after_and_shutdown_flushes_it() {
         "shutdown flushed the queue"
     );
     assert_eq!(event_log_lines(&node.event_log_dir()).len(), 10);
+}
+
+#[tokio::test]
+async fn a_queue_refused_for_room_sheds_requests_before_parsing_them_until_it_drains() {
+    // As above: accepted events stay in the queue until shutdown.
+    let mut node = TestNode::start(|config| {
+        config.queue_limits.max_events = 10;
+        config.batch_size = 1000;
+        config.flush_interval = Duration::from_secs(3600);
+    })
+    .await;
+    let nine: String = (0..9)
+        .map(|i| ndjson_line(&format!("e{i}"), "api", "info", "m"))
+        .collect();
+    let response = node.post("/api/v1/logs").body(nine).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let two: String = (0..2)
+        .map(|i| ndjson_line(&format!("t{i}"), "api", "info", "m"))
+        .collect();
+    let response = node.post("/api/v1/logs").body(two).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+    // Now shedding: one more event would fit, but is refused; and a malformed body is refused
+    // the same way, because it is not parsed (it would have been 400).
+    let one = ndjson_line("fits", "api", "info", "m");
+    for body in [one, "not json\n".to_owned()] {
+        let response = node.post("/api/v1/logs").body(body).send().await.unwrap();
+        assert_eq!(response.headers().get("retry-after").unwrap(), "1");
+        let (status, code, message) = error_of(response).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (StatusCode::SERVICE_UNAVAILABLE, "overloaded")
+        );
+        assert!(message.contains("queue is full (9 events"), "{message}");
+    }
+    let metrics = node
+        .get("/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("logmesh_ingest_requests_shed_total 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("logmesh_ingest_events_total{outcome=\"refused\"} 2"),
+        "only the parsed request's events are counted as refused: {metrics}"
+    );
+    node.shutdown().await;
+    let db = stored(&node.db_path());
+    assert_eq!(db.rows, 9, "only the accepted request was kept");
 }
 
 #[tokio::test]

@@ -56,13 +56,21 @@ pub(super) async fn read_ingest_body(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(Bytes, Reservation), ApiError> {
-    read_body(
+    let read = read_body(
         &state.inner.body_budget,
         state.inner.max_body_bytes,
         headers,
         body,
     )
-    .await
+    .await?;
+    // Refused here, before parsing, while the queue sheds load: parsing a request only to
+    // refuse it would take the CPU the store writer needs to drain the queue. The body is read
+    // first all the same, so that the connection stays usable for the client's retry.
+    if let Some(full) = state.inner.intake.shedding() {
+        state.inner.intake.metrics().request_shed();
+        return Err(full.into());
+    }
+    Ok(read)
 }
 
 /// Whether the body is declared form-encoded (`curl --data` and Python's `HTTPHandler` both

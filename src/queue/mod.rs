@@ -158,6 +158,13 @@ pub trait IngestQueue: Send + Sync + 'static {
     /// Events and bytes accepted but not yet acknowledged by every consumer.
     fn depth(&self) -> QueueDepth;
 
+    /// [`QueueError::Full`] while the queue refuses every append whatever its size (see
+    /// [`local::LocalQueue`]'s shedding), so that a request can be refused before it is parsed.
+    /// `None` says only that an append may be taken, not that it will.
+    fn shedding(&self) -> Option<QueueError> {
+        None
+    }
+
     /// Stops taking appends; already durable events stay readable by consumers.
     async fn close(&self);
 }

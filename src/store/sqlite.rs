@@ -797,6 +797,16 @@ impl Store for SqliteStore {
     async fn write_batch(&self, events: Vec<Arc<Event>>) -> Result<BatchOutcome, StoreError> {
         self.checkpointer
             .write(&self.writer, move |connection| {
+                let favoured = crate::lane::Favoured::enter();
+                if !favoured.took() {
+                    static SAID: std::sync::Once = std::sync::Once::new();
+                    SAID.call_once(|| {
+                        tracing::debug!(
+                            "The store writer writes at the default priority (no privilege to \
+                             favour it under CPU contention)."
+                        );
+                    });
+                }
                 write_batch(connection, &events).map_err(database_error)
             })
             .await
