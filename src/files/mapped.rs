@@ -78,6 +78,27 @@ pub struct Mapped {
     file: File,
     /// The range given out last, dropped from memory when the next is asked for.
     last_chunk: Option<(usize, usize)>,
+    /// The process's major faults when the last chunk was given out.
+    major_faults: Option<i64>,
+    /// Whether this scan has read pages from the disk (a major fault while it ran): only then
+    /// is readahead asked for past the first chunk. Asking it for pages already cached walks
+    /// the page cache page by page, and had taken 30 % of a cached 1 GiB scan's time.
+    reading_from_disk: bool,
+    /// Readahead requests made, for tests.
+    advised: usize,
+}
+
+/// Major page faults of this process so far (pages read from the disk on access).
+fn major_faults() -> i64 {
+    // SAFETY: getrusage fills the zeroed struct it is given.
+    unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        if libc::getrusage(libc::RUSAGE_SELF, &mut usage) == 0 {
+            usage.ru_majflt
+        } else {
+            0
+        }
+    }
 }
 
 impl Mapped {
@@ -121,6 +142,9 @@ impl Mapped {
             slot,
             file: file_for_len,
             last_chunk: None,
+            major_faults: None,
+            reading_from_disk: false,
+            advised: 0,
         }))
     }
 
@@ -128,7 +152,8 @@ impl Mapped {
     /// backwards gets no readahead of its own). Through the file, not the mapping: advice on
     /// the mapping would map the pages too, and a long scan's memory would grow with it. Only
     /// advice: errors are ignored.
-    fn will_need(&self, start: usize, len: usize) {
+    fn will_need(&mut self, start: usize, len: usize) {
+        self.advised += 1;
         // SAFETY: a plain system call on a descriptor this value owns.
         unsafe {
             libc::posix_fadvise(
@@ -159,16 +184,27 @@ impl ChunkSource for Mapped {
     fn chunk<'a>(&'a mut self, start: u64, len: usize, _: &'a mut Vec<u8>) -> io::Result<&'a [u8]> {
         let start =
             usize::try_from(start).map_err(|_| io::Error::other("offset past the mapping"))?;
-        let bytes = self
-            .map
-            .get(start..start.saturating_add(len))
+        let end = start
+            .checked_add(len)
+            .filter(|end| *end <= self.map.len())
             .ok_or_else(|| io::Error::other("chunk past the mapping"))?;
-        // A backward scan asks for the chunk before this one next, and is done with the one
-        // after it: its pages leave this process's memory (not the page cache).
+        // A backward scan asks for the chunk before this one next: readahead for the two
+        // before it with the first chunk, then only once this scan has met pages that were not
+        // cached (another thread's fault may count too: that costs one needless request).
+        let faults = major_faults();
+        let first = match self.major_faults.replace(faults) {
+            None => true,
+            Some(before) => {
+                self.reading_from_disk |= faults > before;
+                false
+            }
+        };
         let ahead = start.saturating_sub(len.saturating_mul(2));
-        if ahead < start {
+        if ahead < start && (first || self.reading_from_disk) {
             self.will_need(ahead, start - ahead);
         }
+        // It is done with the chunk after this one: its pages leave this process's memory (not
+        // the page cache).
         if let Some((done_start, done_len)) = self.last_chunk.replace((start, len)) {
             // SAFETY: the mapping is read-only: dropping its pages loses nothing, and a page
             // read again is read from the file.
@@ -177,7 +213,7 @@ impl ChunkSource for Mapped {
                     .unchecked_advise_range(UncheckedAdvice::DontNeed, done_start, done_len)
             };
         }
-        Ok(bytes)
+        Ok(&self.map[start..end])
     }
 
     fn intact(&self) -> io::Result<()> {
@@ -295,6 +331,68 @@ mod tests {
         ScanOptions {
             chunk_bytes,
             line_limit: 100,
+        }
+    }
+
+    /// Every chunk of `len` bytes of `mapped`, from the end backwards, each byte read.
+    fn read_backwards(mapped: &mut Mapped, len: usize, chunk: usize) -> u64 {
+        let mut sum = 0u64;
+        let mut buffer = Vec::new();
+        let mut end = len;
+        while end > 0 {
+            let start = end.saturating_sub(chunk);
+            let bytes = mapped
+                .chunk(start as u64, end - start, &mut buffer)
+                .unwrap();
+            sum += bytes.iter().map(|b| *b as u64).sum::<u64>();
+            end = start;
+        }
+        sum
+    }
+
+    #[test]
+    fn readahead_is_asked_past_the_first_chunk_only_for_pages_read_from_the_disk() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        let len = 8 << 20;
+        file.write_all(&vec![b'x'; len]).unwrap();
+        file.as_file().sync_all().unwrap();
+        let chunk = 1 << 20;
+
+        // Just written, so cached: the first chunk asks, the seven others do not.
+        let mut cached = Mapped::new(file.as_file(), len as u64).unwrap().unwrap();
+        assert_eq!(
+            read_backwards(&mut cached, len, chunk),
+            len as u64 * b'x' as u64
+        );
+        assert_eq!(cached.advised, 1, "a cached file needs no readahead");
+        drop(cached);
+
+        // Dropped from the page cache (clean pages, synced above), the scan reads from the
+        // disk and asks for readahead as it goes. A file system that keeps its pages in memory
+        // (tmpfs) cannot drop them; there the scan stays a cached one.
+        // SAFETY: a plain system call on an open descriptor.
+        unsafe {
+            libc::posix_fadvise(
+                file.as_file().as_raw_fd(),
+                0,
+                len as libc::off_t,
+                libc::POSIX_FADV_DONTNEED,
+            );
+        }
+        let faults_before = major_faults();
+        let mut cold = Mapped::new(file.as_file(), len as u64).unwrap().unwrap();
+        assert_eq!(
+            read_backwards(&mut cold, len, chunk),
+            len as u64 * b'x' as u64
+        );
+        if major_faults() > faults_before {
+            assert!(
+                cold.advised > 1,
+                "read from the disk: {} requests",
+                cold.advised
+            );
+        } else {
+            assert_eq!(cold.advised, 1, "still cached: {} requests", cold.advised);
         }
     }
 
