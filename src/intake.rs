@@ -120,10 +120,18 @@ impl Intake {
         Ok(())
     }
 
-    /// The queue's refusal while it sheds load (see [`IngestQueue::shedding`]): a request can
-    /// then be refused before it is parsed.
-    pub fn shedding(&self) -> Option<QueueError> {
-        self.queue.shedding()
+    /// The queue's refusal while it sheds load (see [`IngestQueue::shedding`]), counted as a
+    /// request shed: a request can then be refused before it is parsed. Below
+    /// `--min-free-disk` the refusal is the disk's instead, which says when to expect room.
+    pub fn check_shedding(&self) -> Result<(), QueueError> {
+        let Some(full) = self.queue.shedding() else {
+            return Ok(());
+        };
+        if let Some(low) = self.watermark.as_ref().and_then(|w| w.check().err()) {
+            return Err(low);
+        }
+        self.metrics.request_shed();
+        Err(full)
     }
 
     pub fn metrics(&self) -> &NodeMetrics {

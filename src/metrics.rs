@@ -166,8 +166,9 @@ impl NodeMetrics {
         let requests_shed = Counter::default();
         registry.register(
             "ingest_requests_shed",
-            "Ingest requests refused (503) before they were parsed, while the full queue drained \
-             below nine tenths of its limits; their events are in no ingest_events count",
+            "HTTP ingest requests refused (503; 429 for Elasticsearch bulk) before they were \
+             parsed, while the full queue drained below nine tenths of its limits; their events \
+             are in no ingest_events count",
             requests_shed.clone(),
         );
         let queue_events = Gauge::default();

@@ -365,6 +365,15 @@ async fn a_queue_refused_for_room_sheds_requests_before_parsing_them_until_it_dr
         );
         assert!(message.contains("queue is full (9 events"), "{message}");
     }
+    // Nor is a compressed body decompressed: this one is not gzip (it would have been 400).
+    let response = node
+        .post("/api/v1/logs")
+        .header("content-encoding", "gzip")
+        .body("not gzip at all")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     let metrics = node
         .get("/metrics")
         .send()
@@ -374,7 +383,7 @@ async fn a_queue_refused_for_room_sheds_requests_before_parsing_them_until_it_dr
         .await
         .unwrap();
     assert!(
-        metrics.contains("logmesh_ingest_requests_shed_total 2"),
+        metrics.contains("logmesh_ingest_requests_shed_total 3"),
         "{metrics}"
     );
     assert!(

@@ -302,6 +302,29 @@ pub async fn read_body(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(Bytes, Reservation), ApiError> {
+    read_encoded_body(budget, limit, headers, body)
+        .await?
+        .decode()
+        .await
+}
+
+/// A body as received, its `Content-Encoding` not yet undone: what a request refused before
+/// parsing needs to have read, so that its connection stays usable.
+pub struct EncodedBody {
+    bytes: Vec<u8>,
+    encoding: Encoding,
+    limit: usize,
+    reservation: Reservation,
+}
+
+/// The first half of [`read_body`]: the whole body within `limit` bytes and the node's body
+/// budget, as received.
+pub async fn read_encoded_body(
+    budget: &Arc<Semaphore>,
+    limit: usize,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<EncodedBody, ApiError> {
     let encoding = encoding_of(headers)?;
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -331,43 +354,61 @@ pub async fn read_body(
         }
         bytes.extend_from_slice(&data);
     }
-    match encoding {
-        Encoding::Identity => Ok((Bytes::from(bytes), reservation)),
-        Encoding::Snappy if !bytes.starts_with(SNAPPY_STREAM_IDENTIFIER) => {
-            let inflated = decode_snappy_block(&bytes, limit, &mut reservation)
-                .map_err(|e| e.with_encoding(encoding))?;
-            Ok((inflated, reservation))
-        }
-        _ => tokio::task::spawn_blocking(move || {
-            let inflated = match encoding {
-                Encoding::Gzip => inflate(
-                    flate2::read::MultiGzDecoder::new(&bytes[..]),
-                    limit,
-                    &mut reservation,
-                ),
-                Encoding::Deflate => inflate(
-                    flate2::read::ZlibDecoder::new(&bytes[..]),
-                    limit,
-                    &mut reservation,
-                ),
-                _ => inflate(
-                    snap::read::FrameDecoder::new(&bytes[..]),
-                    limit,
-                    &mut reservation,
-                ),
+    Ok(EncodedBody {
+        bytes,
+        encoding,
+        limit,
+        reservation,
+    })
+}
+
+impl EncodedBody {
+    /// The second half of [`read_body`]: the body decompressed within its limit and budget.
+    pub async fn decode(self) -> Result<(Bytes, Reservation), ApiError> {
+        let EncodedBody {
+            bytes,
+            encoding,
+            limit,
+            mut reservation,
+        } = self;
+        match encoding {
+            Encoding::Identity => Ok((Bytes::from(bytes), reservation)),
+            Encoding::Snappy if !bytes.starts_with(SNAPPY_STREAM_IDENTIFIER) => {
+                let inflated = decode_snappy_block(&bytes, limit, &mut reservation)
+                    .map_err(|e| e.with_encoding(encoding))?;
+                Ok((inflated, reservation))
             }
-            .map_err(|e| e.with_encoding(encoding))?;
-            drop(bytes);
-            Ok((inflated, reservation))
-        })
-        .await
-        .map_err(|error| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                format!("decompressing the body failed: {error}"),
-            )
-        })?,
+            _ => tokio::task::spawn_blocking(move || {
+                let inflated = match encoding {
+                    Encoding::Gzip => inflate(
+                        flate2::read::MultiGzDecoder::new(&bytes[..]),
+                        limit,
+                        &mut reservation,
+                    ),
+                    Encoding::Deflate => inflate(
+                        flate2::read::ZlibDecoder::new(&bytes[..]),
+                        limit,
+                        &mut reservation,
+                    ),
+                    _ => inflate(
+                        snap::read::FrameDecoder::new(&bytes[..]),
+                        limit,
+                        &mut reservation,
+                    ),
+                }
+                .map_err(|e| e.with_encoding(encoding))?;
+                drop(bytes);
+                Ok((inflated, reservation))
+            })
+            .await
+            .map_err(|error| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    format!("decompressing the body failed: {error}"),
+                )
+            })?,
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 //! object, an array, or NDJSON). Both answer 202 only once the queue made every event durable.
 
 use super::AppState;
-use super::body::{Reservation, read_body};
+use super::body::{Reservation, read_encoded_body};
 use super::error::{ApiError, media_type};
 use crate::event::bounds::Refusal;
 use crate::event::parse::check_name;
@@ -56,21 +56,18 @@ pub(super) async fn read_ingest_body(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(Bytes, Reservation), ApiError> {
-    let read = read_body(
+    let encoded = read_encoded_body(
         &state.inner.body_budget,
         state.inner.max_body_bytes,
         headers,
         body,
     )
     .await?;
-    // Refused here, before parsing, while the queue sheds load: parsing a request only to
-    // refuse it would take the CPU the store writer needs to drain the queue. The body is read
-    // first all the same, so that the connection stays usable for the client's retry.
-    if let Some(full) = state.inner.intake.shedding() {
-        state.inner.intake.metrics().request_shed();
-        return Err(full.into());
-    }
-    Ok(read)
+    // Refused here, before decompressing and parsing, while the queue sheds load: doing either
+    // only to refuse the request would take the CPU the store writer needs to drain the queue.
+    // The body is read all the same, so that the connection stays usable for the retry.
+    state.inner.intake.check_shedding()?;
+    encoded.decode().await
 }
 
 /// Whether the body is declared form-encoded (`curl --data` and Python's `HTTPHandler` both

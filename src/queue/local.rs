@@ -61,17 +61,19 @@ struct State {
     acked: [u64; ConsumerRole::ALL.len()],
     failure: Option<String>,
     appends_stopped: bool,
-    /// Set when an append is refused as [`QueueError::Full`]: every append is then refused
-    /// until the consumers have drained the queue below [`RESUME_BELOW`] of its limits.
+    /// Set when an append is refused as [`QueueError::Full`]: [`IngestQueue::shedding`] then
+    /// answers the refusal until the consumers have drained the queue below [`RESUME_BELOW`]
+    /// of its limits. Appends themselves are still taken while they fit (a syslog datagram
+    /// already parsed is not dropped for it).
     shedding: bool,
 }
 
-/// The share of its limits (tenths) a shedding queue must drain below before it takes appends
-/// again. Under sustained overload a queue kept at the brim would refuse most requests only
-/// after they were read, parsed and encoded — half the node's requests in a profiled run —
-/// taking that CPU from the store writer that drains it; refusing until a tenth has drained
-/// lets the node refuse them before parsing instead ([`IngestQueue::shedding`]).
-const RESUME_BELOW: usize = 9;
+/// The share of its limits (tenths) a shedding queue must drain below before requests are
+/// parsed again. Under sustained overload a queue kept at the brim would refuse most requests
+/// only after they were read, parsed and encoded — four in ten of the node's requests in a
+/// profiled run — taking that CPU from the store writer that drains it; refusing until a tenth
+/// has drained lets the node refuse them before parsing instead ([`IngestQueue::shedding`]).
+const RESUME_BELOW: u64 = 9;
 
 impl State {
     fn full(&self) -> QueueError {
@@ -81,16 +83,21 @@ impl State {
         }
     }
 
-    /// Whether appends are still refused after a refusal for room; ends the shedding once the
-    /// queue has drained below [`RESUME_BELOW`] tenths of both limits.
+    /// Whether requests are still refused unparsed after a refusal for room; ends the shedding
+    /// once the queue has drained below [`RESUME_BELOW`] tenths of both limits. A queue that
+    /// is closed or failed sheds nothing: its appends answer why.
     fn shedding(&mut self, limits: &QueueLimits) -> Option<QueueError> {
+        let below = |reserved: usize, limit: usize| {
+            (reserved as u64).saturating_mul(10) < (limit as u64).saturating_mul(RESUME_BELOW)
+        };
         if self.shedding
-            && self.reserved.events * 10 < limits.max_events * RESUME_BELOW
-            && self.reserved.bytes * 10 < limits.max_bytes * RESUME_BELOW
+            && below(self.reserved.events, limits.max_events)
+            && below(self.reserved.bytes, limits.max_bytes)
         {
             self.shedding = false;
         }
-        self.shedding.then(|| self.full())
+        let refusing = self.shedding && !self.appends_stopped && self.failure.is_none();
+        refusing.then(|| self.full())
     }
 }
 
@@ -204,9 +211,6 @@ impl LocalQueue {
                 max_events: limits.max_events,
                 max_bytes: limits.max_bytes,
             });
-        }
-        if let Some(full) = state.shedding(&limits) {
-            return Err(full);
         }
         if state.reserved.events + events > limits.max_events
             || state.reserved.bytes + bytes > limits.max_bytes
@@ -884,13 +888,10 @@ mod tests {
         queue.append(events(&["c", "d"])).await.unwrap();
     }
 
-    #[tokio::test]
-    async fn a_full_queue_sheds_every_append_until_it_has_drained_below_nine_tenths() {
+    /// Nine events of the same size, then a refusal for room, then the shedding until two of
+    /// them are acknowledged; `limits` is full at ten such events, by count or by bytes.
+    async fn shed_and_drain(limits: QueueLimits) {
         let dir = tempfile::tempdir().unwrap();
-        let limits = QueueLimits {
-            max_events: 10,
-            max_bytes: 1 << 20,
-        };
         let queue = LocalQueue::open(dir.path(), limits, 0).unwrap();
         let nine: Vec<String> = (0..9).map(|n| n.to_string()).collect();
         let nine: Vec<&str> = nine.iter().map(String::as_str).collect();
@@ -904,22 +905,67 @@ mod tests {
             queue.shedding(),
             Some(QueueError::Full { events: 9, .. })
         ));
+        // Appends that fit are still taken (a syslog message already parsed is not dropped);
+        // only requests not yet parsed are refused, through `shedding`.
+        queue.append(events(&["c"])).await.unwrap();
+        assert!(queue.shedding().is_some(), "full: still shedding");
+        for role in ConsumerRole::ALL {
+            let mut consumer = queue.consumer(role).await.unwrap();
+            let batch = consumer.fetch(1, Duration::ZERO).await.unwrap();
+            consumer.ack(&batch).await.unwrap();
+        }
         assert!(
-            matches!(
-                queue.append(events(&["c"])).await,
-                Err(QueueError::Full { .. })
-            ),
-            "one more event would fit, but the queue sheds until it has drained"
+            queue.shedding().is_some(),
+            "9 of 10 is not below nine tenths"
         );
-        assert_eq!(queue.depth().events, 9);
         for role in ConsumerRole::ALL {
             let mut consumer = queue.consumer(role).await.unwrap();
             let batch = consumer.fetch(1, Duration::ZERO).await.unwrap();
             consumer.ack(&batch).await.unwrap();
         }
         assert!(queue.shedding().is_none(), "8 of 10 is below nine tenths");
-        queue.append(events(&["c"])).await.unwrap();
-        assert_eq!(queue.depth().events, 9);
+        assert_eq!(queue.depth().events, 8);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_sheds_requests_until_it_has_drained_below_nine_tenths_of_its_events() {
+        shed_and_drain(QueueLimits {
+            max_events: 10,
+            max_bytes: 1 << 20,
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_sheds_requests_until_it_has_drained_below_nine_tenths_of_its_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let scratch = LocalQueue::open(dir.path(), LIMITS, 0).unwrap();
+        scratch.append(events(&["0"])).await.unwrap();
+        let one_event = scratch.depth().bytes;
+        shed_and_drain(QueueLimits {
+            max_events: 1000,
+            max_bytes: 10 * one_event,
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_closed_queue_sheds_nothing_and_says_it_is_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = QueueLimits {
+            max_events: 1,
+            max_bytes: 1 << 20,
+        };
+        let queue = LocalQueue::open(dir.path(), limits, 0).unwrap();
+        queue.append(events(&["a"])).await.unwrap();
+        assert!(queue.append(events(&["b"])).await.is_err());
+        assert!(queue.shedding().is_some());
+        queue.close().await;
+        assert!(queue.shedding().is_none(), "its appends say why");
+        assert!(matches!(
+            queue.append(events(&["b"])).await,
+            Err(QueueError::Closed)
+        ));
     }
 
     #[tokio::test]
