@@ -158,9 +158,10 @@ pub trait IngestQueue: Send + Sync + 'static {
     /// Events and bytes accepted but not yet acknowledged by every consumer.
     fn depth(&self) -> QueueDepth;
 
-    /// [`QueueError::Full`] while the queue refuses every append whatever its size (see
-    /// [`local::LocalQueue`]'s shedding), so that a request can be refused before it is parsed.
-    /// `None` says only that an append may be taken, not that it will.
+    /// [`QueueError::Full`] while requests not yet parsed should be refused: after an append
+    /// was refused for room, until the queue has drained (see [`local::LocalQueue`]'s
+    /// shedding). Appends that fit are still taken meanwhile. `None` says only that an append
+    /// may be taken, not that it will.
     fn shedding(&self) -> Option<QueueError> {
         None
     }
