@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{TestNode, event_log_lines, ndjson_line, stored};
+use common::{TestNode, event_log_lines, metrics_text, ndjson_line, sample_value, stored};
 use logmesh::node::{Node, NodeConfig, NodeError};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -279,15 +279,20 @@ async fn bodies_over_the_limit_are_413_whether_declared_or_chunked() {
     node.wait_for_stored(1).await;
 }
 
-#[tokio::test]
-async fn a_full_queue_answers_503_with_retry_after_and_shutdown_flushes_it() {
-    // The writers wait for 1000 events or an hour, so accepted events stay in the queue.
-    let mut node = TestNode::start(|config| {
+/// A node whose queue holds 10 events, and whose writers wait for 1000 events or an hour: the
+/// events it accepts stay in the queue until shutdown.
+async fn node_with_a_queue_of_ten() -> TestNode {
+    TestNode::start(|config| {
         config.queue_limits.max_events = 10;
         config.batch_size = 1000;
         config.flush_interval = Duration::from_secs(3600);
     })
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn a_full_queue_answers_503_with_retry_after_and_shutdown_flushes_it() {
+    let mut node = node_with_a_queue_of_ten().await;
     // More than the queue can ever hold: 413, and the queue takes requests on. (Once the queue
     // is full it sheds every request unparsed, this one too: see the next test.)
     let eleven: String = (0..11)
@@ -334,13 +339,7 @@ async fn a_full_queue_answers_503_with_retry_after_and_shutdown_flushes_it() {
 
 #[tokio::test]
 async fn a_queue_refused_for_room_sheds_requests_before_parsing_them_until_it_drains() {
-    // As above: accepted events stay in the queue until shutdown.
-    let mut node = TestNode::start(|config| {
-        config.queue_limits.max_events = 10;
-        config.batch_size = 1000;
-        config.flush_interval = Duration::from_secs(3600);
-    })
-    .await;
+    let mut node = node_with_a_queue_of_ten().await;
     let nine: String = (0..9)
         .map(|i| ndjson_line(&format!("e{i}"), "api", "info", "m"))
         .collect();
@@ -374,21 +373,15 @@ async fn a_queue_refused_for_room_sheds_requests_before_parsing_them_until_it_dr
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let metrics = node
-        .get("/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains("logmesh_ingest_requests_shed_total 3"),
-        "{metrics}"
+    let metrics = metrics_text(&node.url).await;
+    assert_eq!(
+        sample_value(&metrics, "logmesh_ingest_requests_shed_total"),
+        3
     );
-    assert!(
-        metrics.contains("logmesh_ingest_events_total{outcome=\"refused\"} 2"),
-        "only the parsed request's events are counted as refused: {metrics}"
+    assert_eq!(
+        sample_value(&metrics, "logmesh_ingest_events_total{outcome=\"refused\"}"),
+        2,
+        "only the parsed request's events are counted as refused"
     );
     node.shutdown().await;
     let db = stored(&node.db_path());

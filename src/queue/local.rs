@@ -890,6 +890,15 @@ mod tests {
 
     /// Nine events of the same size, then a refusal for room, then the shedding until two of
     /// them are acknowledged; `limits` is full at ten such events, by count or by bytes.
+    /// Every role acknowledges the oldest event it has not acknowledged yet.
+    async fn acknowledge_oldest(queue: &LocalQueue) {
+        for role in ConsumerRole::ALL {
+            let mut consumer = queue.consumer(role).await.unwrap();
+            let batch = consumer.fetch(1, Duration::ZERO).await.unwrap();
+            consumer.ack(&batch).await.unwrap();
+        }
+    }
+
     async fn shed_and_drain(limits: QueueLimits) {
         let dir = tempfile::tempdir().unwrap();
         let queue = LocalQueue::open(dir.path(), limits, 0).unwrap();
@@ -909,20 +918,12 @@ mod tests {
         // only requests not yet parsed are refused, through `shedding`.
         queue.append(events(&["c"])).await.unwrap();
         assert!(queue.shedding().is_some(), "full: still shedding");
-        for role in ConsumerRole::ALL {
-            let mut consumer = queue.consumer(role).await.unwrap();
-            let batch = consumer.fetch(1, Duration::ZERO).await.unwrap();
-            consumer.ack(&batch).await.unwrap();
-        }
+        acknowledge_oldest(&queue).await;
         assert!(
             queue.shedding().is_some(),
             "9 of 10 is not below nine tenths"
         );
-        for role in ConsumerRole::ALL {
-            let mut consumer = queue.consumer(role).await.unwrap();
-            let batch = consumer.fetch(1, Duration::ZERO).await.unwrap();
-            consumer.ack(&batch).await.unwrap();
-        }
+        acknowledge_oldest(&queue).await;
         assert!(queue.shedding().is_none(), "8 of 10 is below nine tenths");
         assert_eq!(queue.depth().events, 8);
     }
