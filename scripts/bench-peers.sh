@@ -11,7 +11,10 @@
 #             `appendfsync always`;
 #   tail      scripts/bench-tail.sh (last 100 matches vs `tac | grep`, full scans vs `grep -c`
 #             and `rg -c`, a regex full scan vs `rg -c REGEX`), 1 GiB file, warm page cache;
-#   memory    the node's peak RSS (VmHWM) under each of the above.
+#   memory    the node's peak RSS (VmHWM) under each of the above;
+#   CPU       the CPU time (user + system) the node and each peer spent per event, line or
+#             increment, and the rate of `GET /healthz` (an HTTP round trip that does no work)
+#             beside Redis: what bounds the targets on a machine of this size.
 #
 #   cargo build --release && scripts/bench-peers.sh
 #
@@ -65,7 +68,13 @@ wait_until() { # $1: a command that succeeds once done; $2: seconds before givin
 json_field() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
 ratio() { python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print(f'{a/b:.2f}×' if b else '—')" "$1" "$2"; }
 peak_rss() { awk '/VmHWM/ {printf "%.0f MiB", $2/1024}' "/proc/$1/status"; }
+# Microseconds of CPU (user + system, all threads) process $1 has used per one of $2 things.
+cpu_us_per() {
+  python3 -c "import os,sys; f=open(f'/proc/{sys.argv[1]}/stat').read().rsplit(')',1)[1].split(); \
+print(f'{(int(f[11])+int(f[12]))/os.sysconf(\"SC_CLK_TCK\")*1e6/float(sys.argv[2]):.1f}')" "$1" "$2"
+}
 summary=()
+cpu_summary=()
 
 # A node of our own: $1 name, further arguments added to serve's.
 node_port=""
@@ -129,6 +138,7 @@ wait_until "[ \$(wc -l < $dir/rsyslog/out.log) -ge $lines ]" 600
 rsyslog_end=$(stat -c %.9Y "$dir/rsyslog/out.log")
 rsyslog_rate=$(python3 -c "import sys; print(f'{int(sys.argv[1]) / (float(sys.argv[3]) - float(sys.argv[2])):.0f}')" "$lines" "$start" "$rsyslog_end")
 rsyslog_rss=$(peak_rss "$rsyslog_pid")
+rsyslog_cpu=$(cpu_us_per "$rsyslog_pid" "$lines")
 stop_all
 rm -f "$dir/rsyslog/out.log" "$dir/lines"
 
@@ -145,8 +155,10 @@ wait_until "[ \$(stored) -ge $accepted ]" 600
 stored_after=$(python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$ended" "$(now)")
 ingest_rate=$(json_field '["events_per_second"]' < "$dir/ingest.json")
 ingest_rss=$(peak_rss "$node_pid")
+ingest_cpu=$(cpu_us_per "$node_pid" "$accepted")
 stop_all
 summary+=("| ingest, ~200-byte events | ${ingest_rate%.*} events/s (stored ${stored_after} s after the run) | rsyslog imtcp→omfile ${rsyslog_rate} lines/s | $(ratio "$ingest_rate" "$rsyslog_rate") | ${ingest_rss} (rsyslogd ${rsyslog_rss}) |")
+cpu_summary+=("| ingest | ${ingest_cpu} µs an event | rsyslogd ${rsyslog_cpu} µs a line |")
 
 # 2. Counters: Redis without persistence, then with an fsync per write; logmesh with its own
 # client and with wrk.
@@ -155,19 +167,22 @@ redis_incr() { # extra redis-server arguments
   port=$(free_port)
   redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" --dbfilename "redis-$port.rdb" \
     --appendfilename "redis-$port.aof" "$@" >"$dir/redis-$port.log" 2>&1 &
-  pids+=($!)
+  local server=$!
+  pids+=("$server")
   wait_until "redis-cli -p $port ping >/dev/null 2>&1"
   redis-benchmark -p "$port" -t incr -c 64 -n 1000000 --csv 2>/dev/null \
-    | python3 -c 'import csv,sys; rows=list(csv.reader(sys.stdin)); print(f"{float(rows[1][1]):.0f}")'
+    | python3 -c 'import csv,sys; rows=list(csv.reader(sys.stdin)); print(f"{float(rows[1][1]):.0f}", end=" ")'
+  cpu_us_per "$server" 1000000
   stop_all
 }
-redis_memory=$(redis_incr --save '' --appendonly no)
-redis_durable=$(redis_incr --save '' --appendonly yes --appendfsync always)
+read -r redis_memory redis_memory_cpu < <(redis_incr --save '' --appendonly no)
+read -r redis_durable redis_durable_cpu < <(redis_incr --save '' --appendonly yes --appendfsync always)
 
 start_node counters --retention off
 "$bin" bench counter --url "http://127.0.0.1:$node_port" --connections 64 --keys 1 \
   --duration "${seconds}s" --json > "$dir/counter.json"
 counter_rate=$(json_field '["increments_per_second"]' < "$dir/counter.json")
+counter_cpu=$(cpu_us_per "$node_pid" "$(json_field '["increments"]' < "$dir/counter.json")")
 cat > "$dir/increment.lua" <<'EOF'
 wrk.method = "POST"
 wrk.body = '{"name":"bench_increments_total","labels":{"key":"0"}}'
@@ -177,7 +192,14 @@ wrk_rate=$(wrk -t 2 -c 64 -d "${seconds}s" -s "$dir/increment.lua" "http://127.0
   | awk '/Requests\/sec/ {printf "%.0f", $2}')
 counters_rss=$(peak_rss "$node_pid")
 stop_all
+# The same stack answering a request that does no work: the most any endpoint can do here.
+start_node http --retention off
+healthz_rate=$(wrk -t 2 -c 64 -d "${seconds}s" "http://127.0.0.1:$node_port/healthz" \
+  | awk '/Requests\/sec/ {printf "%.0f", $2}')
+stop_all
+cpu_summary+=("| counter increments | ${counter_cpu} µs an increment | redis-server ${redis_memory_cpu} µs an INCR (appendfsync always: ${redis_durable_cpu} µs) |")
 summary+=("| counter increments, 64 connections, 1 counter | ${counter_rate%.*}/s (wrk: ${wrk_rate}/s) | redis INCR ${redis_memory}/s (appendfsync always: ${redis_durable}/s) | $(ratio "$counter_rate" "$redis_memory") ($(ratio "$counter_rate" "$redis_durable") vs durable Redis) | ${counters_rss} |")
+summary+=("| HTTP round trip alone (\`GET /healthz\`), 64 connections | ${healthz_rate}/s (wrk) | redis INCR ${redis_memory}/s | $(ratio "$healthz_rate" "$redis_memory") | |")
 
 # 3. Tail: bench-tail.sh prints its own table and the node's peak RSS.
 echo "tail (scripts/bench-tail.sh):"
@@ -198,3 +220,7 @@ summary+=("| tail: full scan, absent regex | | rg -c REGEX | $(tail_row '(c) abs
 echo "| comparison | logmesh | peer | logmesh ÷ peer (tail: peer's time ÷ logmesh's request) | node peak RSS |"
 echo "|---|---|---|---|---|"
 printf '%s\n' "${summary[@]}"
+echo
+echo "| CPU spent (user + system, every thread) | logmesh node | peer |"
+echo "|---|---|---|"
+printf '%s\n' "${cpu_summary[@]}"

@@ -389,6 +389,46 @@ async fn a_queue_refused_for_room_sheds_requests_before_parsing_them_until_it_dr
 }
 
 #[tokio::test]
+async fn while_shedding_bulk_otlp_and_loki_are_refused_unparsed_as_their_senders_expect() {
+    let mut node = node_with_a_queue_of_ten().await;
+    let eleven_in_two: Vec<String> = [9, 2]
+        .iter()
+        .map(|n| {
+            (0..*n)
+                .map(|i| ndjson_line(&format!("e{n}-{i}"), "api", "info", "m"))
+                .collect()
+        })
+        .collect();
+    for body in eleven_in_two {
+        node.post("/api/v1/logs").body(body).send().await.unwrap();
+    }
+    // Malformed bodies: each would be a 400 if it were parsed.
+    let refusals = [
+        ("/_bulk", "application/x-ndjson", StatusCode::TOO_MANY_REQUESTS),
+        ("/v1/logs", "application/json", StatusCode::SERVICE_UNAVAILABLE),
+        ("/loki/api/v1/push", "application/json", StatusCode::SERVICE_UNAVAILABLE),
+    ];
+    for (path, content_type, expected) in refusals {
+        let response = node
+            .post(path)
+            .header("content-type", content_type)
+            .body("{ not what this endpoint takes")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), expected, "{path}");
+        assert_eq!(response.headers().get("retry-after").unwrap(), "1", "{path}");
+    }
+    let metrics = metrics_text(&node.url).await;
+    assert_eq!(
+        sample_value(&metrics, "logmesh_ingest_requests_shed_total"),
+        3
+    );
+    node.shutdown().await;
+    assert_eq!(stored(&node.db_path()).rows, 9);
+}
+
+#[tokio::test]
 async fn resending_an_id_stores_it_once_and_counts_it_once() {
     let node = TestNode::start(|_| {}).await;
     let body = ndjson_line("dup-1", "api", "error", "first")
