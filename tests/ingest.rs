@@ -404,9 +404,21 @@ async fn while_shedding_bulk_otlp_and_loki_are_refused_unparsed_as_their_senders
     }
     // Malformed bodies: each would be a 400 if it were parsed.
     let refusals = [
-        ("/_bulk", "application/x-ndjson", StatusCode::TOO_MANY_REQUESTS),
-        ("/v1/logs", "application/json", StatusCode::SERVICE_UNAVAILABLE),
-        ("/loki/api/v1/push", "application/json", StatusCode::SERVICE_UNAVAILABLE),
+        (
+            "/_bulk",
+            "application/x-ndjson",
+            StatusCode::TOO_MANY_REQUESTS,
+        ),
+        (
+            "/v1/logs",
+            "application/json",
+            StatusCode::SERVICE_UNAVAILABLE,
+        ),
+        (
+            "/loki/api/v1/push",
+            "application/json",
+            StatusCode::SERVICE_UNAVAILABLE,
+        ),
     ];
     for (path, content_type, expected) in refusals {
         let response = node
@@ -417,7 +429,11 @@ async fn while_shedding_bulk_otlp_and_loki_are_refused_unparsed_as_their_senders
             .await
             .unwrap();
         assert_eq!(response.status(), expected, "{path}");
-        assert_eq!(response.headers().get("retry-after").unwrap(), "1", "{path}");
+        assert_eq!(
+            response.headers().get("retry-after").unwrap(),
+            "1",
+            "{path}"
+        );
     }
     let metrics = metrics_text(&node.url).await;
     assert_eq!(

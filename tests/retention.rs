@@ -221,6 +221,35 @@ async fn storage_figures_are_in_the_metrics_and_the_node_stats() {
     assert!(metrics.contains("\nlogmesh_store_rows 2\n"), "{metrics}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storage_figure_that_cannot_be_read_is_left_out_and_said_why() {
+    let node = TestNode::start(|_| {}).await;
+    let (status, body) = post_ndjson(&node, &[json!({"service": "api", "message": "one"})]).await;
+    assert_eq!(status, 202, "{body}");
+    node.wait_for_stored(1).await;
+    // The event log directory replaced by a file: its size cannot be listed.
+    let dir = node.event_log_dir();
+    let aside = dir.with_extension("aside");
+    std::fs::rename(&dir, &aside).unwrap();
+    std::fs::write(&dir, b"not a directory").unwrap();
+
+    let stats = node.get_json("/api/v1/node/stats").await;
+    let storage = &stats["storage"];
+    let error = storage["error"].as_str().unwrap_or_default();
+    assert!(error.starts_with("event log: "), "{stats}");
+    assert!(storage.get("event_log_bytes").is_none(), "{stats}");
+    assert_eq!(
+        storage["store_rows"], 1,
+        "the other figures still answer: {stats}"
+    );
+    let metrics = metrics_text(&node.url).await;
+    assert!(!metrics.contains("logmesh_event_log_bytes"), "{metrics}");
+    assert!(metrics.contains("\nlogmesh_store_rows 1\n"), "{metrics}");
+
+    std::fs::remove_file(&dir).unwrap();
+    std::fs::rename(&aside, &dir).unwrap();
+}
+
 /// `count` NDJSON events `{prefix}-{i}` stamped `ts_ms`.
 fn batch(prefix: &str, count: usize, ts_ms: i64) -> String {
     (0..count)

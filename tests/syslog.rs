@@ -756,6 +756,65 @@ action(type="omfwd" target="127.0.0.1" port="{port}" protocol="tcp" StreamDriver
     assert_eq!(node.get("/readyz").send().await.unwrap().status(), 200);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_never_starts_tls_is_closed_after_the_handshake_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(dir.path());
+    let node = TestNode::start(|config| {
+        config.syslog.listen = vec![SyslogListen::parse("tls://127.0.0.1:0").unwrap()];
+        config.syslog.tls.cert = Some(cert.clone());
+        config.syslog.tls.key = Some(key.clone());
+    })
+    .await;
+    let tls = node.node.as_ref().unwrap().syslog_listeners()[0];
+    let opened = std::time::Instant::now();
+    let mut silent = tokio::net::TcpStream::connect(tls.addr).await.unwrap();
+
+    // Meanwhile another sender's handshake and message get through.
+    let mut client = Command::new("openssl")
+        .args(["s_client", "-quiet", "-verify_return_error", "-CAfile"])
+        .arg(&cert)
+        .args([
+            "-connect",
+            &tls.addr.to_string(),
+            "-servername",
+            "localhost",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run openssl s_client");
+    let mut stdin = client.stdin.take().unwrap();
+    stdin
+        .write_all(b"<14>1 2026-11-23T10:15:00Z h app - - - beside a silent one\n")
+        .await
+        .unwrap();
+    stdin.flush().await.unwrap();
+    node.wait_for_stored(1).await;
+    client.kill().await.unwrap();
+
+    let mut read = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), silent.read_to_end(&mut read))
+        .await
+        .expect("the node closes a connection that never starts its handshake")
+        .ok();
+    assert!(read.is_empty(), "{read:?}");
+    assert!(
+        opened.elapsed() >= Duration::from_secs(9),
+        "closed after {:?}, before the 10 s handshake timeout",
+        opened.elapsed()
+    );
+    let name = tls.to_string();
+    eventually(
+        "the handshake timeout counted",
+        Duration::from_secs(10),
+        || async { syslog_counter(&node, &name, "broken").await == 1 },
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn tls_listeners_need_a_certificate_and_key_that_fit() {
     // openssl, which makes the certificates, comes with the rsyslog services.
