@@ -646,14 +646,14 @@ async fn keywords_match_whole_words_case_insensitively(backend: Backend) {
 /// held them.
 fn without_search_migration(backend: Backend) -> &'static [&'static str] {
     match backend {
-        // Migrations 4 (no insert trigger: the writer indexes) and 5 (the index made again
-        // without per-row sizes) must run again after 2.
+        // Migrations 4 (no insert trigger: the writer indexes), 5 (the index made again
+        // without per-row sizes) and 6 (its merge setting) must run again after 2.
         Backend::Sqlite => &[
             "DROP TRIGGER service_logs_fts_delete",
             "DROP TRIGGER service_logs_fts_update",
             "DROP TABLE service_logs_fts",
             "DROP INDEX service_logs_ts",
-            "DELETE FROM logmesh_migrations WHERE version IN (2, 4, 5)",
+            "DELETE FROM logmesh_migrations WHERE version IN (2, 4, 5, 6)",
         ],
         // Migration 5 (the words index that replaced the trigrams) must run again after 2.
         Backend::Postgres => &[
@@ -1581,7 +1581,7 @@ async fn sqlite_gives_back_the_space_of_expired_events_also_in_an_older_database
 }
 
 #[tokio::test]
-async fn sqlite_keyword_index_keeps_no_per_row_sizes() {
+async fn sqlite_keyword_index_keeps_no_per_row_sizes_and_merges_16_segments_at_a_time() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("fts.db");
     let store = logmesh::store::sqlite::SqliteStore::open(path.clone(), Default::default())
@@ -1609,6 +1609,16 @@ async fn sqlite_keyword_index_keeps_no_per_row_sizes() {
         !tables.contains(&"service_logs_fts_docsize".to_owned()),
         "{tables:?}"
     );
+    // It merges 16 segments at a time (FTS5's default is 4).
+    let automerge: i64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row(
+            "SELECT v FROM service_logs_fts_config WHERE k = 'automerge'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(automerge, 16);
 }
 
 #[tokio::test]
