@@ -689,17 +689,24 @@ fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf
     (cert, key)
 }
 
+/// A node with one TLS syslog listener, its certificate self-signed into `dir`; the
+/// certificate's path, for senders to verify the node with.
+async fn node_with_a_tls_listener(dir: &std::path::Path) -> (TestNode, std::path::PathBuf) {
+    let (cert, key) = self_signed(dir);
+    let node = TestNode::start(|config| {
+        config.syslog.listen = vec![SyslogListen::parse("tls://127.0.0.1:0").unwrap()];
+        config.syslog.tls.cert = Some(cert.clone());
+        config.syslog.tls.key = Some(key);
+    })
+    .await;
+    (node, cert)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rsyslog_sends_over_tls_and_verifies_the_node() {
     needs!(Rsyslog);
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = self_signed(dir.path());
-    let node = TestNode::start(|config| {
-        config.syslog.listen = vec![SyslogListen::parse("tls://127.0.0.1:0").unwrap()];
-        config.syslog.tls.cert = Some(cert.clone());
-        config.syslog.tls.key = Some(key.clone());
-    })
-    .await;
+    let (node, cert) = node_with_a_tls_listener(dir.path()).await;
     let tls = node.node.as_ref().unwrap().syslog_listeners()[0];
     assert_eq!(tls.to_string(), format!("tls://{}", tls.addr));
     let work = dir.path().join("work");
@@ -762,13 +769,7 @@ async fn a_connection_that_never_starts_tls_is_closed_after_the_handshake_timeou
     // services.
     needs!(Rsyslog);
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = self_signed(dir.path());
-    let node = TestNode::start(|config| {
-        config.syslog.listen = vec![SyslogListen::parse("tls://127.0.0.1:0").unwrap()];
-        config.syslog.tls.cert = Some(cert.clone());
-        config.syslog.tls.key = Some(key.clone());
-    })
-    .await;
+    let (node, cert) = node_with_a_tls_listener(dir.path()).await;
     let tls = node.node.as_ref().unwrap().syslog_listeners()[0];
     let opened = std::time::Instant::now();
     let mut silent = tokio::net::TcpStream::connect(tls.addr).await.unwrap();
